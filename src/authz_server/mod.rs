@@ -1,0 +1,1 @@
+//! The bundled authorization server (being written).
