@@ -1,8 +1,67 @@
-//! bearer-guard: OAuth 2.1 resource-server token validation.
+//! # bearer-guard
+//!
+//! OAuth 2.1 resource-server token validation for tower, axum, hyper and tonic.
+//!
+//! Every request's bearer token is checked, in this order, before your handler
+//! runs: size and shape, the **issuer** (an exact expected value, before any key
+//! lookup), the **algorithm**, the **signature** against the issuer's published keys
+//! (JWKS, fetched and cached), the **time** (`exp`, `nbf`, `iat`), the
+//! **audience**, and per route the **scope**. Failures are answered per RFC 6750.
+//!
+//! ```no_run
+//! use axum::{Router, routing::get};
+//! use bearer_guard::{Guard, RequireScope, VerifiedToken};
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let guard = Guard::builder()
+//!     .issuer("https://login.example.com")      // discovery finds the jwks_uri
+//!     .audience("https://api.example.com")
+//!     .build()?;
+//!
+//! let app: Router = Router::new()
+//!     .route("/orders", get(|t: VerifiedToken| async move {
+//!         format!("orders of {}", t.subject().unwrap_or("?"))
+//!     }).route_layer(RequireScope::all(["orders:read"])))
+//!     .layer(guard.layer());
+//!
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
+//! axum::serve(listener, app).await?;
+//! # Ok(()) }
+//! ```
+//!
+//! Features: `axum` (default: extractors), `authz-server` (the bundled OAuth 2.1
+//! authorization server for tests and local development), `cookie` (tokens from a
+//! cookie), `metrics` (counters through the `metrics` facade).
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod clock;
+pub mod error;
+
+mod claims;
+mod config;
+mod discovery;
+mod issuer;
+mod jws;
+mod keys;
+mod layer;
+mod metrics;
+mod scope;
+mod token;
+mod validate;
+
+#[cfg(feature = "axum")]
+pub mod axum;
 
 #[cfg(feature = "authz-server")]
 pub mod authz_server;
+
+pub use claims::{Scopes, VerifiedToken};
+pub use config::{BuildError, Guard, GuardBuilder};
+pub use error::AuthError;
+pub use issuer::Issuer;
+pub use jws::{Algorithm, TokenHeader, TypPolicy, UnknownAlgorithm};
+pub use keys::store::KeyStoreStatus;
+pub use layer::{GuardBody, GuardLayer, GuardService};
+pub use scope::{RequireScope, RequireScopeService};

@@ -1,0 +1,413 @@
+//! The verified token handed to handlers: header facts, standard claims, scopes,
+//! and the raw claims for the application's own type.
+
+use std::fmt;
+use std::sync::Arc;
+
+use serde::Deserialize;
+use serde::de::{self, DeserializeOwned, Deserializer, SeqAccess, Visitor};
+
+use crate::jws::{Algorithm, TokenHeader};
+
+/// The largest NumericDate accepted: 9999-12-31T23:59:59Z. Anything beyond is
+/// refused rather than saturated, so no arithmetic on it can overflow.
+pub(crate) const MAX_NUMERIC_DATE: u64 = 253_402_300_799;
+
+/// The registered claims bearer-guard checks, parsed once from the payload.
+///
+/// Duplicate members (two `iss`) are a parse error, never "last one wins".
+#[derive(Debug, Clone, Default, Deserialize)]
+pub(crate) struct RegisteredClaims {
+    #[serde(default)]
+    pub iss: Option<String>,
+    #[serde(default)]
+    pub sub: Option<String>,
+    #[serde(default, deserialize_with = "audience")]
+    pub aud: Option<Vec<String>>,
+    #[serde(default, deserialize_with = "numeric_date")]
+    pub exp: Option<u64>,
+    #[serde(default, deserialize_with = "numeric_date")]
+    pub nbf: Option<u64>,
+    #[serde(default, deserialize_with = "numeric_date")]
+    pub iat: Option<u64>,
+    #[serde(default)]
+    pub jti: Option<String>,
+    #[serde(default)]
+    pub client_id: Option<String>,
+    #[serde(default)]
+    pub scope: Option<String>,
+    #[serde(default, deserialize_with = "string_or_list")]
+    pub scp: Option<Vec<String>>,
+    #[serde(default)]
+    pub tid: Option<String>,
+}
+
+impl RegisteredClaims {
+    pub(crate) fn parse(payload: &[u8]) -> Result<Self, serde_json::Error> {
+        from_json_object(payload)
+    }
+}
+
+/// Deserializes a JSON *object* into `T`. Derived structs would also accept a
+/// JSON array (`["https://a", ...]` as positional fields); a JOSE header or a
+/// claims set is only ever an object.
+pub(crate) fn from_json_object<T: DeserializeOwned>(json: &[u8]) -> Result<T, serde_json::Error> {
+    struct ObjectOnly<T>(T);
+    impl<'de, T: Deserialize<'de>> Deserialize<'de> for ObjectOnly<T> {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct V<T>(std::marker::PhantomData<T>);
+            impl<'de, T: Deserialize<'de>> Visitor<'de> for V<T> {
+                type Value = T;
+                fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                    f.write_str("a JSON object")
+                }
+                fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+                    T::deserialize(de::value::MapAccessDeserializer::new(map))
+                }
+            }
+            d.deserialize_map(V(std::marker::PhantomData))
+                .map(ObjectOnly)
+        }
+    }
+    serde_json::from_slice::<ObjectOnly<T>>(json).map(|o| o.0)
+}
+
+/// A NumericDate (RFC 7519 §2): a JSON number of seconds, possibly fractional.
+/// Strings, booleans, negative, non-finite and absurdly large values are refused.
+fn numeric_date<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    struct V;
+    impl<'de> Visitor<'de> for V {
+        type Value = Option<u64>;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a NumericDate (a JSON number of seconds)")
+        }
+        fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+            if v > MAX_NUMERIC_DATE {
+                return Err(E::custom(format!("NumericDate {v} is beyond year 9999")));
+            }
+            Ok(Some(v))
+        }
+        fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+            u64::try_from(v)
+                .map_err(|_| E::custom(format!("NumericDate {v} is negative")))
+                .and_then(|v| self.visit_u64(v))
+        }
+        fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
+            if !v.is_finite() || v < 0.0 || v > MAX_NUMERIC_DATE as f64 {
+                return Err(E::custom(format!("NumericDate {v} is out of range")));
+            }
+            Ok(Some(v.floor() as u64))
+        }
+        fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+    }
+    d.deserialize_any(V)
+}
+
+/// `aud`: one string or an array of strings (RFC 7519 §4.1.3).
+fn audience<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<String>>, D::Error> {
+    d.deserialize_any(StringOrList { split: false })
+}
+
+/// `scp`: a space-delimited string or an array of strings (Azure AD, Okta).
+fn string_or_list<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<String>>, D::Error> {
+    d.deserialize_any(StringOrList { split: true })
+}
+
+struct StringOrList {
+    split: bool,
+}
+
+impl<'de> Visitor<'de> for StringOrList {
+    type Value = Option<Vec<String>>;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a string or an array of strings")
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(Some(if self.split {
+            v.split(' ')
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect()
+        } else {
+            vec![v.to_owned()]
+        }))
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(1).min(16));
+        while let Some(s) = seq.next_element::<String>()? {
+            out.push(s);
+        }
+        Ok(Some(out))
+    }
+    fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+}
+
+/// A set of OAuth scopes: sorted, deduplicated, looked up by binary search.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Scopes(Box<[String]>);
+
+impl Scopes {
+    pub(crate) fn from_claims(scope: Option<&str>, scp: Option<&[String]>) -> Self {
+        let mut all: Vec<String> = scope
+            .into_iter()
+            .flat_map(|s| s.split(' '))
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .chain(scp.into_iter().flatten().cloned())
+            .collect();
+        all.sort_unstable();
+        all.dedup();
+        Scopes(all.into_boxed_slice())
+    }
+
+    /// Whether the set holds `scope` (exact, case-sensitive).
+    pub fn contains(&self, scope: &str) -> bool {
+        self.0.binary_search_by(|s| s.as_str().cmp(scope)).is_ok()
+    }
+
+    /// The scopes, sorted.
+    pub fn iter(&self) -> impl Iterator<Item = &str> {
+        self.0.iter().map(String::as_str)
+    }
+
+    /// How many scopes the token carries.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether the token carries no scope.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl fmt::Display for Scopes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0.join(" "))
+    }
+}
+
+/// A token whose signature, issuer, algorithm, times and audience have all been
+/// checked. Only validation constructs one; the layer puts it into the request's
+/// extensions. Cheap to clone.
+#[derive(Clone)]
+pub struct VerifiedToken {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    header: TokenHeader,
+    claims: RegisteredClaims,
+    scopes: Scopes,
+    raw: Box<str>,
+    issuer_index: usize,
+}
+
+impl VerifiedToken {
+    /// Only `validate.rs` calls this, after every check passed.
+    pub(crate) fn new(
+        header: TokenHeader,
+        claims: RegisteredClaims,
+        raw: Box<str>,
+        issuer_index: usize,
+    ) -> Self {
+        let scopes = Scopes::from_claims(claims.scope.as_deref(), claims.scp.as_deref());
+        VerifiedToken {
+            inner: Arc::new(Inner {
+                header,
+                claims,
+                scopes,
+                raw,
+                issuer_index,
+            }),
+        }
+    }
+
+    /// The `alg` the token was signed with.
+    pub fn algorithm(&self) -> Algorithm {
+        self.inner.header.alg
+    }
+
+    /// The `kid` of the key that verified it, if the header named one.
+    pub fn key_id(&self) -> Option<&str> {
+        self.inner.header.kid.as_deref()
+    }
+
+    /// The `typ` header, if any.
+    pub fn token_type(&self) -> Option<&str> {
+        self.inner.header.typ.as_deref()
+    }
+
+    /// `iss`: the issuer, equal to one of the configured issuers.
+    pub fn issuer(&self) -> &str {
+        self.inner.claims.iss.as_deref().unwrap_or_default()
+    }
+
+    /// `sub`: the user, or the client for client-credentials tokens.
+    pub fn subject(&self) -> Option<&str> {
+        self.inner.claims.sub.as_deref()
+    }
+
+    /// `aud`: every audience the token names.
+    pub fn audiences(&self) -> &[String] {
+        self.inner.claims.aud.as_deref().unwrap_or_default()
+    }
+
+    /// `exp`, in seconds since the Unix epoch.
+    pub fn expires_at(&self) -> u64 {
+        self.inner.claims.exp.unwrap_or_default()
+    }
+
+    /// `iat`, in seconds since the Unix epoch.
+    pub fn issued_at(&self) -> Option<u64> {
+        self.inner.claims.iat
+    }
+
+    /// `nbf`, in seconds since the Unix epoch.
+    pub fn not_before(&self) -> Option<u64> {
+        self.inner.claims.nbf
+    }
+
+    /// `jti`: the token's unique identifier.
+    pub fn jwt_id(&self) -> Option<&str> {
+        self.inner.claims.jti.as_deref()
+    }
+
+    /// `client_id` (RFC 9068 §2.2).
+    pub fn client_id(&self) -> Option<&str> {
+        self.inner.claims.client_id.as_deref()
+    }
+
+    /// The scopes, from `scope` (space-delimited) and `scp` (string or array).
+    pub fn scopes(&self) -> &Scopes {
+        &self.inner.scopes
+    }
+
+    /// The tenant id claim `tid`, when present (Entra ID).
+    pub fn tenant_id(&self) -> Option<&str> {
+        self.inner.claims.tid.as_deref()
+    }
+
+    /// The position of the issuer entry that accepted the token, in the order the
+    /// issuers were configured.
+    pub fn issuer_index(&self) -> usize {
+        self.inner.issuer_index
+    }
+
+    /// The verified claims as JSON text, exactly as the issuer signed them.
+    pub fn raw_claims(&self) -> &str {
+        &self.inner.raw
+    }
+
+    /// Deserializes the verified claims into the application's own type.
+    ///
+    /// ```
+    /// # use bearer_guard::VerifiedToken;
+    /// #[derive(serde::Deserialize)]
+    /// struct MyClaims { sub: String, tenant: String }
+    ///
+    /// fn tenant(token: &VerifiedToken) -> Result<String, serde_json::Error> {
+    ///     Ok(token.claims::<MyClaims>()?.tenant)
+    /// }
+    /// ```
+    pub fn claims<T: DeserializeOwned>(&self) -> Result<T, serde_json::Error> {
+        serde_json::from_str(&self.inner.raw)
+    }
+}
+
+impl fmt::Debug for VerifiedToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("VerifiedToken")
+            .field("alg", &self.inner.header.alg)
+            .field("kid", &self.inner.header.kid)
+            .field("iss", &self.inner.claims.iss)
+            .field("sub", &self.inner.claims.sub)
+            .field("client_id", &self.inner.claims.client_id)
+            .field("exp", &self.inner.claims.exp)
+            .field("scopes", &self.inner.scopes)
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_standard_claims() {
+        let c = RegisteredClaims::parse(
+            br#"{"iss":"https://a","sub":"u","aud":["x","y"],"exp":1700000000,"nbf":1.5,"iat":1699999999,"scope":"a b","scp":["c"],"extra":{"deep":[1,2]}}"#,
+        )
+        .unwrap();
+        assert_eq!(c.iss.as_deref(), Some("https://a"));
+        assert_eq!(c.aud.unwrap(), ["x", "y"]);
+        assert_eq!(c.exp, Some(1_700_000_000));
+        assert_eq!(c.nbf, Some(1));
+        let scopes = Scopes::from_claims(c.scope.as_deref(), c.scp.as_deref());
+        assert_eq!(scopes.to_string(), "a b c");
+    }
+
+    #[test]
+    fn aud_may_be_a_single_string() {
+        let c = RegisteredClaims::parse(br#"{"aud":"x"}"#).unwrap();
+        assert_eq!(c.aud.unwrap(), ["x"]);
+    }
+
+    #[test]
+    fn rejects_string_exp() {
+        assert!(RegisteredClaims::parse(br#"{"exp":"1700000000"}"#).is_err());
+    }
+
+    #[test]
+    fn rejects_negative_huge_and_boolean_dates() {
+        for v in ["-1", "1e300", "253402300800", "true", "-0.5", "[1]"] {
+            let json = format!(r#"{{"exp":{v}}}"#);
+            assert!(RegisteredClaims::parse(json.as_bytes()).is_err(), "{v}");
+        }
+    }
+
+    #[test]
+    fn rejects_duplicate_claims() {
+        assert!(RegisteredClaims::parse(br#"{"iss":"a","iss":"b"}"#).is_err());
+        assert!(RegisteredClaims::parse(br#"{"exp":1,"exp":2}"#).is_err());
+    }
+
+    #[test]
+    fn rejects_non_object_payloads() {
+        for p in [&b"[]"[..], b"1", b"\"x\"", b"null", b"", b"{"] {
+            assert!(RegisteredClaims::parse(p).is_err());
+        }
+    }
+
+    #[test]
+    fn deeply_nested_json_never_overflows_the_stack() {
+        // Unknown claims are skipped iteratively; known ones hit serde_json's
+        // recursion limit. Neither recurses without bound.
+        let deep = format!(r#"{{"x":{}{}}}"#, "[".repeat(100_000), "]".repeat(100_000));
+        assert!(RegisteredClaims::parse(deep.as_bytes()).is_ok());
+        let deep = format!(
+            r#"{{"aud":{}{}}}"#,
+            "[".repeat(100_000),
+            "]".repeat(100_000)
+        );
+        assert!(RegisteredClaims::parse(deep.as_bytes()).is_err());
+    }
+
+    #[test]
+    fn scopes_are_sorted_deduplicated_and_exact() {
+        let s = Scopes::from_claims(Some("b  a b"), Some(&["A".to_owned()]));
+        assert_eq!(s.iter().collect::<Vec<_>>(), ["A", "a", "b"]);
+        assert!(s.contains("a"));
+        assert!(!s.contains("c"));
+    }
+}

@@ -1,0 +1,623 @@
+//! [`Guard`] and its builder: everything is checked when the guard is built, so a
+//! misconfiguration fails at startup, not on the first request.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use crate::clock::{Clock, SharedClock, SystemClock};
+use crate::discovery::check_url;
+use crate::error::{AuthError, ErrorHandler, Responder};
+use crate::issuer::{Issuer, IssuerEntry, IssuerPolicy, KeySourceSpec};
+use crate::jws::{Algorithm, AlgorithmSet, TypPolicy};
+use crate::keys::KeySet;
+use crate::keys::fetch::{self, FetchLimits};
+use crate::keys::store::{KeySource, KeyStore, KeyStoreStatus, RefreshPolicy};
+use crate::token::TokenSource;
+
+/// Validates bearer tokens for one API. Cheap to clone (an `Arc` inside); share
+/// one guard between every layer, route and task.
+///
+/// ```no_run
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// use bearer_guard::Guard;
+///
+/// let guard = Guard::builder()
+///     .issuer("https://login.example.com")   // keys found by discovery
+///     .audience("https://api.example.com")
+///     .build()?;
+/// guard.prefetch().await?;                     // optional: load keys before serving
+/// let token = guard.validate("eyJhbGciOi...").await?;
+/// println!("hello {}", token.subject().unwrap_or("?"));
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Guard {
+    pub(crate) inner: Arc<GuardInner>,
+}
+
+pub(crate) struct GuardInner {
+    pub issuers: IssuerPolicy,
+    pub leeway: u64,
+    pub typ: TypPolicy,
+    pub tokens: TokenSource,
+    pub clock: SharedClock,
+    pub responder: Responder,
+}
+
+impl fmt::Debug for Guard {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Guard")
+            .field("issuers", &self.inner.issuers.identifiers())
+            .field("leeway", &self.inner.leeway)
+            .field("typ", &self.inner.typ)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Guard {
+    /// Starts a builder with the defaults of DESIGN.md: asymmetric algorithms only,
+    /// 60 s leeway, lenient `typ`, 16 KiB tokens, JWKS TTL 10 min within
+    /// [5 min, 24 h], 30 s unknown-`kid` cooldown, 24 h last-known-good.
+    pub fn builder() -> GuardBuilder {
+        GuardBuilder::default()
+    }
+
+    /// Loads the keys of every issuer now, e.g. before a readiness probe says yes.
+    /// Fails with [`AuthError::KeysUnavailable`] naming the first issuer that failed.
+    pub async fn prefetch(&self) -> Result<(), AuthError> {
+        for entry in self.inner.issuers.entries() {
+            entry.store.load().await?;
+        }
+        Ok(())
+    }
+
+    /// The state of each issuer's key store, in configuration order.
+    pub fn key_status(&self) -> Vec<KeyStoreStatus> {
+        self.inner
+            .issuers
+            .entries()
+            .iter()
+            .map(|e| e.store.status())
+            .collect()
+    }
+
+    /// Whether keys are loaded for every issuer.
+    pub fn ready(&self) -> bool {
+        self.key_status().iter().all(KeyStoreStatus::ready)
+    }
+
+    /// The response the layers send for `error` (realm and error hook applied).
+    pub fn error_response(&self, error: &AuthError) -> http::Response<Bytes> {
+        self.inner.responder.respond(error)
+    }
+}
+
+/// A configuration the builder refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum BuildError {
+    /// No issuer was configured.
+    #[error("no issuer configured: call .issuer(..) at least once")]
+    NoIssuer,
+    /// An issuer identifier is empty or appears twice.
+    #[error("issuer {0:?} is empty or configured twice")]
+    DuplicateIssuer(String),
+    /// No audience for an issuer (RFC 9068 §4 makes the check mandatory).
+    #[error("no audience configured for issuer {0:?}: call .audience(..)")]
+    NoAudience(String),
+    /// The algorithm list is empty.
+    #[error("no algorithm allowed for issuer {0:?}")]
+    NoAlgorithms(String),
+    /// HS* configured for an issuer whose keys come from a JWKS.
+    #[error(
+        "issuer {issuer:?}: {alg} needs a shared secret and can never be verified against a JWKS"
+    )]
+    HmacWithJwks {
+        /// The issuer.
+        issuer: String,
+        /// The HMAC algorithm.
+        alg: Algorithm,
+    },
+    /// A shared secret with asymmetric (or no explicit) algorithms.
+    #[error(
+        "issuer {0:?} has a shared secret: name its HS256/384/512 algorithms explicitly, and only those"
+    )]
+    SecretNeedsHmacAlgorithms(String),
+    /// A shared secret shorter than the hash output (RFC 7518 §3.2).
+    #[error("issuer {issuer:?}: the shared secret is {len} bytes; {alg} needs at least {min}")]
+    SecretTooShort {
+        /// The issuer.
+        issuer: String,
+        /// The algorithm.
+        alg: Algorithm,
+        /// The secret's length.
+        len: usize,
+        /// The minimum.
+        min: usize,
+    },
+    /// A URL (issuer for discovery, or jwks_uri) is unusable.
+    #[error("issuer {issuer:?}: {reason}")]
+    InvalidUrl {
+        /// The issuer.
+        issuer: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A static JWKS document is unusable.
+    #[error("issuer {issuer:?}: the JWKS document is unusable: {reason}")]
+    InvalidJwks {
+        /// The issuer.
+        issuer: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The realm contains a character that cannot appear in a quoted-string.
+    #[error("the realm may not contain quotes, backslashes or control characters")]
+    InvalidRealm,
+    /// A limit is zero or inconsistent.
+    #[error("invalid limit: {0}")]
+    InvalidLimit(&'static str),
+    /// The HTTP client could not be built.
+    #[error("could not build the HTTP client: {0}")]
+    HttpClient(String),
+}
+
+/// Builds a [`Guard`]. Every method consumes and returns the builder.
+#[must_use]
+pub struct GuardBuilder {
+    issuers: Vec<Issuer>,
+    audiences: Vec<String>,
+    algorithms: Vec<Algorithm>,
+    leeway: Duration,
+    typ: TypPolicy,
+    max_token_bytes: usize,
+    clock: SharedClock,
+    http_client: Option<reqwest::Client>,
+    realm: Option<String>,
+    error_handler: Option<ErrorHandler>,
+    #[cfg(feature = "cookie")]
+    token_cookie: Option<String>,
+    allow_http: bool,
+    refresh: RefreshPolicy,
+    limits: FetchLimits,
+}
+
+impl Default for GuardBuilder {
+    fn default() -> Self {
+        GuardBuilder {
+            issuers: Vec::new(),
+            audiences: Vec::new(),
+            algorithms: Algorithm::DEFAULT.to_vec(),
+            leeway: Duration::from_secs(60),
+            typ: TypPolicy::Lenient,
+            max_token_bytes: 16 * 1024,
+            clock: Arc::new(SystemClock),
+            http_client: None,
+            realm: None,
+            error_handler: None,
+            #[cfg(feature = "cookie")]
+            token_cookie: None,
+            allow_http: false,
+            refresh: RefreshPolicy::default(),
+            limits: FetchLimits::default(),
+        }
+    }
+}
+
+impl fmt::Debug for GuardBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GuardBuilder")
+            .field("issuers", &self.issuers)
+            .field("audiences", &self.audiences)
+            .field("algorithms", &self.algorithms)
+            .finish_non_exhaustive()
+    }
+}
+
+impl GuardBuilder {
+    /// Trusts an issuer: a string (keys by discovery) or an [`Issuer`].
+    pub fn issuer(mut self, issuer: impl Into<Issuer>) -> Self {
+        self.issuers.push(issuer.into());
+        self
+    }
+
+    /// An accepted audience (RFC 9068 `aud`), for issuers without their own list.
+    /// May be called more than once; a token must name at least one of them.
+    pub fn audience(mut self, audience: impl Into<String>) -> Self {
+        self.audiences.push(audience.into());
+        self
+    }
+
+    /// The accepted algorithms, for issuers without their own list.
+    pub fn algorithms(mut self, algorithms: impl IntoIterator<Item = Algorithm>) -> Self {
+        self.algorithms = algorithms.into_iter().collect();
+        self
+    }
+
+    /// Tolerance for clock skew on `exp`, `nbf` and `iat` (default 60 s).
+    pub fn leeway(mut self, leeway: Duration) -> Self {
+        self.leeway = leeway;
+        self
+    }
+
+    /// Which `typ` headers are accepted (default [`TypPolicy::Lenient`]).
+    pub fn typ_policy(mut self, typ: TypPolicy) -> Self {
+        self.typ = typ;
+        self
+    }
+
+    /// Requires `typ: at+jwt` (RFC 9068), refusing ID tokens and other JWTs.
+    pub fn strict_rfc9068(self) -> Self {
+        self.typ_policy(TypPolicy::StrictRfc9068)
+    }
+
+    /// The largest token accepted, in bytes, checked before any decoding
+    /// (default 16 KiB).
+    pub fn max_token_size(mut self, bytes: usize) -> Self {
+        self.max_token_bytes = bytes;
+        self
+    }
+
+    /// The clock for token times and key-refresh timing (default: the system's).
+    pub fn clock(mut self, clock: impl Clock) -> Self {
+        self.clock = Arc::new(clock);
+        self
+    }
+
+    /// The HTTP client for discovery and JWKS fetches (custom CA, proxy...). The
+    /// fetch timeout still applies; redirects follow the client's own policy.
+    pub fn http_client(mut self, client: reqwest::Client) -> Self {
+        self.http_client = Some(client);
+        self
+    }
+
+    /// The `realm` of `WWW-Authenticate` challenges.
+    pub fn realm(mut self, realm: impl Into<String>) -> Self {
+        self.realm = Some(realm.into());
+        self
+    }
+
+    /// Replaces the whole error response of the layers (status, headers, body).
+    pub fn error_handler(
+        mut self,
+        handler: impl Fn(&AuthError) -> http::Response<Bytes> + Send + Sync + 'static,
+    ) -> Self {
+        self.error_handler = Some(Arc::new(handler));
+        self
+    }
+
+    /// Also accepts the token from this cookie (a request must not carry both a
+    /// header and the cookie). Off by default.
+    #[cfg(feature = "cookie")]
+    pub fn token_cookie(mut self, name: impl Into<String>) -> Self {
+        self.token_cookie = Some(name.into());
+        self
+    }
+
+    /// Allows plain-http discovery and JWKS URLs on non-loopback hosts. Only for
+    /// networks where the transport is otherwise protected.
+    pub fn allow_insecure_http(mut self) -> Self {
+        self.allow_http = true;
+        self
+    }
+
+    /// JWKS TTL when the response has no caching headers (default 10 min).
+    pub fn jwks_default_ttl(mut self, ttl: Duration) -> Self {
+        self.refresh.default_ttl = ttl;
+        self
+    }
+
+    /// Bounds for the TTL taken from `Cache-Control`/`Expires` (default 5 min..24 h).
+    pub fn jwks_ttl_bounds(mut self, min: Duration, max: Duration) -> Self {
+        self.refresh.min_ttl = min;
+        self.refresh.max_ttl = max;
+        self
+    }
+
+    /// Minimum time between two refreshes caused by an unknown `kid` (default 30 s).
+    pub fn kid_miss_cooldown(mut self, cooldown: Duration) -> Self {
+        self.refresh.kid_miss_cooldown = cooldown;
+        self
+    }
+
+    /// How long past their TTL last-known-good keys are used while the issuer
+    /// cannot be reached (default 24 h).
+    pub fn max_key_staleness(mut self, staleness: Duration) -> Self {
+        self.refresh.max_staleness = staleness;
+        self
+    }
+
+    /// Minimum time between fetch attempts after a failure (default 5 s).
+    pub fn jwks_retry_interval(mut self, interval: Duration) -> Self {
+        self.refresh.retry_interval = interval;
+        self
+    }
+
+    /// Timeout of one discovery or JWKS fetch, body included (default 5 s).
+    pub fn fetch_timeout(mut self, timeout: Duration) -> Self {
+        self.limits.timeout = timeout;
+        self
+    }
+
+    /// Largest JWKS or metadata body accepted (default 512 KiB).
+    pub fn max_jwks_size(mut self, bytes: usize) -> Self {
+        self.limits.max_bytes = bytes;
+        self
+    }
+
+    /// Most keys accepted in one JWKS (default 100).
+    pub fn max_jwks_keys(mut self, keys: usize) -> Self {
+        self.limits.max_keys = keys;
+        self
+    }
+
+    /// Checks the configuration and builds the guard. Keys are fetched lazily, on
+    /// the first request (or by [`Guard::prefetch`]).
+    pub fn build(self) -> Result<Guard, BuildError> {
+        if self.issuers.is_empty() {
+            return Err(BuildError::NoIssuer);
+        }
+        if self.max_token_bytes == 0 {
+            return Err(BuildError::InvalidLimit("max_token_size must be positive"));
+        }
+        if self.limits.max_bytes == 0 || self.limits.max_keys == 0 {
+            return Err(BuildError::InvalidLimit(
+                "JWKS size and key limits must be positive",
+            ));
+        }
+        if self.limits.timeout.is_zero() {
+            return Err(BuildError::InvalidLimit("fetch_timeout must be positive"));
+        }
+        if self.refresh.min_ttl > self.refresh.max_ttl {
+            return Err(BuildError::InvalidLimit(
+                "the JWKS TTL minimum exceeds the maximum",
+            ));
+        }
+        if let Some(realm) = &self.realm
+            && realm
+                .chars()
+                .any(|c| c == '"' || c == '\\' || c.is_control())
+        {
+            return Err(BuildError::InvalidRealm);
+        }
+        let client = match self.http_client.clone() {
+            Some(client) => client,
+            None => fetch::default_client(self.limits.timeout)
+                .map_err(|e| BuildError::HttpClient(e.to_string()))?,
+        };
+
+        let mut entries: Vec<IssuerEntry> = Vec::with_capacity(self.issuers.len());
+        for issuer in &self.issuers {
+            let name = issuer.issuer.clone();
+            if name.is_empty() || entries.iter().any(|e| *e.issuer == *name) {
+                return Err(BuildError::DuplicateIssuer(name));
+            }
+            let audiences = if issuer.audiences.is_empty() {
+                self.audiences.clone()
+            } else {
+                issuer.audiences.clone()
+            };
+            if audiences.is_empty() {
+                return Err(BuildError::NoAudience(name));
+            }
+            let explicit_algorithms = issuer.algorithms.is_some();
+            let algorithms: AlgorithmSet = issuer
+                .algorithms
+                .as_deref()
+                .unwrap_or(&self.algorithms)
+                .iter()
+                .copied()
+                .collect();
+            if algorithms.is_empty() {
+                return Err(BuildError::NoAlgorithms(name));
+            }
+            let source = self.key_source(issuer, algorithms, explicit_algorithms)?;
+            let store = KeyStore::new(
+                &name,
+                source,
+                client.clone(),
+                Arc::clone(&self.clock),
+                self.refresh.clone(),
+                self.limits.clone(),
+                algorithms,
+            );
+            entries.push(IssuerEntry {
+                issuer: name.into(),
+                audiences: audiences.into(),
+                algorithms,
+                store: Arc::new(store),
+            });
+        }
+
+        Ok(Guard {
+            inner: Arc::new(GuardInner {
+                issuers: IssuerPolicy::new(entries),
+                leeway: self.leeway.as_secs(),
+                typ: self.typ,
+                tokens: TokenSource {
+                    max_len: self.max_token_bytes,
+                    #[cfg(feature = "cookie")]
+                    cookie: self.token_cookie.map(Into::into),
+                },
+                clock: self.clock,
+                responder: Responder {
+                    realm: self.realm.map(Into::into),
+                    handler: self.error_handler,
+                },
+            }),
+        })
+    }
+
+    fn key_source(
+        &self,
+        issuer: &Issuer,
+        algorithms: AlgorithmSet,
+        explicit_algorithms: bool,
+    ) -> Result<KeySource, BuildError> {
+        let name = &issuer.issuer;
+        if let KeySourceSpec::SharedSecret(secret) = &issuer.keys {
+            if !explicit_algorithms || algorithms.iter().any(|a| !a.is_symmetric()) {
+                return Err(BuildError::SecretNeedsHmacAlgorithms(name.clone()));
+            }
+            for alg in algorithms.iter() {
+                let min = match alg {
+                    Algorithm::HS256 => 32,
+                    Algorithm::HS384 => 48,
+                    _ => 64,
+                };
+                if secret.len() < min {
+                    return Err(BuildError::SecretTooShort {
+                        issuer: name.clone(),
+                        alg,
+                        len: secret.len(),
+                        min,
+                    });
+                }
+            }
+            return Ok(KeySource::Static(Arc::new(KeySet::from_secret(
+                secret, algorithms,
+            ))));
+        }
+        if let Some(alg) = algorithms.iter().find(|a| a.is_symmetric()) {
+            return Err(BuildError::HmacWithJwks {
+                issuer: name.clone(),
+                alg,
+            });
+        }
+        let invalid_url = |reason| BuildError::InvalidUrl {
+            issuer: name.clone(),
+            reason,
+        };
+        Ok(match &issuer.keys {
+            KeySourceSpec::Discovery => {
+                let url = check_url(name, self.allow_http).map_err(invalid_url)?;
+                if url.query().is_some() || url.fragment().is_some() {
+                    return Err(invalid_url(
+                        "an issuer used for discovery has no query or fragment".to_owned(),
+                    ));
+                }
+                KeySource::Discovery {
+                    issuer: name.clone(),
+                    allow_http: self.allow_http,
+                }
+            }
+            KeySourceSpec::JwksUri(uri) => {
+                KeySource::Jwks(check_url(uri, self.allow_http).map_err(invalid_url)?)
+            }
+            KeySourceSpec::JwksDocument(json) => {
+                let keys = KeySet::from_jwks(json.as_bytes(), algorithms, self.limits.max_keys)
+                    .map_err(|e| BuildError::InvalidJwks {
+                        issuer: name.clone(),
+                        reason: e.to_string(),
+                    })?;
+                KeySource::Static(Arc::new(keys))
+            }
+            KeySourceSpec::SharedSecret(_) => unreachable!("handled above"),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn base() -> GuardBuilder {
+        Guard::builder().audience("https://api")
+    }
+
+    #[test]
+    fn refuses_no_issuer_and_no_audience() {
+        assert_eq!(base().build().err(), Some(BuildError::NoIssuer));
+        assert_eq!(
+            Guard::builder().issuer("https://a").build().err(),
+            Some(BuildError::NoAudience("https://a".into()))
+        );
+    }
+
+    #[test]
+    fn refuses_empty_algorithm_list() {
+        let e = base().issuer("https://a").algorithms([]).build().err();
+        assert_eq!(e, Some(BuildError::NoAlgorithms("https://a".into())));
+    }
+
+    #[test]
+    fn refuses_hmac_mixed_with_a_jwks_issuer() {
+        let e = base()
+            .issuer(Issuer::new("https://a").algorithms([Algorithm::RS256, Algorithm::HS256]))
+            .build()
+            .err();
+        assert!(matches!(
+            e,
+            Some(BuildError::HmacWithJwks {
+                alg: Algorithm::HS256,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn shared_secret_needs_explicit_hmac_algorithms_and_length() {
+        let secret = [1u8; 32];
+        let e = base()
+            .issuer(Issuer::new("a").shared_secret(secret))
+            .build()
+            .err();
+        assert!(matches!(e, Some(BuildError::SecretNeedsHmacAlgorithms(_))));
+        let e = base()
+            .issuer(
+                Issuer::new("a")
+                    .shared_secret(secret)
+                    .algorithms([Algorithm::HS512]),
+            )
+            .build()
+            .err();
+        assert!(matches!(
+            e,
+            Some(BuildError::SecretTooShort { min: 64, .. })
+        ));
+        assert!(
+            base()
+                .issuer(
+                    Issuer::new("a")
+                        .shared_secret(secret)
+                        .algorithms([Algorithm::HS256])
+                )
+                .build()
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn refuses_duplicate_issuers_bad_urls_and_realms() {
+        let e = base().issuer("https://a").issuer("https://a").build().err();
+        assert!(matches!(e, Some(BuildError::DuplicateIssuer(_))));
+        let e = base().issuer("http://idp.example").build().err();
+        assert!(matches!(e, Some(BuildError::InvalidUrl { .. })));
+        let e = base()
+            .issuer(Issuer::new("https://a").jwks_uri("ftp://a/jwks"))
+            .build()
+            .err();
+        assert!(matches!(e, Some(BuildError::InvalidUrl { .. })));
+        let e = base().issuer("https://a").realm("a\"b").build().err();
+        assert_eq!(e, Some(BuildError::InvalidRealm));
+        assert!(base().issuer("http://127.0.0.1:9/").build().is_ok());
+    }
+
+    #[test]
+    fn refuses_an_unusable_static_jwks() {
+        let e = base()
+            .issuer(Issuer::new("a").jwks_document(r#"{"keys":[]}"#))
+            .build()
+            .err();
+        assert!(matches!(e, Some(BuildError::InvalidJwks { .. })));
+    }
+
+    #[test]
+    fn guard_is_send_sync_and_clone() {
+        fn assert_traits<T: Send + Sync + Clone + 'static>() {}
+        assert_traits::<Guard>();
+    }
+}

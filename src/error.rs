@@ -1,0 +1,495 @@
+//! Why a request was refused, and the RFC 6750 §3 answer for it.
+//!
+//! | situation | status | `WWW-Authenticate` |
+//! |---|---|---|
+//! | no bearer credentials at all | 401 | `Bearer realm="…"` (no error code, §3.1) |
+//! | malformed request (two Authorization headers, empty bearer) | 400 | `Bearer error="invalid_request"` |
+//! | any token failure (signature, iss, aud, exp, alg, typ, size…) | 401 | `Bearer error="invalid_token", error_description="…"` |
+//! | token valid, scope missing | 403 | `Bearer error="insufficient_scope", scope="…"` |
+//! | no keys could ever be loaded for the issuer | 503 + `Retry-After` | none: the token may be fine |
+//!
+//! The `error_description` is a short fixed phrase per rule: it never echoes the
+//! token or any value taken from it. The full detail (values, limits, times) is in
+//! [`AuthError`]'s `Display` and in logs, for operators.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{CACHE_CONTROL, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
+use http::{HeaderValue, Response, StatusCode};
+
+/// The RFC 6750 §3.1 error codes (plus none, for a request without credentials).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorCode {
+    /// `invalid_request`: the request is malformed (400).
+    InvalidRequest,
+    /// `invalid_token`: the token is expired, malformed or invalid (401).
+    InvalidToken,
+    /// `insufficient_scope`: the token lacks a scope the route requires (403).
+    InsufficientScope,
+}
+
+impl ErrorCode {
+    /// The code as written in `WWW-Authenticate` and in the JSON body.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::InvalidRequest => "invalid_request",
+            ErrorCode::InvalidToken => "invalid_token",
+            ErrorCode::InsufficientScope => "insufficient_scope",
+        }
+    }
+}
+
+/// A refused request: the error of every validation step.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum AuthError {
+    /// The request carries no bearer credentials at all.
+    #[error("no bearer token in the request")]
+    MissingToken,
+    /// The request is malformed (RFC 6750 `invalid_request`).
+    #[error("malformed request: {0}")]
+    InvalidRequest(RequestProblem),
+    /// The token was refused (RFC 6750 `invalid_token`).
+    #[error("invalid token: {0}")]
+    InvalidToken(TokenProblem),
+    /// The token is valid but lacks scopes the route requires.
+    #[error("insufficient scope: the route requires {}", required.join(" "))]
+    InsufficientScope {
+        /// The scopes the route names (all of them, or any one, as configured).
+        required: Arc<[String]>,
+    },
+    /// No keys could be loaded for the token's issuer, so it could not be checked.
+    #[error("signing keys for {issuer} are unavailable: {reason}")]
+    KeysUnavailable {
+        /// The issuer whose keys are missing.
+        issuer: String,
+        /// Why the last attempt to load them failed.
+        reason: String,
+        /// When a client should try again.
+        retry_after: Duration,
+    },
+}
+
+/// What is malformed about a request (400).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RequestProblem {
+    /// More than one `Authorization` header.
+    #[error("more than one Authorization header")]
+    MultipleAuthorizationHeaders,
+    /// `Authorization: Bearer` with nothing after it.
+    #[error("the Bearer credentials are empty")]
+    EmptyBearer,
+    /// The credentials are not a token68 (RFC 7235 §2.1).
+    #[error("the Bearer credentials contain characters a token cannot have")]
+    NotToken68,
+    /// A token was sent by more than one method (RFC 6750 §2).
+    #[error("a token was sent by more than one method")]
+    MultipleMethods,
+}
+
+/// Why a token was refused (401). Each variant carries the values involved.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum TokenProblem {
+    /// The token is longer than the configured maximum; nothing was decoded.
+    #[error("the token is {len} bytes, more than the {max}-byte limit")]
+    TooLarge {
+        /// The token's length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The token is not a well-formed compact JWS.
+    #[error("{0}")]
+    Malformed(&'static str),
+    /// A segment is not strict unpadded base64url.
+    #[error("the {0} segment is not strict base64url")]
+    BadBase64(&'static str),
+    /// The header is not the JSON object we expect.
+    #[error("the header is not valid: {0}")]
+    BadHeader(String),
+    /// `alg: none`, in any casing.
+    #[error("alg \"none\" is never accepted")]
+    AlgNone,
+    /// The header's `alg` is not on the allowlist for this issuer.
+    #[error("alg {0:?} is not allowed")]
+    AlgorithmNotAllowed(String),
+    /// A `crit` header: we implement no JWS extension.
+    #[error("the crit header names extensions that are not supported")]
+    CritHeader,
+    /// The `typ` header is not accepted by the typ policy.
+    #[error("typ {0:?} is not accepted")]
+    TypNotAccepted(Option<String>),
+    /// The payload is not a JSON object of the expected shape.
+    #[error("the claims are not valid: {0}")]
+    BadClaims(String),
+    /// No `iss` claim.
+    #[error("the iss claim is missing")]
+    IssuerMissing,
+    /// The `iss` claim is not one of the configured issuers.
+    #[error("iss {iss:?} is not one of {allowed:?}")]
+    IssuerNotAllowed {
+        /// The token's `iss`.
+        iss: String,
+        /// The configured issuers.
+        allowed: Vec<String>,
+    },
+    /// No key of the issuer's key set has the token's `kid`, even after a refresh.
+    #[error("no key with kid {kid:?} in the issuer's key set")]
+    UnknownKid {
+        /// The token's `kid`.
+        kid: String,
+    },
+    /// No key of the issuer's key set can verify this algorithm.
+    #[error("no key in the issuer's key set fits alg {0}")]
+    NoMatchingKey(crate::Algorithm),
+    /// The key's declared `alg` or type does not fit the header's `alg`.
+    #[error("the key {kid:?} is for {key}, not for alg {alg}")]
+    KeyAlgorithmMismatch {
+        /// The key's `kid`.
+        kid: Option<String>,
+        /// What the key is for.
+        key: String,
+        /// The header's `alg`.
+        alg: crate::Algorithm,
+    },
+    /// The signature does not verify.
+    #[error("the signature does not verify")]
+    BadSignature,
+    /// The key that verified the token belongs to another issuer.
+    #[error("the signing key is bound to issuer {key_issuer:?}, not {iss:?}")]
+    KeyIssuerMismatch {
+        /// The issuer named by the key.
+        key_issuer: String,
+        /// The token's `iss`.
+        iss: String,
+    },
+    /// No `exp` claim.
+    #[error("the exp claim is missing")]
+    ExpirationMissing,
+    /// `exp` is in the past (beyond the leeway).
+    #[error("exp {exp} is {} s before now {now} (leeway {leeway} s)", now.saturating_sub(*exp))]
+    Expired {
+        /// The token's `exp`.
+        exp: u64,
+        /// The validator's clock.
+        now: u64,
+        /// The configured leeway in seconds.
+        leeway: u64,
+    },
+    /// `nbf` is in the future (beyond the leeway).
+    #[error("nbf {nbf} is {} s after now {now} (leeway {leeway} s)", nbf.saturating_sub(*now))]
+    NotYetValid {
+        /// The token's `nbf`.
+        nbf: u64,
+        /// The validator's clock.
+        now: u64,
+        /// The configured leeway in seconds.
+        leeway: u64,
+    },
+    /// `iat` is in the future (beyond the leeway).
+    #[error("iat {iat} is {} s after now {now} (leeway {leeway} s)", iat.saturating_sub(*now))]
+    IssuedInFuture {
+        /// The token's `iat`.
+        iat: u64,
+        /// The validator's clock.
+        now: u64,
+        /// The configured leeway in seconds.
+        leeway: u64,
+    },
+    /// No `aud` claim.
+    #[error("the aud claim is missing")]
+    AudienceMissing,
+    /// None of the token's audiences is an expected one.
+    #[error("aud {aud:?} contains none of {expected:?}")]
+    AudienceMismatch {
+        /// The token's audiences.
+        aud: Vec<String>,
+        /// The expected audiences.
+        expected: Vec<String>,
+    },
+}
+
+impl TokenProblem {
+    /// A short, stable, machine-readable name for the rule that failed
+    /// (used in logs, metrics labels and `bearer-guard verify --json`).
+    pub fn reason(&self) -> &'static str {
+        match self {
+            TokenProblem::TooLarge { .. } => "too_large",
+            TokenProblem::Malformed(_) | TokenProblem::BadBase64(_) => "malformed",
+            TokenProblem::BadHeader(_) => "bad_header",
+            TokenProblem::AlgNone => "alg_none",
+            TokenProblem::AlgorithmNotAllowed(_) => "alg_not_allowed",
+            TokenProblem::CritHeader => "crit_header",
+            TokenProblem::TypNotAccepted(_) => "typ_not_accepted",
+            TokenProblem::BadClaims(_) => "bad_claims",
+            TokenProblem::IssuerMissing => "iss_missing",
+            TokenProblem::IssuerNotAllowed { .. } => "iss_not_allowed",
+            TokenProblem::UnknownKid { .. } => "unknown_kid",
+            TokenProblem::NoMatchingKey(_) => "no_matching_key",
+            TokenProblem::KeyAlgorithmMismatch { .. } => "key_alg_mismatch",
+            TokenProblem::BadSignature => "bad_signature",
+            TokenProblem::KeyIssuerMismatch { .. } => "key_issuer_mismatch",
+            TokenProblem::ExpirationMissing => "exp_missing",
+            TokenProblem::Expired { .. } => "expired",
+            TokenProblem::NotYetValid { .. } => "not_yet_valid",
+            TokenProblem::IssuedInFuture { .. } => "iat_in_future",
+            TokenProblem::AudienceMissing => "aud_missing",
+            TokenProblem::AudienceMismatch { .. } => "aud_mismatch",
+        }
+    }
+
+    /// The safe, fixed phrase sent to the client as `error_description`.
+    pub fn description(&self) -> &'static str {
+        match self {
+            TokenProblem::TooLarge { .. } => "token too large",
+            TokenProblem::Malformed(_) | TokenProblem::BadBase64(_) => "token malformed",
+            TokenProblem::BadHeader(_) => "token header invalid",
+            TokenProblem::AlgNone | TokenProblem::AlgorithmNotAllowed(_) => {
+                "token algorithm not allowed"
+            }
+            TokenProblem::CritHeader => "token uses unsupported critical extensions",
+            TokenProblem::TypNotAccepted(_) => "token type not accepted",
+            TokenProblem::BadClaims(_) => "token claims invalid",
+            TokenProblem::IssuerMissing | TokenProblem::IssuerNotAllowed { .. } => {
+                "token issuer not accepted"
+            }
+            TokenProblem::UnknownKid { .. }
+            | TokenProblem::NoMatchingKey(_)
+            | TokenProblem::KeyAlgorithmMismatch { .. } => "token signing key not found",
+            TokenProblem::BadSignature | TokenProblem::KeyIssuerMismatch { .. } => {
+                "token signature invalid"
+            }
+            TokenProblem::ExpirationMissing => "token has no expiry",
+            TokenProblem::Expired { .. } => "token expired",
+            TokenProblem::NotYetValid { .. } => "token not yet valid",
+            TokenProblem::IssuedInFuture { .. } => "token issued in the future",
+            TokenProblem::AudienceMissing | TokenProblem::AudienceMismatch { .. } => {
+                "token audience not accepted"
+            }
+        }
+    }
+}
+
+impl AuthError {
+    /// The HTTP status this error answers with.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            AuthError::MissingToken | AuthError::InvalidToken(_) => StatusCode::UNAUTHORIZED,
+            AuthError::InvalidRequest(_) => StatusCode::BAD_REQUEST,
+            AuthError::InsufficientScope { .. } => StatusCode::FORBIDDEN,
+            AuthError::KeysUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    /// The RFC 6750 error code, if the answer carries one.
+    pub fn error_code(&self) -> Option<ErrorCode> {
+        match self {
+            AuthError::MissingToken | AuthError::KeysUnavailable { .. } => None,
+            AuthError::InvalidRequest(_) => Some(ErrorCode::InvalidRequest),
+            AuthError::InvalidToken(_) => Some(ErrorCode::InvalidToken),
+            AuthError::InsufficientScope { .. } => Some(ErrorCode::InsufficientScope),
+        }
+    }
+
+    /// A short, stable, machine-readable name for what failed.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            AuthError::MissingToken => "missing_token",
+            AuthError::InvalidRequest(_) => "invalid_request",
+            AuthError::InvalidToken(p) => p.reason(),
+            AuthError::InsufficientScope { .. } => "insufficient_scope",
+            AuthError::KeysUnavailable { .. } => "keys_unavailable",
+        }
+    }
+
+    /// The safe, fixed phrase sent to the client.
+    pub fn description(&self) -> &'static str {
+        match self {
+            AuthError::MissingToken => "bearer token required",
+            AuthError::InvalidRequest(RequestProblem::MultipleAuthorizationHeaders) => {
+                "more than one Authorization header"
+            }
+            AuthError::InvalidRequest(RequestProblem::EmptyBearer) => "empty bearer token",
+            AuthError::InvalidRequest(RequestProblem::NotToken68) => "malformed bearer token",
+            AuthError::InvalidRequest(RequestProblem::MultipleMethods) => {
+                "token sent by more than one method"
+            }
+            AuthError::InvalidToken(p) => p.description(),
+            AuthError::InsufficientScope { .. } => "token lacks a required scope",
+            AuthError::KeysUnavailable { .. } => "signing keys temporarily unavailable",
+        }
+    }
+
+    /// The default RFC 6750 response: status, `WWW-Authenticate`, a small JSON body.
+    ///
+    /// `realm` must already be a safe quoted-string value (the builder checks it).
+    pub fn to_response(&self, realm: Option<&str>) -> Response<Bytes> {
+        let mut challenge = String::from("Bearer");
+        let mut sep = " ";
+        let mut param = |name: &str, value: &str| {
+            challenge.push_str(sep);
+            challenge.push_str(name);
+            challenge.push_str("=\"");
+            challenge.push_str(value);
+            challenge.push('"');
+            sep = ", ";
+        };
+        if let Some(realm) = realm {
+            param("realm", realm);
+        }
+        let scope;
+        if let Some(code) = self.error_code() {
+            param("error", code.as_str());
+            param("error_description", self.description());
+            if let AuthError::InsufficientScope { required } = self {
+                // Scope tokens are %x21 / %x23-5B / %x5D-7E (RFC 6749 §3.3), checked
+                // when the route was configured, so they are safe inside quotes.
+                scope = required.join(" ");
+                param("scope", &scope);
+            }
+        }
+
+        let body = serde_json::json!({
+            "error": self.error_code().map_or(
+                match self {
+                    AuthError::KeysUnavailable { .. } => "temporarily_unavailable",
+                    _ => "unauthorized",
+                },
+                ErrorCode::as_str,
+            ),
+            "error_description": self.description(),
+        });
+        let mut response = Response::new(Bytes::from(body.to_string()));
+        *response.status_mut() = self.status();
+        let headers = response.headers_mut();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        if let AuthError::KeysUnavailable { retry_after, .. } = self {
+            headers.insert(RETRY_AFTER, HeaderValue::from(retry_after.as_secs().max(1)));
+        } else if let Ok(value) = HeaderValue::from_str(&challenge) {
+            headers.insert(WWW_AUTHENTICATE, value);
+        }
+        response
+    }
+}
+
+/// Replaces the whole error response (status, headers, body).
+pub type ErrorHandler = Arc<dyn Fn(&AuthError) -> Response<Bytes> + Send + Sync>;
+
+/// How the layers answer a refused request: the realm and an optional hook.
+#[derive(Clone, Default)]
+pub(crate) struct Responder {
+    pub realm: Option<Arc<str>>,
+    pub handler: Option<ErrorHandler>,
+}
+
+impl Responder {
+    pub(crate) fn respond(&self, error: &AuthError) -> Response<Bytes> {
+        match &self.handler {
+            Some(handler) => handler(error),
+            None => error.to_response(self.realm.as_deref()),
+        }
+    }
+}
+
+impl fmt::Debug for Responder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Responder")
+            .field("realm", &self.realm)
+            .field("handler", &self.handler.as_ref().map(|_| "custom"))
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn www(r: &Response<Bytes>) -> &str {
+        r.headers()[WWW_AUTHENTICATE].to_str().unwrap()
+    }
+
+    #[test]
+    fn missing_token_gets_401_without_error_code() {
+        let r = AuthError::MissingToken.to_response(Some("orders"));
+        assert_eq!(r.status(), 401);
+        assert_eq!(www(&r), r#"Bearer realm="orders""#);
+        let r = AuthError::MissingToken.to_response(None);
+        assert_eq!(www(&r), "Bearer");
+    }
+
+    #[test]
+    fn malformed_request_gets_400_invalid_request() {
+        let r = AuthError::InvalidRequest(RequestProblem::MultipleAuthorizationHeaders)
+            .to_response(None);
+        assert_eq!(r.status(), 400);
+        assert_eq!(
+            www(&r),
+            r#"Bearer error="invalid_request", error_description="more than one Authorization header""#
+        );
+    }
+
+    #[test]
+    fn expired_token_gets_401_invalid_token_with_safe_description() {
+        let e = AuthError::InvalidToken(TokenProblem::Expired {
+            exp: 1_732_460_000,
+            now: 1_732_460_312,
+            leeway: 60,
+        });
+        let r = e.to_response(Some("api"));
+        assert_eq!(r.status(), 401);
+        assert_eq!(
+            www(&r),
+            r#"Bearer realm="api", error="invalid_token", error_description="token expired""#
+        );
+        assert_eq!(r.headers()[CACHE_CONTROL], "no-store");
+        let body: serde_json::Value = serde_json::from_slice(r.body()).unwrap();
+        assert_eq!(body["error"], "invalid_token");
+        assert_eq!(
+            e.to_string(),
+            "invalid token: exp 1732460000 is 312 s before now 1732460312 (leeway 60 s)"
+        );
+    }
+
+    #[test]
+    fn insufficient_scope_gets_403_with_scope() {
+        let e = AuthError::InsufficientScope {
+            required: vec!["orders:write".to_owned(), "orders:admin".to_owned()].into(),
+        };
+        let r = e.to_response(None);
+        assert_eq!(r.status(), 403);
+        assert_eq!(
+            www(&r),
+            r#"Bearer error="insufficient_scope", error_description="token lacks a required scope", scope="orders:write orders:admin""#
+        );
+    }
+
+    #[test]
+    fn keys_unavailable_gets_503_with_retry_after_and_no_challenge() {
+        let e = AuthError::KeysUnavailable {
+            issuer: "https://a".into(),
+            reason: "connection refused".into(),
+            retry_after: Duration::from_secs(30),
+        };
+        let r = e.to_response(Some("api"));
+        assert_eq!(r.status(), 503);
+        assert_eq!(r.headers()[RETRY_AFTER], "30");
+        assert!(r.headers().get(WWW_AUTHENTICATE).is_none());
+    }
+
+    #[test]
+    fn descriptions_never_echo_token_values() {
+        let e = TokenProblem::IssuerNotAllowed {
+            iss: "https://evil\"".into(),
+            allowed: vec!["https://a".into()],
+        };
+        assert_eq!(e.description(), "token issuer not accepted");
+        let r = AuthError::InvalidToken(e).to_response(None);
+        assert!(!www(&r).contains("evil"));
+    }
+}

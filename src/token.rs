@@ -1,0 +1,255 @@
+//! The bearer token of a request (RFC 6750 §2.1).
+//!
+//! Only the `Authorization: Bearer <token68>` header is read by default (the scheme
+//! is case-insensitive). OAuth 2.1 forbids tokens in the query string, so there is
+//! no such option. A cookie can be named as an additional source with
+//! [`GuardBuilder::token_cookie`](crate::GuardBuilder::token_cookie); a request that
+//! carries both is refused as ambiguous (RFC 6750 §2: one method per request).
+//!
+//! The size cap is applied before any decoding.
+
+use http::HeaderMap;
+use http::header::AUTHORIZATION;
+#[cfg(feature = "cookie")]
+use http::header::COOKIE;
+
+use crate::error::{AuthError, RequestProblem, TokenProblem};
+
+/// Where tokens are looked for, and how large they may be.
+#[derive(Debug, Clone)]
+pub(crate) struct TokenSource {
+    pub max_len: usize,
+    #[cfg(feature = "cookie")]
+    pub cookie: Option<Box<str>>,
+}
+
+impl TokenSource {
+    /// Finds the request's bearer token, without allocating.
+    pub(crate) fn extract<'h>(&self, headers: &'h HeaderMap) -> Result<&'h str, AuthError> {
+        let from_header = self.in_authorization_header(headers)?;
+        #[cfg(feature = "cookie")]
+        let from_cookie = match &self.cookie {
+            Some(name) => self.in_cookie(headers, name)?,
+            None => None,
+        };
+        #[cfg(not(feature = "cookie"))]
+        let from_cookie: Option<&str> = None;
+        match (from_header, from_cookie) {
+            (Some(_), Some(_)) => Err(AuthError::InvalidRequest(RequestProblem::MultipleMethods)),
+            (Some(t), None) | (None, Some(t)) => Ok(t),
+            (None, None) => Err(AuthError::MissingToken),
+        }
+    }
+
+    fn in_authorization_header<'h>(
+        &self,
+        headers: &'h HeaderMap,
+    ) -> Result<Option<&'h str>, AuthError> {
+        let mut values = headers.get_all(AUTHORIZATION).iter();
+        let Some(value) = values.next() else {
+            return Ok(None);
+        };
+        if values.next().is_some() {
+            return Err(AuthError::InvalidRequest(
+                RequestProblem::MultipleAuthorizationHeaders,
+            ));
+        }
+        let bytes = value.as_bytes();
+        // Another scheme (Basic, DPoP, ...) is not bearer credentials: 401 without an
+        // error code, as RFC 6750 §3.1 asks for an unsupported method.
+        const SCHEME: &[u8] = b"bearer";
+        if bytes.len() < SCHEME.len() || !bytes[..SCHEME.len()].eq_ignore_ascii_case(SCHEME) {
+            return Ok(None);
+        }
+        let rest = &bytes[SCHEME.len()..];
+        if !rest.is_empty() && rest[0] != b' ' {
+            return Ok(None); // e.g. "BearerX": some other scheme.
+        }
+        let credentials = trim_spaces(rest);
+        if credentials.is_empty() {
+            return Err(AuthError::InvalidRequest(RequestProblem::EmptyBearer));
+        }
+        self.check(credentials).map(Some)
+    }
+
+    #[cfg(feature = "cookie")]
+    fn in_cookie<'h>(
+        &self,
+        headers: &'h HeaderMap,
+        name: &str,
+    ) -> Result<Option<&'h str>, AuthError> {
+        let mut found = None;
+        for header in headers.get_all(COOKIE) {
+            let Ok(header) = header.to_str() else {
+                continue;
+            };
+            for cookie in cookie::Cookie::split_parse(header).flatten() {
+                if cookie.name() != name {
+                    continue;
+                }
+                if found.is_some() {
+                    return Err(AuthError::InvalidRequest(RequestProblem::MultipleMethods));
+                }
+                // `split_parse` borrows from the header; keep the borrow, not a copy.
+                let value = cookie.value_raw().unwrap_or_default();
+                if value.is_empty() {
+                    return Err(AuthError::InvalidRequest(RequestProblem::EmptyBearer));
+                }
+                found = Some(self.check(value.as_bytes())?);
+            }
+        }
+        Ok(found)
+    }
+
+    /// token68 = 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="
+    fn check<'h>(&self, token: &'h [u8]) -> Result<&'h str, AuthError> {
+        if token.len() > self.max_len {
+            return Err(AuthError::InvalidToken(TokenProblem::TooLarge {
+                len: token.len(),
+                max: self.max_len,
+            }));
+        }
+        let body_end = token.iter().rposition(|&b| b != b'=').map_or(0, |i| i + 1);
+        let valid = body_end > 0
+            && token[..body_end].iter().all(|&b| {
+                b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/')
+            });
+        if !valid {
+            return Err(AuthError::InvalidRequest(RequestProblem::NotToken68));
+        }
+        // All bytes are ASCII, so this never fails.
+        std::str::from_utf8(token)
+            .map_err(|_| AuthError::InvalidRequest(RequestProblem::NotToken68))
+    }
+}
+
+fn trim_spaces(mut b: &[u8]) -> &[u8] {
+    while let [b' ' | b'\t', rest @ ..] = b {
+        b = rest;
+    }
+    while let [rest @ .., b' ' | b'\t'] = b {
+        b = rest;
+    }
+    b
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+    #[cfg(feature = "cookie")]
+    use http::header::COOKIE;
+
+    fn source() -> TokenSource {
+        TokenSource {
+            max_len: 64,
+            #[cfg(feature = "cookie")]
+            cookie: None,
+        }
+    }
+
+    fn headers(values: &[&str]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for v in values {
+            h.append(AUTHORIZATION, HeaderValue::from_str(v).unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn extracts_bearer_token_with_any_scheme_casing() {
+        for v in [
+            "Bearer abc.def.ghi",
+            "bearer abc.def.ghi",
+            "BEARER   abc.def.ghi ",
+        ] {
+            assert_eq!(source().extract(&headers(&[v])).unwrap(), "abc.def.ghi");
+        }
+    }
+
+    #[test]
+    fn no_header_or_other_scheme_is_missing_token() {
+        for v in [
+            &[][..],
+            &["Basic dXNlcjpwYXNz"],
+            &["BearerX abc"],
+            &["DPoP abc"],
+        ] {
+            assert_eq!(source().extract(&headers(v)), Err(AuthError::MissingToken));
+        }
+    }
+
+    #[test]
+    fn two_authorization_headers_are_invalid_request() {
+        assert_eq!(
+            source().extract(&headers(&["Bearer a", "Bearer b"])),
+            Err(AuthError::InvalidRequest(
+                RequestProblem::MultipleAuthorizationHeaders
+            ))
+        );
+    }
+
+    #[test]
+    fn empty_bearer_is_invalid_request() {
+        for v in ["Bearer", "Bearer ", "bearer    "] {
+            assert_eq!(
+                source().extract(&headers(&[v])),
+                Err(AuthError::InvalidRequest(RequestProblem::EmptyBearer))
+            );
+        }
+    }
+
+    #[test]
+    fn non_token68_credentials_are_invalid_request() {
+        for v in [
+            "Bearer a b",
+            "Bearer a,b",
+            "Bearer ===",
+            "Bearer a=b",
+            "Bearer \"a\"",
+        ] {
+            assert_eq!(
+                source().extract(&headers(&[v])),
+                Err(AuthError::InvalidRequest(RequestProblem::NotToken68)),
+                "{v}"
+            );
+        }
+        assert_eq!(
+            source().extract(&headers(&["Bearer ab=="])).unwrap(),
+            "ab=="
+        );
+    }
+
+    #[test]
+    fn oversized_token_is_refused_before_decoding() {
+        let long = format!("Bearer {}", "a".repeat(65));
+        assert!(matches!(
+            source().extract(&headers(&[&long])),
+            Err(AuthError::InvalidToken(TokenProblem::TooLarge {
+                len: 65,
+                max: 64
+            }))
+        ));
+    }
+
+    #[cfg(feature = "cookie")]
+    #[test]
+    fn cookie_source_only_when_configured() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            COOKIE,
+            HeaderValue::from_static("theme=dark; at=abc.def.ghi"),
+        );
+        assert_eq!(source().extract(&h), Err(AuthError::MissingToken));
+        let with_cookie = TokenSource {
+            cookie: Some("at".into()),
+            ..source()
+        };
+        assert_eq!(with_cookie.extract(&h).unwrap(), "abc.def.ghi");
+        h.insert(AUTHORIZATION, HeaderValue::from_static("Bearer x.y.z"));
+        assert_eq!(
+            with_cookie.extract(&h),
+            Err(AuthError::InvalidRequest(RequestProblem::MultipleMethods))
+        );
+    }
+}

@@ -1,0 +1,235 @@
+//! The ordered checks. "Why was my token rejected?" is answered here.
+//!
+//! 1. size (before any decoding), then the compact JWS: three segments, strict
+//!    base64url, header rules (`alg` never `none`, no `crit`, `typ` policy);
+//! 2. the claims are parsed once, and the unverified `iss` must name a configured
+//!    issuer, before any key lookup or fetch;
+//! 3. `alg` must be allowed for that issuer;
+//! 4. the key: by `kid` (one rate-limited refresh on a miss), or without `kid` a
+//!    bounded number of keys of the right type; the key's own `alg` must equal the
+//!    header's; a key that names an issuer must name this one;
+//! 5. the signature;
+//! 6. `exp` (required, a number), `nbf`, `iat`, with leeway; then `aud`.
+//!
+//! Only this module builds a [`VerifiedToken`].
+
+use http::HeaderMap;
+use tracing::field::Empty;
+
+use crate::claims::{RegisteredClaims, VerifiedToken};
+use crate::config::{Guard, GuardInner};
+use crate::error::{AuthError, TokenProblem};
+use crate::jws;
+
+impl Guard {
+    /// Validates a bearer token (the credentials, without `Bearer `).
+    pub async fn validate(&self, token: &str) -> Result<VerifiedToken, AuthError> {
+        traced(&self.inner, token, self.inner.clock.unix_seconds()).await
+    }
+
+    /// Validates the bearer token of a request's headers, as the layer does.
+    pub async fn validate_headers(&self, headers: &HeaderMap) -> Result<VerifiedToken, AuthError> {
+        match self.inner.tokens.extract(headers) {
+            Ok(token) => self.validate(token).await,
+            Err(e) => {
+                tracing::debug!(reason = e.reason(), "bearer token refused");
+                crate::metrics::validation(Some(e.reason()));
+                Err(e)
+            }
+        }
+    }
+
+    /// Validates `token` as if the time were `now` (Unix seconds): answers "was
+    /// this token valid then?" for recorded tokens (`bearer-guard verify --now`).
+    pub async fn validate_at(&self, token: &str, now: u64) -> Result<VerifiedToken, AuthError> {
+        traced(&self.inner, token, now).await
+    }
+}
+
+/// One span per validation: outcome, reason, issuer, kid, subject; never the token.
+async fn traced(g: &GuardInner, token: &str, now: u64) -> Result<VerifiedToken, AuthError> {
+    let span = tracing::debug_span!(
+        "bearer_guard.validate",
+        outcome = Empty,
+        reason = Empty,
+        iss = Empty,
+        kid = Empty,
+        sub = Empty,
+        client_id = Empty,
+    );
+    let result = validate(g, token, now, &span).await;
+    match &result {
+        Ok(t) => {
+            span.record("outcome", "accepted");
+            span.record("sub", t.subject());
+            span.record("client_id", t.client_id());
+            crate::metrics::validation(None);
+        }
+        Err(e) => {
+            span.record("outcome", "rejected");
+            span.record("reason", e.reason());
+            span.in_scope(|| tracing::debug!(error = %e, "token rejected"));
+            crate::metrics::validation(Some(e.reason()));
+        }
+    }
+    result
+}
+
+async fn validate(
+    g: &GuardInner,
+    token: &str,
+    now: u64,
+    span: &tracing::Span,
+) -> Result<VerifiedToken, AuthError> {
+    let invalid = AuthError::InvalidToken;
+    let max = g.tokens.max_len;
+    if token.len() > max {
+        return Err(invalid(TokenProblem::TooLarge {
+            len: token.len(),
+            max,
+        }));
+    }
+    let jws = jws::parse(token, g.typ).map_err(invalid)?;
+    let claims = RegisteredClaims::parse(&jws.payload)
+        .map_err(|e| invalid(TokenProblem::BadClaims(e.to_string())))?;
+
+    let iss = claims
+        .iss
+        .as_deref()
+        .ok_or(invalid(TokenProblem::IssuerMissing))?;
+    span.record("iss", iss);
+    span.record("kid", jws.header.kid.as_deref());
+    let Some((index, issuer)) = g.issuers.find(iss) else {
+        return Err(invalid(TokenProblem::IssuerNotAllowed {
+            iss: iss.to_owned(),
+            allowed: g.issuers.identifiers(),
+        }));
+    };
+    let alg = jws.header.alg;
+    if !issuer.algorithms.contains(alg) {
+        return Err(invalid(TokenProblem::AlgorithmNotAllowed(
+            alg.as_str().to_owned(),
+        )));
+    }
+
+    let kid = jws.header.kid.as_deref();
+    let mut loaded = issuer.store.keys().await?;
+    let mut outcome = loaded
+        .keys
+        .verify(kid, alg, jws.signing_input, &jws.signature);
+    if let (Err(TokenProblem::UnknownKid { .. }), Some(_)) = (&outcome, kid) {
+        // Perhaps the issuer rotated: one shared, rate-limited refresh.
+        if let Some(fresh) = issuer.store.keys_after_kid_miss().await {
+            loaded = fresh;
+            outcome = loaded
+                .keys
+                .verify(kid, alg, jws.signing_input, &jws.signature);
+        }
+    }
+    let key = outcome.map_err(invalid)?;
+    if let Some(key_issuer) = key.issuer()
+        && key_issuer != iss
+    {
+        return Err(invalid(TokenProblem::KeyIssuerMismatch {
+            key_issuer: key_issuer.to_owned(),
+            iss: iss.to_owned(),
+        }));
+    }
+
+    check_times(&claims, now, g.leeway).map_err(invalid)?;
+    let aud = claims
+        .aud
+        .as_deref()
+        .ok_or(invalid(TokenProblem::AudienceMissing))?;
+    if !aud.iter().any(|a| issuer.audiences.contains(a)) {
+        return Err(invalid(TokenProblem::AudienceMismatch {
+            aud: aud.to_vec(),
+            expected: issuer.audiences.to_vec(),
+        }));
+    }
+
+    let raw = String::from_utf8(jws.payload).map_err(|_| {
+        invalid(TokenProblem::BadClaims(
+            "the payload is not UTF-8".to_owned(),
+        ))
+    })?;
+    Ok(VerifiedToken::new(jws.header, claims, raw.into(), index))
+}
+
+/// `exp` is required; a token is valid while `now < exp + leeway`, once
+/// `now + leeway >= nbf`, and if `iat <= now + leeway`.
+pub(crate) fn check_times(c: &RegisteredClaims, now: u64, leeway: u64) -> Result<(), TokenProblem> {
+    let exp = c.exp.ok_or(TokenProblem::ExpirationMissing)?;
+    if now >= exp.saturating_add(leeway) {
+        return Err(TokenProblem::Expired { exp, now, leeway });
+    }
+    if let Some(nbf) = c.nbf
+        && now.saturating_add(leeway) < nbf
+    {
+        return Err(TokenProblem::NotYetValid { nbf, now, leeway });
+    }
+    if let Some(iat) = c.iat
+        && iat > now.saturating_add(leeway)
+    {
+        return Err(TokenProblem::IssuedInFuture { iat, now, leeway });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn claims(exp: Option<u64>, nbf: Option<u64>, iat: Option<u64>) -> RegisteredClaims {
+        RegisteredClaims {
+            exp,
+            nbf,
+            iat,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn exp_is_required() {
+        assert_eq!(
+            check_times(&claims(None, None, None), 100, 60),
+            Err(TokenProblem::ExpirationMissing)
+        );
+    }
+
+    #[test]
+    fn exp_with_leeway_boundaries() {
+        let c = claims(Some(1000), None, None);
+        assert!(check_times(&c, 1059, 60).is_ok());
+        assert!(matches!(
+            check_times(&c, 1060, 60),
+            Err(TokenProblem::Expired { .. })
+        ));
+        assert!(matches!(
+            check_times(&c, 1000, 0),
+            Err(TokenProblem::Expired { .. })
+        ));
+    }
+
+    #[test]
+    fn nbf_and_iat_with_leeway() {
+        let c = claims(Some(5000), Some(1060), Some(1060));
+        assert!(check_times(&c, 1000, 60).is_ok());
+        assert!(matches!(
+            check_times(&c, 999, 60),
+            Err(TokenProblem::NotYetValid { .. })
+        ));
+        let c = claims(Some(5000), None, Some(1061));
+        assert!(matches!(
+            check_times(&c, 1000, 60),
+            Err(TokenProblem::IssuedInFuture { .. })
+        ));
+    }
+
+    #[test]
+    fn huge_exp_does_not_overflow() {
+        let c = claims(Some(crate::claims::MAX_NUMERIC_DATE), None, None);
+        assert!(check_times(&c, u64::MAX, u64::MAX).is_err());
+        assert!(check_times(&c, 0, u64::MAX).is_ok());
+    }
+}
