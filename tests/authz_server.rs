@@ -166,6 +166,8 @@ async fn publishes_rfc8414_and_openid_metadata() {
         assert_eq!(doc["authorization_response_iss_parameter_supported"], true);
     }
     assert_eq!(server.issuer(), format!("http://{}", server.local_addr()));
+    let debug = format!("{server:?}");
+    assert!(!debug.contains("wonderland") && !debug.contains("svc-secret"));
 }
 
 // ---------------------------------------------------------------- jwks

@@ -320,3 +320,41 @@ impl AuthorizationServerBuilder {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+
+    #[test]
+    fn clock_accepts_a_clock_or_a_shared_clock() {
+        let manual = ManualClock::at_unix(5);
+        let builder = AuthorizationServerBuilder::default().clock(manual.clone());
+        manual.advance(Duration::from_secs(1));
+        assert_eq!(builder.clock.unix_seconds(), 6, "clones share time");
+        let shared: SharedClock = Arc::new(ManualClock::at_unix(7));
+        let builder = builder.clock(shared);
+        assert_eq!(builder.clock.unix_seconds(), 7);
+    }
+
+    #[test]
+    fn debug_output_hides_secrets_and_passwords() {
+        let builder = AuthorizationServerBuilder::default()
+            .client(ClientConfig::confidential("svc", "s3cret"))
+            .user("alice", "wonderland");
+        let text = format!("{builder:?}");
+        assert!(text.contains("svc") && text.contains("alice"));
+        assert!(!text.contains("s3cret") && !text.contains("wonderland"));
+    }
+
+    #[tokio::test]
+    async fn redirect_uris_must_be_urls_without_fragments() {
+        for uri in ["not a url", "http://127.0.0.1/cb#frag"] {
+            let start = AuthorizationServerBuilder::default()
+                .client(ClientConfig::public("spa").redirect_uri(uri))
+                .start()
+                .await;
+            assert!(matches!(start, Err(AuthzServerError::Config(_))), "{uri}");
+        }
+    }
+}

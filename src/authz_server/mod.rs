@@ -122,8 +122,8 @@ pub enum AuthzServerError {
     },
 }
 
-/// State shared by every request handler and the handle.
-#[derive(Debug)]
+/// State shared by every request handler and the handle. Deliberately not
+/// `Debug`: it holds user passwords and client secrets.
 struct Shared {
     issuer: String,
     clients: HashMap<String, ClientConfig>,
@@ -204,7 +204,6 @@ fn router(shared: Arc<Shared>) -> Router {
 
 /// A running server. Dropping it stops the server; [`shutdown`](Self::shutdown)
 /// does so gracefully and waits.
-#[derive(Debug)]
 pub struct AuthorizationServerHandle {
     shared: Arc<Shared>,
     local_addr: SocketAddr,
@@ -366,6 +365,14 @@ impl AuthorizationServerHandle {
         if let Some(task) = self.task.take() {
             let _ = task.await;
         }
+    }
+}
+
+impl std::fmt::Debug for AuthorizationServerHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthorizationServerHandle")
+            .field("issuer", &self.shared.issuer)
+            .finish_non_exhaustive()
     }
 }
 
