@@ -1,0 +1,306 @@
+//! The front channel: `GET /authorize`, then `POST /login` and `POST /consent`.
+//!
+//! The client and its exact redirect URI are checked first: until they are known
+//! to belong together, errors are shown as a page and never redirected (RFC 6749
+//! §4.1.2.1), so this server cannot be used as an open redirector. After that,
+//! errors go back to the client with `state` and `iss` (RFC 9207).
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{RawQuery, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use cookie::{Cookie, SameSite};
+
+use super::builder::ClientConfig;
+use super::oauth::{
+    ErrorCode, OAuthError, Params, grant_scope, is_pkce_value, no_store, parse_scope, random_token,
+    secrets_equal,
+};
+use super::pages::{consent_page, error_page, login_page};
+use super::store::{Grant, PENDING_LIFETIME_SECS, PendingAuthorization};
+use super::{Shared, lock};
+
+const SESSION_COOKIE: &str = "bearer_guard_session";
+
+/// `GET /authorize`.
+pub(super) async fn authorize(
+    State(shared): State<Arc<Shared>>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    let params = Params::parse(query.unwrap_or_default().as_bytes());
+    let Ok(Some(client_id)) = params.get("client_id") else {
+        return error_page(StatusCode::BAD_REQUEST, "client_id is missing or repeated.");
+    };
+    let Some(client) = shared.clients.get(client_id) else {
+        return error_page(StatusCode::BAD_REQUEST, "Unknown client.");
+    };
+    let redirect_uri = match params.get("redirect_uri") {
+        Ok(Some(uri)) if client.has_redirect_uri(uri) => uri,
+        _ => {
+            return error_page(
+                StatusCode::BAD_REQUEST,
+                "redirect_uri is missing or not registered for this client.",
+            );
+        }
+    };
+    let back = ClientRedirect {
+        issuer: &shared.issuer,
+        redirect_uri,
+        state: params.get("state").ok().flatten(),
+    };
+    let pending = match validate(&shared, client, redirect_uri, &params) {
+        Ok(pending) => pending,
+        Err(error) => return back.error(&error),
+    };
+    let now = shared.now();
+    let session = session_id(&headers);
+    let scope = pending.scope.clone();
+    let mut store = lock(&shared.store);
+    // A browser that is already signed in goes straight to consent.
+    if let Some((sid, session)) = session.and_then(|sid| {
+        let session = store.session(&sid, now)?.clone();
+        Some((sid, session))
+    }) {
+        let request_id = store.add_pending(
+            PendingAuthorization {
+                session: Some(sid),
+                ..pending
+            },
+            now,
+        );
+        return consent_page(
+            &request_id,
+            &session.csrf,
+            &session.user,
+            client.id(),
+            &scope,
+        );
+    }
+    let csrf = pending.login_csrf.clone();
+    let request_id = store.add_pending(pending, now);
+    login_page(StatusCode::OK, &request_id, &csrf, client.id(), None)
+}
+
+/// The checks that, on failure, are reported back to the client.
+fn validate(
+    shared: &Shared,
+    client: &ClientConfig,
+    redirect_uri: &str,
+    params: &Params,
+) -> Result<PendingAuthorization, OAuthError> {
+    params.reject_duplicates()?;
+    if params.require("response_type")? != "code" {
+        return Err(OAuthError::new(
+            ErrorCode::UnsupportedResponseType,
+            "only response_type=code is supported",
+        ));
+    }
+    let code_challenge = params.require("code_challenge")?;
+    if params.get("code_challenge_method")? != Some("S256") {
+        return Err(OAuthError::invalid_request(
+            "PKCE is required with code_challenge_method=S256",
+        ));
+    }
+    if !is_pkce_value(code_challenge) {
+        return Err(OAuthError::invalid_request("code_challenge is malformed"));
+    }
+    let scope = grant_scope(parse_scope(params.get("scope")?)?, client.allowed_scopes())?;
+    let audience = shared.audience_for(params.get("resource")?)?;
+    Ok(PendingAuthorization {
+        client_id: client.id().to_owned(),
+        redirect_uri: redirect_uri.to_owned(),
+        scope,
+        state: params.get("state")?.map(str::to_owned),
+        code_challenge: code_challenge.to_owned(),
+        audience,
+        login_csrf: random_token(),
+        session: None,
+        expires_at: shared.now().saturating_add(PENDING_LIFETIME_SECS),
+    })
+}
+
+const EXPIRED_REQUEST: &str =
+    "This sign-in request is unknown or has expired. Start again from the application.";
+
+/// `POST /login`.
+pub(super) async fn login(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
+    let params = Params::parse(&body);
+    let Ok(Some(request_id)) = params.get("request") else {
+        return error_page(StatusCode::BAD_REQUEST, EXPIRED_REQUEST);
+    };
+    let now = shared.now();
+    let mut store = lock(&shared.store);
+    let Some(pending) = store.pending_mut(request_id, now) else {
+        return error_page(StatusCode::BAD_REQUEST, EXPIRED_REQUEST);
+    };
+    if let Some(response) = csrf_rejection(&params, &pending.login_csrf) {
+        return response;
+    }
+    let username = params.get("username").ok().flatten().unwrap_or_default();
+    let password = params.get("password").ok().flatten().unwrap_or_default();
+    let valid = shared
+        .users
+        .get(username)
+        .is_some_and(|expected| secrets_equal(expected, password));
+    if !valid {
+        return login_page(
+            StatusCode::UNAUTHORIZED,
+            request_id,
+            &pending.login_csrf,
+            &pending.client_id,
+            Some("Wrong username or password."),
+        );
+    }
+    let (client_id, scope) = (pending.client_id.clone(), pending.scope.clone());
+    let sid = store.new_session(username, now);
+    if let Some(pending) = store.pending_mut(request_id, now) {
+        pending.session = Some(sid.clone());
+    }
+    let csrf = store
+        .session(&sid, now)
+        .map(|s| s.csrf.clone())
+        .unwrap_or_default();
+    let mut response = consent_page(request_id, &csrf, username, &client_id, &scope);
+    // No `Secure` attribute: this server speaks plain HTTP on loopback.
+    let cookie = Cookie::build((SESSION_COOKIE, sid))
+        .http_only(true)
+        .same_site(SameSite::Lax)
+        .path("/")
+        .build();
+    if let Ok(value) = HeaderValue::try_from(cookie.to_string()) {
+        response.headers_mut().insert(header::SET_COOKIE, value);
+    }
+    response
+}
+
+/// `POST /consent`.
+pub(super) async fn consent(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let params = Params::parse(&body);
+    let now = shared.now();
+    let mut store = lock(&shared.store);
+    let session =
+        session_id(&headers).and_then(|sid| Some((store.session(&sid, now)?.clone(), sid)));
+    let Some((session, sid)) = session else {
+        return error_page(
+            StatusCode::FORBIDDEN,
+            "You are not signed in. Start again from the application.",
+        );
+    };
+    if let Some(response) = csrf_rejection(&params, &session.csrf) {
+        return response;
+    }
+    let allow = match params.get("decision") {
+        Ok(Some("allow")) => true,
+        Ok(Some("deny")) => false,
+        _ => return error_page(StatusCode::BAD_REQUEST, "Choose Allow or Deny."),
+    };
+    let Ok(Some(request_id)) = params.get("request") else {
+        return error_page(StatusCode::BAD_REQUEST, EXPIRED_REQUEST);
+    };
+    match store.pending_mut(request_id, now) {
+        Some(pending) if pending.session.as_deref() == Some(sid.as_str()) => {}
+        Some(_) => {
+            return error_page(
+                StatusCode::FORBIDDEN,
+                "This request belongs to another sign-in.",
+            );
+        }
+        None => return error_page(StatusCode::BAD_REQUEST, EXPIRED_REQUEST),
+    }
+    let Some(pending) = store.take_pending(request_id, now) else {
+        return error_page(StatusCode::BAD_REQUEST, EXPIRED_REQUEST);
+    };
+    let back = ClientRedirect {
+        issuer: &shared.issuer,
+        redirect_uri: &pending.redirect_uri,
+        state: pending.state.as_deref(),
+    };
+    if !allow {
+        return back.error(&OAuthError::new(
+            ErrorCode::AccessDenied,
+            "the user denied the request",
+        ));
+    }
+    let grant = Grant {
+        client_id: pending.client_id.clone(),
+        subject: session.user,
+        scope: pending.scope.clone(),
+        audience: pending.audience.clone(),
+    };
+    let code = store.issue_code(
+        grant,
+        pending.redirect_uri.clone(),
+        pending.code_challenge.clone(),
+        now,
+    );
+    back.send(&[("code", &code)])
+}
+
+/// The error page to show unless the form's CSRF token equals `expected`.
+fn csrf_rejection(params: &Params, expected: &str) -> Option<Response> {
+    match params.get("csrf") {
+        Ok(Some(given)) if secrets_equal(expected, given) => None,
+        Ok(Some(_)) => Some(error_page(StatusCode::FORBIDDEN, "CSRF token mismatch.")),
+        _ => Some(error_page(StatusCode::BAD_REQUEST, "Missing CSRF token.")),
+    }
+}
+
+/// The session cookie's value, parsed by the `cookie` crate.
+fn session_id(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(Cookie::split_parse)
+        .filter_map(Result::ok)
+        .find(|c| c.name() == SESSION_COOKIE)
+        .map(|c| c.value().to_owned())
+}
+
+/// A response to the client's registered redirect URI (already validated).
+struct ClientRedirect<'a> {
+    issuer: &'a str,
+    redirect_uri: &'a str,
+    state: Option<&'a str>,
+}
+
+impl ClientRedirect<'_> {
+    fn error(&self, error: &OAuthError) -> Response {
+        self.send(&[
+            ("error", error.code.as_str()),
+            ("error_description", &error.description),
+        ])
+    }
+
+    /// `302 Found` to the redirect URI with `pairs`, `state` (echoed exactly, if
+    /// sent) and `iss` appended to its query by `url`'s form encoder.
+    fn send(&self, pairs: &[(&str, &str)]) -> Response {
+        let Ok(mut target) = url::Url::parse(self.redirect_uri) else {
+            return error_page(StatusCode::INTERNAL_SERVER_ERROR, "Invalid redirect URI.");
+        };
+        {
+            let mut query = target.query_pairs_mut();
+            query.extend_pairs(pairs);
+            if let Some(state) = self.state {
+                query.append_pair("state", state);
+            }
+            query.append_pair("iss", self.issuer);
+        }
+        match HeaderValue::try_from(target.as_str()) {
+            Ok(location) => (
+                StatusCode::FOUND,
+                no_store(),
+                [(header::LOCATION, location)],
+            )
+                .into_response(),
+            Err(_) => error_page(StatusCode::INTERNAL_SERVER_ERROR, "Invalid redirect URI."),
+        }
+    }
+}

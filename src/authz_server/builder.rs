@@ -1,0 +1,360 @@
+//! Configuring and starting the server.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::AtomicUsize;
+use std::time::Duration;
+
+use tokio::sync::oneshot;
+
+use super::keys::{KeyRing, SigningAlgorithm, SigningKey};
+use super::metadata::JwksBehavior;
+use super::store::Store;
+use super::{AuthorizationServerHandle, AuthzServerError, Shared, router};
+use crate::clock::{Clock, SharedClock, SystemClock};
+
+/// A registered client.
+///
+/// `Debug` never shows the secret.
+#[derive(Clone)]
+pub struct ClientConfig {
+    pub(super) id: String,
+    pub(super) secret: Option<String>,
+    redirect_uris: Vec<String>,
+    scopes: Vec<String>,
+}
+
+impl ClientConfig {
+    /// A confidential client, which authenticates with `client_secret_basic` or
+    /// `client_secret_post` and may use every grant.
+    pub fn confidential(id: impl Into<String>, secret: impl Into<String>) -> Self {
+        Self {
+            id: id.into(),
+            secret: Some(secret.into()),
+            redirect_uris: Vec::new(),
+            scopes: Vec::new(),
+        }
+    }
+
+    /// A public client (a SPA or native app): no secret, so it may only use the
+    /// authorization-code grant (with PKCE) and refresh tokens.
+    pub fn public(id: impl Into<String>) -> Self {
+        Self {
+            id: id.into(),
+            secret: None,
+            redirect_uris: Vec::new(),
+            scopes: Vec::new(),
+        }
+    }
+
+    /// Registers a redirect URI; `/authorize` accepts only exact matches.
+    /// May be called more than once.
+    pub fn redirect_uri(mut self, uri: impl Into<String>) -> Self {
+        self.redirect_uris.push(uri.into());
+        self
+    }
+
+    /// Adds scopes this client may be granted (the default when it asks for none).
+    pub fn scopes<I, S>(mut self, scopes: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.scopes.extend(scopes.into_iter().map(Into::into));
+        self
+    }
+
+    /// The `client_id`.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// Whether this client has no secret.
+    pub fn is_public(&self) -> bool {
+        self.secret.is_none()
+    }
+
+    pub(super) fn allowed_scopes(&self) -> &[String] {
+        &self.scopes
+    }
+
+    pub(super) fn has_redirect_uri(&self, uri: &str) -> bool {
+        self.redirect_uris.iter().any(|r| r == uri)
+    }
+}
+
+impl fmt::Debug for ClientConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientConfig")
+            .field("id", &self.id)
+            .field("secret", &self.secret.as_ref().map(|_| "<redacted>"))
+            .field("redirect_uris", &self.redirect_uris)
+            .field("scopes", &self.scopes)
+            .finish()
+    }
+}
+
+/// Anything [`AuthorizationServerBuilder::clock`] accepts: a [`Clock`] or an
+/// already shared [`SharedClock`].
+pub trait IntoSharedClock {
+    /// Wraps `self` for sharing.
+    fn into_shared_clock(self) -> SharedClock;
+}
+
+impl<C: Clock> IntoSharedClock for C {
+    fn into_shared_clock(self) -> SharedClock {
+        Arc::new(self)
+    }
+}
+
+impl IntoSharedClock for SharedClock {
+    fn into_shared_clock(self) -> SharedClock {
+        self
+    }
+}
+
+/// Configures an authorization server; [`start`](Self::start) runs it.
+pub struct AuthorizationServerBuilder {
+    clients: Vec<ClientConfig>,
+    users: HashMap<String, String>,
+    default_audience: Option<String>,
+    resources: Vec<String>,
+    access_token_lifetime: Duration,
+    refresh_token_lifetime: Duration,
+    signing_algorithm: SigningAlgorithm,
+    key_grace_period: Duration,
+    jwks_max_age: Option<Duration>,
+    clock: SharedClock,
+    bind: SocketAddr,
+}
+
+impl fmt::Debug for AuthorizationServerBuilder {
+    // Users' passwords stay out of logs.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AuthorizationServerBuilder")
+            .field("clients", &self.clients)
+            .field("users", &self.users.keys().collect::<Vec<_>>())
+            .field("bind", &self.bind)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for AuthorizationServerBuilder {
+    fn default() -> Self {
+        Self {
+            clients: Vec::new(),
+            users: HashMap::new(),
+            default_audience: None,
+            resources: Vec::new(),
+            access_token_lifetime: Duration::from_secs(300),
+            refresh_token_lifetime: Duration::from_secs(24 * 3600),
+            signing_algorithm: SigningAlgorithm::Rs256,
+            key_grace_period: Duration::from_secs(600),
+            jwks_max_age: Some(Duration::from_secs(600)),
+            clock: Arc::new(SystemClock),
+            bind: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+        }
+    }
+}
+
+impl AuthorizationServerBuilder {
+    /// Registers a client; a later client with the same id replaces it.
+    pub fn client(mut self, client: ClientConfig) -> Self {
+        self.clients.push(client);
+        self
+    }
+
+    /// Registers a user who can log in on the login page.
+    pub fn user(mut self, username: impl Into<String>, password: impl Into<String>) -> Self {
+        self.users.insert(username.into(), password.into());
+        self
+    }
+
+    /// The `aud` of tokens whose request names no `resource`.
+    ///
+    /// Without it, the first [`resource`](Self::resource) is the default, and
+    /// without any, the issuer itself.
+    pub fn audience(mut self, audience: impl Into<String>) -> Self {
+        self.default_audience = Some(audience.into());
+        self
+    }
+
+    /// Registers another audience a client can pick with an RFC 8707 `resource`
+    /// parameter; unregistered resources are refused with `invalid_target`.
+    pub fn resource(mut self, resource: impl Into<String>) -> Self {
+        self.resources.push(resource.into());
+        self
+    }
+
+    /// How long access tokens live (`exp - iat`). Default 5 minutes.
+    pub fn access_token_lifetime(mut self, lifetime: Duration) -> Self {
+        self.access_token_lifetime = lifetime;
+        self
+    }
+
+    /// How long an unused refresh token lives. Default 24 hours.
+    pub fn refresh_token_lifetime(mut self, lifetime: Duration) -> Self {
+        self.refresh_token_lifetime = lifetime;
+        self
+    }
+
+    /// The algorithm of the first signing key. Default RS256.
+    pub fn signing_algorithm(mut self, alg: SigningAlgorithm) -> Self {
+        self.signing_algorithm = alg;
+        self
+    }
+
+    /// How long a rotated-out key stays in `/jwks`. Default 10 minutes.
+    pub fn key_grace_period(mut self, grace: Duration) -> Self {
+        self.key_grace_period = grace;
+        self
+    }
+
+    /// The `Cache-Control: max-age` sent with `/jwks`. Default 600 s.
+    pub fn jwks_max_age(mut self, max_age: Duration) -> Self {
+        self.jwks_max_age = Some(max_age);
+        self
+    }
+
+    /// Sends `/jwks` without any `Cache-Control` header, to test a cache's default TTL.
+    pub fn without_jwks_cache_control(mut self) -> Self {
+        self.jwks_max_age = None;
+        self
+    }
+
+    /// Where all time comes from (token times, code and refresh-token expiry,
+    /// key grace period). Default: the system clock.
+    pub fn clock(mut self, clock: impl IntoSharedClock) -> Self {
+        self.clock = clock.into_shared_clock();
+        self
+    }
+
+    /// The address to listen on. Default `127.0.0.1:0` (any free port).
+    pub fn bind(mut self, addr: SocketAddr) -> Self {
+        self.bind = addr;
+        self
+    }
+
+    /// Binds the socket, generates the first key and serves in a background task.
+    pub async fn start(self) -> Result<AuthorizationServerHandle, AuthzServerError> {
+        self.check_redirect_uris()?;
+        let bind_error = |source| AuthzServerError::Bind {
+            addr: self.bind,
+            source,
+        };
+        let listener = tokio::net::TcpListener::bind(self.bind)
+            .await
+            .map_err(bind_error)?;
+        let local_addr = listener.local_addr().map_err(bind_error)?;
+        let issuer = format!("http://{local_addr}");
+        let first_key = SigningKey::generate(self.signing_algorithm)
+            .map_err(|_| AuthzServerError::KeyGeneration)?;
+        let default_audience = self
+            .default_audience
+            .or_else(|| self.resources.first().cloned())
+            .unwrap_or_else(|| issuer.clone());
+        let mut audiences = self.resources;
+        audiences.push(default_audience.clone());
+        let shared = Arc::new(Shared {
+            issuer,
+            clients: self
+                .clients
+                .into_iter()
+                .map(|c| (c.id.clone(), c))
+                .collect(),
+            users: self.users,
+            default_audience,
+            audiences,
+            access_token_lifetime: self.access_token_lifetime,
+            refresh_token_lifetime: self.refresh_token_lifetime,
+            key_grace_period: self.key_grace_period,
+            jwks_max_age: self.jwks_max_age,
+            clock: self.clock,
+            keys: Mutex::new(KeyRing::new(first_key)),
+            store: Mutex::new(Store::default()),
+            jwks_behavior: Mutex::new(JwksBehavior::Normal),
+            jwks_fetches: AtomicUsize::new(0),
+        });
+        // Our own calls go straight to the loopback socket, never via a proxy.
+        let http = reqwest::Client::builder().no_proxy().build()?;
+        let (stop, stopped) = oneshot::channel::<()>();
+        let app = router(shared.clone());
+        let task = tokio::spawn(async move {
+            let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
+                let _ = stopped.await;
+            });
+            if let Err(error) = serve.await {
+                tracing::warn!(%error, "bundled authorization server stopped with an error");
+            }
+        });
+        Ok(AuthorizationServerHandle {
+            shared,
+            local_addr,
+            http,
+            stop: Some(stop),
+            task: Some(task),
+        })
+    }
+
+    /// Redirect URIs must be absolute URLs without a fragment (RFC 6749 §3.1.2).
+    fn check_redirect_uris(&self) -> Result<(), AuthzServerError> {
+        for client in &self.clients {
+            for uri in &client.redirect_uris {
+                let parsed = url::Url::parse(uri).map_err(|e| {
+                    AuthzServerError::Config(format!(
+                        "client {:?}: redirect URI {uri:?} is not a URL: {e}",
+                        client.id
+                    ))
+                })?;
+                if parsed.fragment().is_some() {
+                    return Err(AuthzServerError::Config(format!(
+                        "client {:?}: redirect URI {uri:?} has a fragment",
+                        client.id
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+
+    #[test]
+    fn clock_accepts_a_clock_or_a_shared_clock() {
+        let manual = ManualClock::at_unix(5);
+        let builder = AuthorizationServerBuilder::default().clock(manual.clone());
+        manual.advance(Duration::from_secs(1));
+        assert_eq!(builder.clock.unix_seconds(), 6, "clones share time");
+        let shared: SharedClock = Arc::new(ManualClock::at_unix(7));
+        let builder = builder.clock(shared);
+        assert_eq!(builder.clock.unix_seconds(), 7);
+    }
+
+    #[test]
+    fn debug_output_hides_secrets_and_passwords() {
+        let builder = AuthorizationServerBuilder::default()
+            .client(ClientConfig::confidential("svc", "s3cret"))
+            .user("alice", "wonderland");
+        let text = format!("{builder:?}");
+        assert!(text.contains("svc") && text.contains("alice"));
+        assert!(!text.contains("s3cret") && !text.contains("wonderland"));
+    }
+
+    #[tokio::test]
+    async fn redirect_uris_must_be_urls_without_fragments() {
+        for uri in ["not a url", "http://127.0.0.1/cb#frag"] {
+            let start = AuthorizationServerBuilder::default()
+                .client(ClientConfig::public("spa").redirect_uri(uri))
+                .start()
+                .await;
+            assert!(matches!(start, Err(AuthzServerError::Config(_))), "{uri}");
+        }
+    }
+}

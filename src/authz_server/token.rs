@@ -1,0 +1,268 @@
+//! `POST /token`: client authentication and the three grants.
+
+use std::sync::Arc;
+
+use aws_lc_rs::digest::{SHA256, digest};
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, header};
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use serde_json::{Value, json};
+
+use super::builder::ClientConfig;
+use super::oauth::{
+    ErrorCode, OAuthError, Params, grant_scope, is_pkce_value, no_store, parse_scope, random_token,
+    secrets_equal,
+};
+use super::store::Grant;
+use super::{Shared, lock};
+
+/// The grants this server implements.
+enum GrantType {
+    ClientCredentials,
+    AuthorizationCode,
+    RefreshToken,
+}
+
+impl GrantType {
+    fn parse(value: &str) -> Result<Self, OAuthError> {
+        match value {
+            "client_credentials" => Ok(Self::ClientCredentials),
+            "authorization_code" => Ok(Self::AuthorizationCode),
+            "refresh_token" => Ok(Self::RefreshToken),
+            _ => Err(OAuthError::new(
+                ErrorCode::UnsupportedGrantType,
+                "grant_type is not supported by this server",
+            )),
+        }
+    }
+}
+
+pub(super) async fn token(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    match respond(&shared, &headers, &body) {
+        Ok(body) => (no_store(), Json(body)).into_response(),
+        Err(error) => error.into_response(),
+    }
+}
+
+fn respond(shared: &Shared, headers: &HeaderMap, body: &[u8]) -> Result<Value, OAuthError> {
+    if !is_form(headers) {
+        return Err(OAuthError::invalid_request(
+            "body must be application/x-www-form-urlencoded",
+        ));
+    }
+    let params = Params::parse(body);
+    params.reject_duplicates()?;
+    let grant_type = GrantType::parse(params.require("grant_type")?)?;
+    let client = authenticate(shared, headers, &params)?;
+    match grant_type {
+        GrantType::ClientCredentials => client_credentials(shared, client, &params),
+        GrantType::AuthorizationCode => authorization_code(shared, client, &params),
+        GrantType::RefreshToken => refresh_token(shared, client, &params),
+    }
+}
+
+fn is_form(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|essence| {
+            essence
+                .trim()
+                .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+        })
+}
+
+fn invalid_client(description: &str) -> OAuthError {
+    OAuthError::new(ErrorCode::InvalidClient, description)
+}
+
+/// Identifies and authenticates the client: `client_secret_basic`,
+/// `client_secret_post`, or `none` (a public client sending only `client_id`).
+fn authenticate<'a>(
+    shared: &'a Shared,
+    headers: &HeaderMap,
+    params: &Params,
+) -> Result<&'a ClientConfig, OAuthError> {
+    let body_id = params.get("client_id")?;
+    let body_secret = params.get("client_secret")?;
+    let (id, secret) = match (basic_credentials(headers)?, body_secret) {
+        (Some(_), Some(_)) => {
+            return Err(OAuthError::invalid_request(
+                "use one client authentication method, not two",
+            ));
+        }
+        (Some((id, secret)), None) => {
+            if body_id.is_some_and(|body_id| body_id != id) {
+                return Err(OAuthError::invalid_request(
+                    "client_id differs from the HTTP Basic credentials",
+                ));
+            }
+            (id, Some(secret))
+        }
+        (None, secret) => {
+            let id = body_id.ok_or_else(|| invalid_client("client authentication is required"))?;
+            (id.to_owned(), secret.map(str::to_owned))
+        }
+    };
+    let failed = || invalid_client("client authentication failed");
+    let client = shared.clients.get(&id).ok_or_else(failed)?;
+    match (&client.secret, secret) {
+        (Some(expected), Some(given)) if secrets_equal(expected, &given) => Ok(client),
+        (None, None) => Ok(client),
+        _ => Err(failed()),
+    }
+}
+
+/// The `(client_id, client_secret)` of an `Authorization: Basic` header, each
+/// form-urlencoded inside the base64 as RFC 6749 §2.3.1 requires.
+fn basic_credentials(headers: &HeaderMap) -> Result<Option<(String, String)>, OAuthError> {
+    let mut values = headers.get_all(header::AUTHORIZATION).iter();
+    let Some(value) = values.next() else {
+        return Ok(None);
+    };
+    if values.next().is_some() {
+        return Err(OAuthError::invalid_request(
+            "more than one Authorization header",
+        ));
+    }
+    let malformed = || invalid_client("malformed HTTP Basic credentials");
+    let value = value.to_str().map_err(|_| malformed())?;
+    let (scheme, encoded) = value.split_once(' ').ok_or_else(malformed)?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return Err(invalid_client(
+            "only HTTP Basic client authentication is supported",
+        ));
+    }
+    let decoded = STANDARD.decode(encoded.trim()).map_err(|_| malformed())?;
+    let decoded = String::from_utf8(decoded).map_err(|_| malformed())?;
+    let (id, secret) = decoded.split_once(':').ok_or_else(malformed)?;
+    let form_decode = |s: &str| {
+        percent_encoding::percent_decode_str(&s.replace('+', " "))
+            .decode_utf8()
+            .map(|s| s.into_owned())
+            .map_err(|_| malformed())
+    };
+    Ok(Some((form_decode(id)?, form_decode(secret)?)))
+}
+
+fn client_credentials(
+    shared: &Shared,
+    client: &ClientConfig,
+    params: &Params,
+) -> Result<Value, OAuthError> {
+    if client.is_public() {
+        return Err(OAuthError::new(
+            ErrorCode::UnauthorizedClient,
+            "public clients cannot use the client_credentials grant",
+        ));
+    }
+    let requested = parse_scope(params.get("scope")?)?;
+    let grant = Grant {
+        client_id: client.id().to_owned(),
+        subject: client.id().to_owned(),
+        scope: grant_scope(requested, client.allowed_scopes())?,
+        audience: shared.audience_for(params.get("resource")?)?,
+    };
+    let (access_token, _) = shared.issue_access_token(&grant)?;
+    Ok(shared.token_response(&grant, access_token, None))
+}
+
+fn authorization_code(
+    shared: &Shared,
+    client: &ClientConfig,
+    params: &Params,
+) -> Result<Value, OAuthError> {
+    let code = params.require("code")?;
+    let redirect_uri = params.require("redirect_uri")?;
+    let verifier = params.require("code_verifier")?;
+    if !is_pkce_value(verifier) {
+        return Err(OAuthError::invalid_request(
+            "code_verifier must be 43 to 128 unreserved characters",
+        ));
+    }
+    let resource = params.get("resource")?;
+    let now = shared.now();
+    let challenge = URL_SAFE_NO_PAD.encode(digest(&SHA256, verifier.as_bytes()));
+    let redemption =
+        lock(&shared.store).redeem_code(code, client.id(), redirect_uri, &challenge, now)?;
+    if resource.is_some_and(|r| r != redemption.grant.audience) {
+        return Err(OAuthError::new(
+            ErrorCode::InvalidTarget,
+            "resource differs from the authorization request",
+        ));
+    }
+    shared.issue_with_refresh(&redemption.grant, redemption.family)
+}
+
+fn refresh_token(
+    shared: &Shared,
+    client: &ClientConfig,
+    params: &Params,
+) -> Result<Value, OAuthError> {
+    let token = params.require("refresh_token")?;
+    let requested = parse_scope(params.get("scope")?)?;
+    let now = shared.now();
+    let redemption = lock(&shared.store).spend_refresh_token(token, client.id(), requested, now)?;
+    shared.issue_with_refresh(&redemption.grant, redemption.family)
+}
+
+impl Shared {
+    /// Signs an RFC 9068 access token for `grant`; returns it with its `jti`.
+    fn issue_access_token(&self, grant: &Grant) -> Result<(String, String), OAuthError> {
+        let now = self.now();
+        let jti = random_token();
+        let claims = json!({
+            "iss": self.issuer,
+            "sub": grant.subject,
+            "aud": grant.audience,
+            "exp": now.saturating_add(self.access_token_lifetime.as_secs()),
+            "iat": now,
+            "nbf": now,
+            "jti": jti,
+            "client_id": grant.client_id,
+            "scope": grant.scope.join(" "),
+        });
+        let key = lock(&self.keys).active();
+        let token = key
+            .sign_jwt(&Value::Null, &claims)
+            .map_err(|_| OAuthError::new(ErrorCode::ServerError, "signing failed"))?;
+        Ok((token, jti))
+    }
+
+    /// An access token plus the next refresh token of `family`.
+    fn issue_with_refresh(&self, grant: &Grant, family: u64) -> Result<Value, OAuthError> {
+        let (access_token, jti) = self.issue_access_token(grant)?;
+        let expires_at = self
+            .now()
+            .saturating_add(self.refresh_token_lifetime.as_secs());
+        let refresh = lock(&self.store).issue_refresh_token(family, &jti, expires_at);
+        Ok(self.token_response(grant, access_token, Some(refresh)))
+    }
+
+    fn token_response(
+        &self,
+        grant: &Grant,
+        access_token: String,
+        refresh: Option<String>,
+    ) -> Value {
+        let mut body = json!({
+            "access_token": access_token,
+            "token_type": "Bearer",
+            "expires_in": self.access_token_lifetime.as_secs(),
+            "scope": grant.scope.join(" "),
+        });
+        if let (Some(refresh), Some(members)) = (refresh, body.as_object_mut()) {
+            members.insert("refresh_token".into(), refresh.into());
+        }
+        body
+    }
+}

@@ -1,0 +1,1074 @@
+//! The bundled authorization server, exercised over real HTTP on 127.0.0.1.
+
+use std::time::Duration;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use bearer_guard::authz_server::{
+    AuthorizationServer, AuthorizationServerBuilder, AuthorizationServerHandle, ClientConfig,
+    JwksBehavior, SignWith, SigningAlgorithm,
+};
+use bearer_guard::clock::{Clock, ManualClock};
+use jsonwebtoken::jwk::JwkSet;
+use jsonwebtoken::{Algorithm, DecodingKey, TokenData, Validation, decode, decode_header};
+use reqwest::StatusCode;
+use reqwest::header::{CACHE_CONTROL, HeaderMap, LOCATION, WWW_AUTHENTICATE};
+use serde_json::{Value, json};
+
+const API: &str = "https://api.example.com";
+const OTHER_API: &str = "https://other.example.com";
+const REDIRECT: &str = "http://127.0.0.1:3000/cb";
+
+async fn start_with(
+    clock: &ManualClock,
+    alg: SigningAlgorithm,
+    configure: impl FnOnce(AuthorizationServerBuilder) -> AuthorizationServerBuilder,
+) -> AuthorizationServerHandle {
+    let builder = AuthorizationServer::builder()
+        .client(
+            ClientConfig::confidential("svc", "svc-secret").scopes(["orders:read", "orders:write"]),
+        )
+        .client(
+            ClientConfig::public("spa")
+                .redirect_uri(REDIRECT)
+                .scopes(["orders:read", "profile"]),
+        )
+        .client(
+            ClientConfig::confidential("web", "web secret&=")
+                .redirect_uri("http://127.0.0.1:4000/cb?tenant=a")
+                .scopes(["orders:read"]),
+        )
+        .user("alice", "wonderland")
+        .audience(API)
+        .resource(OTHER_API)
+        .access_token_lifetime(Duration::from_secs(300))
+        .signing_algorithm(alg)
+        .clock(clock.clone());
+    configure(builder).start().await.expect("server starts")
+}
+
+async fn start(clock: &ManualClock) -> AuthorizationServerHandle {
+    start_with(clock, SigningAlgorithm::Rs256, |b| b).await
+}
+
+fn http() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .cookie_store(true)
+        .build()
+        .expect("client")
+}
+
+async fn get_json(url: &str) -> (StatusCode, HeaderMap, Value) {
+    let response = http().get(url).send().await.expect("GET");
+    let status = response.status();
+    let headers = response.headers().clone();
+    let body = response.json().await.unwrap_or(Value::Null);
+    (status, headers, body)
+}
+
+async fn jwks(server: &AuthorizationServerHandle) -> JwkSet {
+    let (status, _, body) = get_json(&server.jwks_uri()).await;
+    assert_eq!(status, StatusCode::OK);
+    serde_json::from_value(body).expect("a JWK set")
+}
+
+/// Verifies `token` against the server's `/jwks` the way a resource server would.
+async fn verify(server: &AuthorizationServerHandle, token: &str, aud: &str) -> TokenData<Value> {
+    let header = decode_header(token).expect("header");
+    let kid = header.kid.clone().expect("kid");
+    let keys = jwks(server).await;
+    let jwk = keys.find(&kid).expect("kid is published");
+    let mut validation = Validation::new(header.alg);
+    validation.set_audience(&[aud]);
+    validation.set_issuer(&[server.issuer()]);
+    validation.set_required_spec_claims(&["exp", "iat", "nbf", "iss", "aud", "sub"]);
+    decode(
+        token,
+        &DecodingKey::from_jwk(jwk).expect("key"),
+        &validation,
+    )
+    .expect("token verifies")
+}
+
+/// POSTs a form to `/token`, optionally with HTTP Basic client authentication.
+async fn token_request(
+    server: &AuthorizationServerHandle,
+    basic: Option<(&str, &str)>,
+    form: &[(&str, &str)],
+) -> (StatusCode, HeaderMap, Value) {
+    let mut request = http().post(server.token_endpoint()).form(form);
+    if let Some((id, secret)) = basic {
+        request = request.basic_auth(id, Some(secret));
+    }
+    let response = request.send().await.expect("POST /token");
+    let status = response.status();
+    let headers = response.headers().clone();
+    let body = response.json().await.unwrap_or(Value::Null);
+    (status, headers, body)
+}
+
+fn error_of(body: &Value) -> &str {
+    body["error"].as_str().unwrap_or("<none>")
+}
+
+/// A client-credentials request by `svc` (HTTP Basic) with `extra` parameters.
+async fn svc_token(
+    server: &AuthorizationServerHandle,
+    extra: &[(&str, &str)],
+) -> (StatusCode, Value) {
+    let mut form = vec![("grant_type", "client_credentials")];
+    form.extend_from_slice(extra);
+    let (status, _, body) = token_request(server, Some(("svc", "svc-secret")), &form).await;
+    (status, body)
+}
+
+#[track_caller]
+fn assert_oauth_error(response: &(StatusCode, Value), status: StatusCode, error: &str) {
+    assert_eq!(response.0, status, "{}", response.1);
+    assert_eq!(error_of(&response.1), error, "{}", response.1);
+}
+
+// ---------------------------------------------------------------- discovery
+
+#[tokio::test]
+async fn publishes_rfc8414_and_openid_metadata() {
+    let server = start(&ManualClock::starting_now()).await;
+    for path in [
+        "/.well-known/oauth-authorization-server",
+        "/.well-known/openid-configuration",
+    ] {
+        let (status, _, doc) = get_json(&format!("{}{path}", server.issuer())).await;
+        assert_eq!(status, StatusCode::OK, "{path}");
+        assert_eq!(doc["issuer"], server.issuer());
+        assert!(!server.issuer().ends_with('/'));
+        assert_eq!(
+            doc["authorization_endpoint"],
+            server.authorization_endpoint()
+        );
+        assert_eq!(doc["token_endpoint"], server.token_endpoint());
+        assert_eq!(doc["jwks_uri"], server.jwks_uri());
+        assert_eq!(doc["response_types_supported"], json!(["code"]));
+        assert_eq!(
+            doc["grant_types_supported"],
+            json!(["authorization_code", "client_credentials", "refresh_token"])
+        );
+        assert_eq!(
+            doc["token_endpoint_auth_methods_supported"],
+            json!(["client_secret_basic", "client_secret_post", "none"])
+        );
+        assert_eq!(doc["code_challenge_methods_supported"], json!(["S256"]));
+        assert_eq!(
+            doc["scopes_supported"],
+            json!(["orders:read", "orders:write", "profile"])
+        );
+        assert_eq!(doc["authorization_response_iss_parameter_supported"], true);
+    }
+    assert_eq!(server.issuer(), format!("http://{}", server.local_addr()));
+    let debug = format!("{server:?}");
+    assert!(!debug.contains("wonderland") && !debug.contains("svc-secret"));
+}
+
+// ---------------------------------------------------------------- jwks
+
+#[tokio::test]
+async fn jwks_describes_each_algorithms_public_key() {
+    let clock = ManualClock::starting_now();
+    for (alg, expected) in [
+        (
+            SigningAlgorithm::Rs256,
+            json!({"kty": "RSA", "alg": "RS256", "e": "AQAB"}),
+        ),
+        (
+            SigningAlgorithm::Es256,
+            json!({"kty": "EC", "alg": "ES256", "crv": "P-256"}),
+        ),
+        (
+            SigningAlgorithm::EdDsa,
+            json!({"kty": "OKP", "alg": "EdDSA", "crv": "Ed25519"}),
+        ),
+    ] {
+        let server = start_with(&clock, alg, |b| b).await;
+        let (status, headers, body) = get_json(&server.jwks_uri()).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(headers[CACHE_CONTROL], "public, max-age=600");
+        let keys = body["keys"].as_array().expect("keys");
+        assert_eq!(keys.len(), 1);
+        let key = &keys[0];
+        assert_eq!(key["kid"], server.active_kid());
+        assert_eq!(key["use"], "sig");
+        for (member, value) in expected.as_object().expect("object") {
+            assert_eq!(&key[member], value, "{alg:?} {member}");
+        }
+        let coordinates: &[&str] = match alg {
+            SigningAlgorithm::Rs256 => &["n"],
+            SigningAlgorithm::Es256 => &["x", "y"],
+            SigningAlgorithm::EdDsa => &["x"],
+        };
+        for member in coordinates {
+            assert!(
+                key[*member].as_str().is_some_and(|v| !v.is_empty()),
+                "{member}"
+            );
+        }
+        assert!(key.get("d").is_none(), "no private material");
+        // and a token it signs verifies against it
+        let token = server
+            .client_credentials_token("svc", &["orders:read"])
+            .await
+            .expect("token");
+        verify(&server, &token, API).await;
+    }
+}
+
+#[tokio::test]
+async fn jwks_cache_control_is_configurable_or_absent() {
+    let clock = ManualClock::starting_now();
+    let server = start_with(&clock, SigningAlgorithm::EdDsa, |b| {
+        b.jwks_max_age(Duration::from_secs(42))
+    })
+    .await;
+    let (_, headers, _) = get_json(&server.jwks_uri()).await;
+    assert_eq!(headers[CACHE_CONTROL], "public, max-age=42");
+
+    let server = start_with(&clock, SigningAlgorithm::EdDsa, |b| {
+        b.without_jwks_cache_control()
+    })
+    .await;
+    let (_, headers, _) = get_json(&server.jwks_uri()).await;
+    assert!(headers.get(CACHE_CONTROL).is_none());
+}
+
+#[tokio::test]
+async fn jwks_behaviors_and_fetch_count() {
+    let server = start_with(&ManualClock::starting_now(), SigningAlgorithm::EdDsa, |b| b).await;
+    let client = http();
+    let get = |client: &reqwest::Client| client.get(server.jwks_uri()).send();
+
+    server.set_jwks_behavior(JwksBehavior::Status(503));
+    assert_eq!(
+        get(&client).await.expect("GET").status(),
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+
+    server.set_jwks_behavior(JwksBehavior::Garbage("{not json".into()));
+    let response = get(&client).await.expect("GET");
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.text().await.expect("body"), "{not json");
+
+    server.set_jwks_behavior(JwksBehavior::EmptySet);
+    let body: Value = get(&client).await.expect("GET").json().await.expect("json");
+    assert_eq!(body, json!({"keys": []}));
+
+    server.set_jwks_behavior(JwksBehavior::Oversized(100_000));
+    let body = get(&client)
+        .await
+        .expect("GET")
+        .bytes()
+        .await
+        .expect("body");
+    assert!(body.len() >= 100_000);
+    let body: Value = serde_json::from_slice(&body).expect("still valid JSON");
+    assert_eq!(body["keys"][0]["kid"], server.active_kid());
+
+    server.set_jwks_behavior(JwksBehavior::RedirectTo("http://evil.example/jwks".into()));
+    let response = get(&client).await.expect("GET");
+    assert_eq!(response.status(), StatusCode::FOUND);
+    assert_eq!(response.headers()[LOCATION], "http://evil.example/jwks");
+
+    server.set_jwks_behavior(JwksBehavior::Delay(Duration::from_secs(30)));
+    let slow = client
+        .get(server.jwks_uri())
+        .timeout(Duration::from_millis(200))
+        .send()
+        .await;
+    assert!(slow.is_err_and(|e| e.is_timeout()));
+
+    server.set_jwks_behavior(JwksBehavior::Normal);
+    let set: JwkSet = get(&client).await.expect("GET").json().await.expect("json");
+    assert_eq!(set.keys.len(), 1);
+
+    assert_eq!(server.jwks_fetch_count(), 7);
+}
+
+#[tokio::test]
+async fn jwks_delay_returns_keys_after_waiting() {
+    let server = start_with(&ManualClock::starting_now(), SigningAlgorithm::EdDsa, |b| b).await;
+    server.set_jwks_behavior(JwksBehavior::Delay(Duration::from_millis(20)));
+    assert_eq!(jwks(&server).await.keys.len(), 1);
+}
+
+// ---------------------------------------------------------------- client credentials
+
+#[tokio::test]
+async fn client_credentials_with_basic_auth_issues_an_rfc9068_token() {
+    let clock = ManualClock::starting_now();
+    let server = start(&clock).await;
+    let (status, headers, body) = token_request(
+        &server,
+        Some(("svc", "svc-secret")),
+        &[
+            ("grant_type", "client_credentials"),
+            ("scope", "orders:read"),
+        ],
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(headers[CACHE_CONTROL], "no-store");
+    assert_eq!(body["token_type"], "Bearer");
+    assert_eq!(body["expires_in"], 300);
+    assert_eq!(body["scope"], "orders:read");
+    assert!(
+        body.get("refresh_token").is_none(),
+        "no refresh token for client_credentials"
+    );
+
+    let token = body["access_token"].as_str().expect("access_token");
+    let data = verify(&server, token, API).await;
+    assert_eq!(data.header.typ.as_deref(), Some("at+jwt"));
+    assert_eq!(data.header.alg, Algorithm::RS256);
+    assert_eq!(
+        data.header.kid.as_deref(),
+        Some(server.active_kid().as_str())
+    );
+    let claims = data.claims;
+    let now = clock.unix_seconds();
+    assert_eq!(claims["iss"], server.issuer());
+    assert_eq!(claims["sub"], "svc");
+    assert_eq!(claims["client_id"], "svc");
+    assert_eq!(claims["aud"], API);
+    assert_eq!(claims["scope"], "orders:read");
+    assert_eq!(claims["iat"], now);
+    assert_eq!(claims["nbf"], now);
+    assert_eq!(claims["exp"], now + 300);
+    assert!(claims["jti"].as_str().is_some_and(|j| j.len() >= 16));
+}
+
+#[tokio::test]
+async fn client_credentials_with_post_auth_defaults_to_all_allowed_scopes() {
+    let server = start(&ManualClock::starting_now()).await;
+    let (status, _, body) = token_request(
+        &server,
+        None,
+        &[
+            ("grant_type", "client_credentials"),
+            ("client_id", "svc"),
+            ("client_secret", "svc-secret"),
+        ],
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["scope"], "orders:read orders:write");
+}
+
+#[tokio::test]
+async fn basic_credentials_are_form_urlencoded_inside_base64() {
+    let server = start(&ManualClock::starting_now()).await;
+    // "web secret&=" form-urlencoded, per RFC 6749 §2.3.1
+    let (status, _, body) = token_request(
+        &server,
+        Some(("web", "web+secret%26%3D")),
+        &[("grant_type", "client_credentials")],
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+}
+
+#[tokio::test]
+async fn wrong_secret_is_401_invalid_client_with_a_basic_challenge() {
+    let server = start(&ManualClock::starting_now()).await;
+    for (basic, form) in [
+        (
+            Some(("svc", "nope")),
+            vec![("grant_type", "client_credentials")],
+        ),
+        (
+            Some(("ghost", "x")),
+            vec![("grant_type", "client_credentials")],
+        ),
+        (
+            None,
+            vec![
+                ("grant_type", "client_credentials"),
+                ("client_id", "svc"),
+                ("client_secret", "nope"),
+            ],
+        ),
+        // a confidential client must authenticate
+        (
+            None,
+            vec![("grant_type", "client_credentials"), ("client_id", "svc")],
+        ),
+        (None, vec![("grant_type", "client_credentials")]),
+    ] {
+        let (status, headers, body) = token_request(&server, basic, &form).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{form:?}");
+        assert_eq!(error_of(&body), "invalid_client");
+        assert!(
+            headers[WWW_AUTHENTICATE]
+                .to_str()
+                .is_ok_and(|v| v.starts_with("Basic realm=")),
+        );
+        assert!(!body.to_string().contains("nope"), "never echo a secret");
+    }
+}
+
+#[tokio::test]
+async fn both_basic_and_post_authentication_is_invalid_request() {
+    let server = start(&ManualClock::starting_now()).await;
+    let response = svc_token(&server, &[("client_secret", "svc-secret")]).await;
+    assert_oauth_error(&response, StatusCode::BAD_REQUEST, "invalid_request");
+}
+
+#[tokio::test]
+async fn public_clients_cannot_use_client_credentials() {
+    let server = start(&ManualClock::starting_now()).await;
+    let (status, _, body) = token_request(
+        &server,
+        None,
+        &[("grant_type", "client_credentials"), ("client_id", "spa")],
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(error_of(&body), "unauthorized_client");
+}
+
+#[tokio::test]
+async fn scope_outside_the_clients_allowance_is_invalid_scope() {
+    let server = start(&ManualClock::starting_now()).await;
+    let response = svc_token(&server, &[("scope", "orders:read admin")]).await;
+    assert_oauth_error(&response, StatusCode::BAD_REQUEST, "invalid_scope");
+}
+
+#[tokio::test]
+async fn resource_selects_a_registered_audience() {
+    let server = start(&ManualClock::starting_now()).await;
+    let (status, body) = svc_token(&server, &[("resource", OTHER_API)]).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let token = body["access_token"].as_str().expect("token");
+    let claims = verify(&server, token, OTHER_API).await.claims;
+    assert_eq!(claims["aud"], OTHER_API);
+
+    let response = svc_token(&server, &[("resource", "https://evil.example")]).await;
+    assert_oauth_error(&response, StatusCode::BAD_REQUEST, "invalid_target");
+}
+
+#[tokio::test]
+async fn unknown_grant_type_is_unsupported_grant_type() {
+    let server = start(&ManualClock::starting_now()).await;
+    let form = [("grant_type", "password"), ("username", "alice")];
+    let (status, _, body) = token_request(&server, Some(("svc", "svc-secret")), &form).await;
+    assert_oauth_error(
+        &(status, body),
+        StatusCode::BAD_REQUEST,
+        "unsupported_grant_type",
+    );
+}
+
+#[tokio::test]
+async fn malformed_or_repeated_parameters_are_400_invalid_request() {
+    let server = start(&ManualClock::starting_now()).await;
+    let client = http();
+    for (content_type, body) in [
+        ("application/x-www-form-urlencoded", &b"\xff\xfe%%%&&=="[..]),
+        ("application/x-www-form-urlencoded", b""),
+        (
+            "application/json",
+            br#"{"grant_type":"client_credentials"}"#,
+        ),
+        (
+            "application/x-www-form-urlencoded",
+            b"grant_type=client_credentials&grant_type=client_credentials",
+        ),
+    ] {
+        let response = client
+            .post(server.token_endpoint())
+            .basic_auth("svc", Some("svc-secret"))
+            .header("content-type", content_type)
+            .body(body.to_vec())
+            .send()
+            .await
+            .expect("POST");
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+        let body: Value = response.json().await.expect("json error");
+        assert_eq!(error_of(&body), "invalid_request");
+        assert!(body["error_description"].is_string());
+    }
+}
+
+#[tokio::test]
+async fn client_credentials_token_helper_reports_oauth_errors() {
+    let server = start(&ManualClock::starting_now()).await;
+    let error = server
+        .client_credentials_token("svc", &["admin"])
+        .await
+        .expect_err("scope not allowed");
+    assert!(error.to_string().contains("invalid_scope"), "{error}");
+}
+
+// ---------------------------------------------------------------- authorization code + PKCE
+
+/// RFC 7636 Appendix B test vector.
+const VERIFIER: &str = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
+const CHALLENGE: &str = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
+const STATE: &str = "xyz 123&=<>";
+
+/// The `/authorize` URL for `spa`, with some parameters replaced (`Some`) or dropped (`None`).
+fn authorize_url(
+    server: &AuthorizationServerHandle,
+    changes: &[(&str, Option<&str>)],
+) -> reqwest::Url {
+    let mut params = vec![
+        ("response_type", "code"),
+        ("client_id", "spa"),
+        ("redirect_uri", REDIRECT),
+        ("code_challenge", CHALLENGE),
+        ("code_challenge_method", "S256"),
+        ("scope", "orders:read"),
+        ("state", STATE),
+    ];
+    for (name, value) in changes {
+        params.retain(|(n, _)| n != name);
+        if let Some(value) = value {
+            params.push((name, value));
+        }
+    }
+    reqwest::Url::parse_with_params(&server.authorization_endpoint(), &params).expect("url")
+}
+
+/// The value of a hidden form field in one of the server's pages.
+fn hidden(html: &str, name: &str) -> String {
+    let marker = format!("name=\"{name}\" value=\"");
+    let start = html.find(&marker).map(|i| i + marker.len()).expect(name);
+    html[start..].split('"').next().expect("value").to_owned()
+}
+
+/// A browser: keeps cookies, does not follow redirects.
+struct Browser {
+    http: reqwest::Client,
+    issuer: String,
+}
+
+impl Browser {
+    fn new(server: &AuthorizationServerHandle) -> Self {
+        Self {
+            http: http(),
+            issuer: server.issuer().to_owned(),
+        }
+    }
+
+    async fn get(&self, url: reqwest::Url) -> (StatusCode, HeaderMap, String) {
+        let response = self.http.get(url).send().await.expect("GET");
+        let (status, headers) = (response.status(), response.headers().clone());
+        (status, headers, response.text().await.expect("text"))
+    }
+
+    async fn post(&self, path: &str, form: &[(&str, &str)]) -> (StatusCode, HeaderMap, String) {
+        let url = format!("{}{path}", self.issuer);
+        let response = self.http.post(url).form(form).send().await.expect("POST");
+        let (status, headers) = (response.status(), response.headers().clone());
+        (status, headers, response.text().await.expect("text"))
+    }
+
+    /// Submits the login form on `page` with these credentials.
+    async fn login(
+        &self,
+        page: &str,
+        user: &str,
+        password: &str,
+    ) -> (StatusCode, HeaderMap, String) {
+        let (request, csrf) = (hidden(page, "request"), hidden(page, "csrf"));
+        let form = [
+            ("request", request.as_str()),
+            ("csrf", csrf.as_str()),
+            ("username", user),
+            ("password", password),
+        ];
+        self.post("/login", &form).await
+    }
+
+    /// Answers the consent form on `page`.
+    async fn consent(&self, page: &str, decision: &str) -> (StatusCode, HeaderMap, String) {
+        let (request, csrf) = (hidden(page, "request"), hidden(page, "csrf"));
+        let form = [
+            ("request", request.as_str()),
+            ("csrf", csrf.as_str()),
+            ("decision", decision),
+        ];
+        self.post("/consent", &form).await
+    }
+
+    /// Login as alice and answer consent; returns the redirect back to the client.
+    async fn authorize(&self, url: reqwest::Url, decision: &str) -> reqwest::Url {
+        let (status, _, login_page) = self.get(url).await;
+        assert_eq!(status, StatusCode::OK, "{login_page}");
+        let (status, _, consent_page) = self.login(&login_page, "alice", "wonderland").await;
+        assert_eq!(status, StatusCode::OK, "{consent_page}");
+        let (status, headers, _) = self.consent(&consent_page, decision).await;
+        assert_eq!(status, StatusCode::FOUND);
+        location(&headers)
+    }
+}
+
+fn location(headers: &HeaderMap) -> reqwest::Url {
+    let location = headers[LOCATION].to_str().expect("ascii");
+    reqwest::Url::parse(location).expect("absolute URL")
+}
+
+fn query(url: &reqwest::Url, name: &str) -> Option<String> {
+    url.query_pairs()
+        .find(|(n, _)| n == name)
+        .map(|(_, v)| v.into_owned())
+}
+
+/// Exchanges `code` at `/token` as the public client `spa`.
+async fn redeem(
+    server: &AuthorizationServerHandle,
+    code: &str,
+    verifier: &str,
+    redirect_uri: &str,
+) -> (StatusCode, Value) {
+    let form = [
+        ("grant_type", "authorization_code"),
+        ("client_id", "spa"),
+        ("code", code),
+        ("code_verifier", verifier),
+        ("redirect_uri", redirect_uri),
+    ];
+    let (status, _, body) = token_request(server, None, &form).await;
+    (status, body)
+}
+
+/// A fresh code for `spa`, obtained through the browser flow.
+async fn code_for_spa(server: &AuthorizationServerHandle) -> String {
+    let back = Browser::new(server)
+        .authorize(authorize_url(server, &[]), "allow")
+        .await;
+    query(&back, "code").expect("code")
+}
+
+async fn refresh(
+    server: &AuthorizationServerHandle,
+    token: &str,
+    scope: Option<&str>,
+) -> (StatusCode, Value) {
+    let mut form = vec![
+        ("grant_type", "refresh_token"),
+        ("client_id", "spa"),
+        ("refresh_token", token),
+    ];
+    form.extend(scope.map(|s| ("scope", s)));
+    let (status, _, body) = token_request(server, None, &form).await;
+    (status, body)
+}
+
+/// The claims of a compact JWS, read without verifying it.
+fn payload_of(token: &str) -> Value {
+    let payload = token.split('.').nth(1).expect("payload");
+    let payload = URL_SAFE_NO_PAD.decode(payload).expect("base64url");
+    serde_json::from_slice(&payload).expect("json")
+}
+
+fn jti_of(token: &str) -> String {
+    payload_of(token)["jti"].as_str().expect("jti").to_owned()
+}
+
+#[tokio::test]
+async fn authorization_code_flow_with_pkce_issues_tokens() {
+    let server = start(&ManualClock::starting_now()).await;
+    let browser = Browser::new(&server);
+    let (status, headers, login_page) = browser.get(authorize_url(&server, &[])).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        headers[reqwest::header::CONTENT_TYPE]
+            .to_str()
+            .is_ok_and(|v| v.starts_with("text/html"))
+    );
+    assert!(login_page.contains("type=\"password\"") && !login_page.contains("<script"));
+
+    let (status, headers, consent_page) = browser.login(&login_page, "alice", "wonderland").await;
+    assert_eq!(status, StatusCode::OK);
+    let cookie = headers[reqwest::header::SET_COOKIE]
+        .to_str()
+        .expect("cookie");
+    for attribute in ["HttpOnly", "SameSite=Lax", "Path=/"] {
+        assert!(cookie.contains(attribute), "{cookie}");
+    }
+    assert!(consent_page.contains("spa") && consent_page.contains("orders:read"));
+
+    let (status, headers, _) = browser.consent(&consent_page, "allow").await;
+    assert_eq!(status, StatusCode::FOUND);
+    let back = location(&headers);
+    assert!(back.as_str().starts_with(REDIRECT));
+    assert_eq!(query(&back, "state").as_deref(), Some(STATE));
+    assert_eq!(query(&back, "iss").as_deref(), Some(server.issuer()));
+    let code = query(&back, "code").expect("code");
+
+    let (status, body) = redeem(&server, &code, VERIFIER, REDIRECT).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["scope"], "orders:read");
+    assert!(body["refresh_token"].is_string());
+    let claims = verify(&server, body["access_token"].as_str().expect("token"), API)
+        .await
+        .claims;
+    assert_eq!(claims["sub"], "alice");
+    assert_eq!(claims["client_id"], "spa");
+    assert_eq!(claims["scope"], "orders:read");
+}
+
+#[tokio::test]
+async fn state_is_omitted_when_not_sent_and_redirect_query_is_kept() {
+    let server = start(&ManualClock::starting_now()).await;
+    let browser = Browser::new(&server);
+    let url = authorize_url(
+        &server,
+        &[
+            ("client_id", Some("web")),
+            ("redirect_uri", Some("http://127.0.0.1:4000/cb?tenant=a")),
+            ("state", None),
+        ],
+    );
+    let back = browser.authorize(url, "allow").await;
+    assert_eq!(query(&back, "tenant").as_deref(), Some("a"));
+    assert_eq!(query(&back, "state"), None);
+    assert!(query(&back, "code").is_some());
+}
+
+#[tokio::test]
+async fn signed_in_browser_goes_straight_to_consent() {
+    let server = start(&ManualClock::starting_now()).await;
+    let browser = Browser::new(&server);
+    browser
+        .authorize(authorize_url(&server, &[]), "allow")
+        .await;
+    let (status, _, page) = browser.get(authorize_url(&server, &[])).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(page.contains("name=\"decision\""), "{page}");
+    let (status, headers, _) = browser.consent(&page, "allow").await;
+    assert_eq!(status, StatusCode::FOUND);
+    assert!(query(&location(&headers), "code").is_some());
+}
+
+#[tokio::test]
+async fn wrong_code_verifier_is_invalid_grant() {
+    let server = start(&ManualClock::starting_now()).await;
+    let code = code_for_spa(&server).await;
+    let wrong = "x".repeat(43);
+    let response = redeem(&server, &code, &wrong, REDIRECT).await;
+    assert_oauth_error(&response, StatusCode::BAD_REQUEST, "invalid_grant");
+}
+
+#[tokio::test]
+async fn mismatched_redirect_uri_at_token_is_invalid_grant() {
+    let server = start(&ManualClock::starting_now()).await;
+    let code = code_for_spa(&server).await;
+    let response = redeem(&server, &code, VERIFIER, "http://127.0.0.1:3000/other").await;
+    assert_oauth_error(&response, StatusCode::BAD_REQUEST, "invalid_grant");
+}
+
+#[tokio::test]
+async fn reused_code_fails_and_revokes_what_the_first_redemption_issued() {
+    let server = start(&ManualClock::starting_now()).await;
+    let code = code_for_spa(&server).await;
+    let (status, first) = redeem(&server, &code, VERIFIER, REDIRECT).await;
+    assert_eq!(status, StatusCode::OK);
+    let response = redeem(&server, &code, VERIFIER, REDIRECT).await;
+    assert_oauth_error(&response, StatusCode::BAD_REQUEST, "invalid_grant");
+
+    assert!(server.is_revoked(&jti_of(first["access_token"].as_str().expect("token"))));
+    let response = refresh(
+        &server,
+        first["refresh_token"].as_str().expect("refresh"),
+        None,
+    )
+    .await;
+    assert_oauth_error(&response, StatusCode::BAD_REQUEST, "invalid_grant");
+}
+
+#[tokio::test]
+async fn code_expires_after_sixty_seconds_on_the_injected_clock() {
+    let clock = ManualClock::starting_now();
+    let server = start(&clock).await;
+    let code = code_for_spa(&server).await;
+    clock.advance(Duration::from_secs(61));
+    let response = redeem(&server, &code, VERIFIER, REDIRECT).await;
+    assert_oauth_error(&response, StatusCode::BAD_REQUEST, "invalid_grant");
+}
+
+#[tokio::test]
+async fn confidential_clients_must_authenticate_to_redeem_a_code() {
+    let server = start(&ManualClock::starting_now()).await;
+    let redirect = "http://127.0.0.1:4000/cb?tenant=a";
+    let url = authorize_url(
+        &server,
+        &[("client_id", Some("web")), ("redirect_uri", Some(redirect))],
+    );
+    let back = Browser::new(&server).authorize(url, "allow").await;
+    let code = query(&back, "code").expect("code");
+    let mut form = vec![
+        ("grant_type", "authorization_code"),
+        ("client_id", "web"),
+        ("code", code.as_str()),
+        ("code_verifier", VERIFIER),
+        ("redirect_uri", redirect),
+    ];
+    let (status, _, body) = token_request(&server, None, &form).await;
+    assert_oauth_error(&(status, body), StatusCode::UNAUTHORIZED, "invalid_client");
+    form.push(("client_secret", "web secret&="));
+    let (status, _, body) = token_request(&server, None, &form).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+}
+
+/// Errors reported back to the client carry `error`, `state` and `iss`.
+#[tokio::test]
+async fn authorize_request_errors_redirect_to_the_client() {
+    let server = start(&ManualClock::starting_now()).await;
+    let browser = Browser::new(&server);
+    for (changes, error) in [
+        (
+            vec![("code_challenge_method", Some("plain"))],
+            "invalid_request",
+        ),
+        (vec![("code_challenge_method", None)], "invalid_request"),
+        (vec![("code_challenge", None)], "invalid_request"),
+        (
+            vec![("response_type", Some("token"))],
+            "unsupported_response_type",
+        ),
+        (vec![("scope", Some("orders:write"))], "invalid_scope"),
+        (
+            vec![("resource", Some("https://evil.example"))],
+            "invalid_target",
+        ),
+    ] {
+        let (status, headers, _) = browser.get(authorize_url(&server, &changes)).await;
+        assert_eq!(status, StatusCode::FOUND, "{changes:?}");
+        let back = location(&headers);
+        assert!(back.as_str().starts_with(REDIRECT));
+        assert_eq!(query(&back, "error").as_deref(), Some(error), "{changes:?}");
+        assert!(query(&back, "error_description").is_some());
+        assert_eq!(query(&back, "state").as_deref(), Some(STATE));
+        assert_eq!(query(&back, "iss").as_deref(), Some(server.issuer()));
+    }
+}
+
+/// Until client and redirect URI are known to match, nothing is redirected.
+#[tokio::test]
+async fn unknown_client_or_redirect_uri_shows_an_error_page() {
+    let server = start(&ManualClock::starting_now()).await;
+    let browser = Browser::new(&server);
+    for changes in [
+        vec![("client_id", Some("ghost<script>"))],
+        vec![("client_id", None)],
+        vec![("redirect_uri", Some("https://evil.example/cb"))],
+        vec![("redirect_uri", Some("http://127.0.0.1:3000/cb/"))],
+        vec![("redirect_uri", None)],
+    ] {
+        let (status, headers, page) = browser.get(authorize_url(&server, &changes)).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{changes:?}");
+        assert!(headers.get(LOCATION).is_none());
+        assert!(!page.contains("<script>"), "echoed values are escaped");
+    }
+}
+
+#[tokio::test]
+async fn denying_consent_redirects_with_access_denied() {
+    let server = start(&ManualClock::starting_now()).await;
+    let back = Browser::new(&server)
+        .authorize(authorize_url(&server, &[]), "deny")
+        .await;
+    assert_eq!(query(&back, "error").as_deref(), Some("access_denied"));
+    assert_eq!(query(&back, "state").as_deref(), Some(STATE));
+    assert_eq!(query(&back, "iss").as_deref(), Some(server.issuer()));
+    assert_eq!(query(&back, "code"), None);
+}
+
+#[tokio::test]
+async fn wrong_password_shows_the_login_page_again() {
+    let server = start(&ManualClock::starting_now()).await;
+    let browser = Browser::new(&server);
+    let (_, _, page) = browser.get(authorize_url(&server, &[])).await;
+    let (status, headers, again) = browser.login(&page, "alice", "nope").await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert!(headers.get(LOCATION).is_none() && headers.get(reqwest::header::SET_COOKIE).is_none());
+    assert!(again.contains("Wrong username or password") && again.contains("type=\"password\""));
+    // and the same form still works
+    let (status, _, consent) = browser.login(&again, "alice", "wonderland").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(consent.contains("name=\"decision\""));
+}
+
+#[tokio::test]
+async fn forms_without_their_csrf_token_are_refused() {
+    let server = start(&ManualClock::starting_now()).await;
+    let browser = Browser::new(&server);
+    let (_, _, page) = browser.get(authorize_url(&server, &[])).await;
+    let request = hidden(&page, "request");
+    let login = [
+        ("request", request.as_str()),
+        ("username", "alice"),
+        ("password", "wonderland"),
+    ];
+    let (status, headers, _) = browser.post("/login", &login).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(headers.get(reqwest::header::SET_COOKIE).is_none());
+
+    let (_, _, consent) = browser.login(&page, "alice", "wonderland").await;
+    let request = hidden(&consent, "request");
+    for form in [
+        vec![("request", request.as_str()), ("decision", "allow")],
+        vec![
+            ("request", request.as_str()),
+            ("decision", "allow"),
+            ("csrf", "forged"),
+        ],
+    ] {
+        let (status, headers, _) = browser.post("/consent", &form).await;
+        assert!(
+            status == StatusCode::BAD_REQUEST || status == StatusCode::FORBIDDEN,
+            "{status}"
+        );
+        assert!(headers.get(LOCATION).is_none());
+    }
+    // a different browser (no session cookie) cannot answer either
+    let (status, headers, _) = Browser::new(&server).consent(&consent, "allow").await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert!(headers.get(LOCATION).is_none());
+}
+
+// ---------------------------------------------------------------- refresh tokens
+
+#[tokio::test]
+async fn refresh_tokens_rotate_and_reuse_revokes_the_family() {
+    let server = start(&ManualClock::starting_now()).await;
+    let code = code_for_spa(&server).await;
+    let (_, first) = redeem(&server, &code, VERIFIER, REDIRECT).await;
+    let r1 = first["refresh_token"].as_str().expect("refresh").to_owned();
+
+    let (status, second) = refresh(&server, &r1, None).await;
+    assert_eq!(status, StatusCode::OK, "{second}");
+    let r2 = second["refresh_token"]
+        .as_str()
+        .expect("rotated")
+        .to_owned();
+    assert_ne!(r1, r2);
+    let access = second["access_token"].as_str().expect("token");
+    assert_eq!(verify(&server, access, API).await.claims["sub"], "alice");
+
+    let response = refresh(&server, &r1, None).await;
+    assert_oauth_error(&response, StatusCode::BAD_REQUEST, "invalid_grant");
+    let response = refresh(&server, &r2, None).await;
+    assert_oauth_error(&response, StatusCode::BAD_REQUEST, "invalid_grant");
+    assert!(server.is_revoked(&jti_of(access)));
+}
+
+#[tokio::test]
+async fn refresh_may_narrow_scope_but_never_widen_it() {
+    let server = start(&ManualClock::starting_now()).await;
+    let url = authorize_url(&server, &[("scope", Some("orders:read profile"))]);
+    let back = Browser::new(&server).authorize(url, "allow").await;
+    let (_, first) = redeem(
+        &server,
+        &query(&back, "code").expect("code"),
+        VERIFIER,
+        REDIRECT,
+    )
+    .await;
+    assert_eq!(first["scope"], "orders:read profile");
+
+    let (status, narrowed) = refresh(
+        &server,
+        first["refresh_token"].as_str().expect("r"),
+        Some("profile"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{narrowed}");
+    assert_eq!(narrowed["scope"], "profile");
+    // the family keeps its original scope
+    let r2 = narrowed["refresh_token"].as_str().expect("r2");
+    let response = refresh(&server, r2, Some("orders:read orders:write")).await;
+    assert_oauth_error(&response, StatusCode::BAD_REQUEST, "invalid_scope");
+    let (status, again) = refresh(&server, r2, Some("orders:read profile")).await;
+    assert_eq!(status, StatusCode::OK, "{again}");
+}
+
+// ---------------------------------------------------------------- keys
+
+#[tokio::test]
+async fn rotated_key_signs_and_the_old_one_stays_published_for_the_grace_period() {
+    let clock = ManualClock::starting_now();
+    let server = start_with(&clock, SigningAlgorithm::Rs256, |b| {
+        b.key_grace_period(Duration::from_secs(120))
+    })
+    .await;
+    let old = server.active_kid();
+    let old_token = server
+        .client_credentials_token("svc", &[])
+        .await
+        .expect("token");
+
+    let new = server.rotate_signing_key(SigningAlgorithm::Es256);
+    assert_ne!(old, new);
+    assert_eq!(server.active_kid(), new);
+    let token = server
+        .client_credentials_token("svc", &[])
+        .await
+        .expect("token");
+    let data = verify(&server, &token, API).await;
+    assert_eq!(data.header.kid.as_deref(), Some(new.as_str()));
+    assert_eq!(data.header.alg, Algorithm::ES256);
+    verify(&server, &old_token, API).await;
+    assert_eq!(server.published_kids(), vec![old.clone(), new.clone()]);
+
+    clock.advance(Duration::from_secs(119));
+    assert!(jwks(&server).await.find(&old).is_some());
+    clock.advance(Duration::from_secs(1));
+    assert!(jwks(&server).await.find(&old).is_none());
+    assert_eq!(server.published_kids(), vec![new.clone()]);
+
+    assert!(server.retire_key(&new));
+    assert!(jwks(&server).await.keys.is_empty());
+    assert!(!server.retire_key(&new));
+}
+
+#[tokio::test]
+async fn mint_merges_header_overrides_and_can_sign_with_unpublished_keys() {
+    let server = start_with(&ManualClock::starting_now(), SigningAlgorithm::EdDsa, |b| b).await;
+    let claims = json!({"iss": server.issuer(), "sub": "x", "aud": API, "exp": "soon"});
+    let token = server.mint(
+        json!({"crit": ["exp"], "jku": "https://evil.example/jwks", "typ": "JWT"}),
+        claims.clone(),
+        SignWith::Active,
+    );
+    let header = decode_header(&token).expect("header");
+    assert_eq!(header.crit, Some(vec!["exp".to_owned()]));
+    assert_eq!(header.jku.as_deref(), Some("https://evil.example/jwks"));
+    assert_eq!(header.typ.as_deref(), Some("JWT"));
+    assert_eq!(header.kid.as_deref(), Some(server.active_kid().as_str()));
+    assert_eq!(payload_of(&token), claims, "verbatim");
+
+    let stranger = server.mint(
+        json!({}),
+        claims.clone(),
+        SignWith::Unpublished(SigningAlgorithm::Rs256),
+    );
+    let header = decode_header(&stranger).expect("header");
+    assert_eq!(header.alg, Algorithm::RS256);
+    let kid = header.kid.expect("kid");
+    assert!(jwks(&server).await.find(&kid).is_none());
+    assert!(!server.published_kids().contains(&kid));
+
+    let old = server.active_kid();
+    server.rotate_signing_key(SigningAlgorithm::EdDsa);
+    let by_old = server.mint(json!({}), json!({}), SignWith::Kid(old.clone()));
+    assert_eq!(decode_header(&by_old).expect("header").kid, Some(old));
+}
+
+#[tokio::test]
+async fn shutdown_stops_serving() {
+    let server = start_with(&ManualClock::starting_now(), SigningAlgorithm::EdDsa, |b| b).await;
+    let jwks_uri = server.jwks_uri();
+    server.shutdown().await;
+    assert!(http().get(jwks_uri).send().await.is_err());
+}
