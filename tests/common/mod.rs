@@ -1,0 +1,141 @@
+//! Shared by the integration tests: an authorization server, a guard pointed at
+//! it, and a small protected axum API, all on 127.0.0.1 with free ports.
+#![allow(dead_code)] // each test binary uses a different subset
+
+use std::time::Duration;
+
+use axum::Router;
+use axum::routing::get;
+use bearer_guard::authz_server::{
+    AuthorizationServer, AuthorizationServerBuilder, AuthorizationServerHandle, ClientConfig,
+    SignWith,
+};
+use bearer_guard::clock::{Clock, ManualClock};
+use bearer_guard::{Guard, GuardBuilder, Issuer, RequireScope, VerifiedToken};
+use serde_json::{Value, json};
+
+pub const API: &str = "https://api.example.com";
+pub const OTHER_API: &str = "https://other.example.com";
+
+/// An authorization server with a confidential client `svc`, a public client `spa`
+/// and the user alice, on `clock`.
+pub async fn authz_server(
+    clock: &ManualClock,
+    configure: impl FnOnce(AuthorizationServerBuilder) -> AuthorizationServerBuilder,
+) -> AuthorizationServerHandle {
+    let builder = AuthorizationServer::builder()
+        .client(
+            ClientConfig::confidential("svc", "svc-secret").scopes(["orders:read", "orders:write"]),
+        )
+        .client(ClientConfig::confidential("reader", "reader-secret").scopes(["orders:read"]))
+        .client(
+            ClientConfig::public("spa")
+                .redirect_uri("http://127.0.0.1:3000/cb")
+                .scopes(["orders:read"]),
+        )
+        .user("alice", "wonderland")
+        .audience(API)
+        .resource(OTHER_API)
+        .clock(clock.clone());
+    configure(builder)
+        .start()
+        .await
+        .expect("authorization server starts")
+}
+
+/// A guard builder for `server`'s issuer and its JWKS, on `clock`.
+pub fn guard_builder(server: &AuthorizationServerHandle, clock: &ManualClock) -> GuardBuilder {
+    Guard::builder()
+        .issuer(Issuer::new(server.issuer()).jwks_uri(server.jwks_uri()))
+        .audience(API)
+        .realm("orders")
+        .clock(clock.clone())
+}
+
+/// `GET /orders` needs orders:read, `POST /orders` needs orders:write,
+/// `GET /me` echoes the verified token.
+pub fn orders_api(guard: &Guard) -> Router {
+    Router::new()
+        .route(
+            "/orders",
+            get(|| async { "orders" })
+                .route_layer(RequireScope::any(["orders:read", "orders:admin"]))
+                .merge(
+                    axum::routing::post(|| async { "created" })
+                        .route_layer(RequireScope::all(["orders:write"])),
+                ),
+        )
+        .route(
+            "/me",
+            get(|t: VerifiedToken| async move {
+                axum::Json(json!({
+                    "iss": t.issuer(),
+                    "sub": t.subject(),
+                    "client_id": t.client_id(),
+                    "scope": t.scopes().to_string(),
+                    "kid": t.key_id(),
+                    "alg": t.algorithm().as_str(),
+                }))
+            }),
+        )
+        .layer(guard.layer())
+}
+
+/// Serves `app` on 127.0.0.1 and returns its base URL.
+pub async fn serve(app: Router) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    format!("http://{addr}")
+}
+
+pub fn http() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client")
+}
+
+/// Standard RFC 9068 claims for `server`, valid for 5 minutes from `clock`.
+pub fn claims(server: &AuthorizationServerHandle, clock: &ManualClock) -> Value {
+    let now = clock.unix_seconds();
+    json!({
+        "iss": server.issuer(),
+        "sub": "alice",
+        "aud": API,
+        "exp": now + 300,
+        "iat": now,
+        "nbf": now,
+        "jti": format!("jti-{now}"),
+        "client_id": "svc",
+        "scope": "orders:read",
+    })
+}
+
+/// A token signed by the server's active key with these claim changes (a `null`
+/// value removes the claim).
+pub fn token_with(
+    server: &AuthorizationServerHandle,
+    clock: &ManualClock,
+    header: Value,
+    changes: Value,
+) -> String {
+    let mut c = claims(server, clock);
+    if let (Some(map), Some(changes)) = (c.as_object_mut(), changes.as_object()) {
+        for (k, v) in changes {
+            if v.is_null() {
+                map.remove(k);
+            } else {
+                map.insert(k.clone(), v.clone());
+            }
+        }
+    }
+    server.mint(header, c, SignWith::Active)
+}
+
+pub fn at(clock: &ManualClock, secs: u64) {
+    clock.advance(Duration::from_secs(secs));
+}
