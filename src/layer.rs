@@ -1,28 +1,4 @@
-//! [`GuardLayer`]: validates every request's bearer token before the inner service
-//! sees it.
-//!
-//! On success the [`VerifiedToken`](crate::VerifiedToken) goes into the request's
-//! extensions; on failure the inner service is not called and the client gets the
-//! RFC 6750 answer (see [`error`](crate::error)). The service is generic over the
-//! request and response bodies, so the same layer works under axum, plain hyper
-//! and tonic.
-//!
-//! ```
-//! use axum::{Router, routing::get};
-//! use bearer_guard::{Guard, Issuer, VerifiedToken};
-//!
-//! # fn app(jwks: &str) -> Result<Router, bearer_guard::BuildError> {
-//! let guard = Guard::builder()
-//!     .issuer(Issuer::new("https://login.example.com").jwks_document(jwks))
-//!     .audience("https://api.example.com")
-//!     .build()?;
-//! let app = Router::new()
-//!     .route("/me", get(|token: VerifiedToken| async move {
-//!         token.subject().unwrap_or_default().to_owned()
-//!     }))
-//!     .layer(guard.layer());
-//! # Ok(app) }
-//! ```
+//! The tower layer that validates every request.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -53,7 +29,31 @@ impl Guard {
     }
 }
 
-/// Applies [`GuardService`] to a service. Made by [`Guard::layer`].
+/// [`GuardLayer`]: validates every request's bearer token before the inner service
+/// sees it.
+///
+/// On success the [`VerifiedToken`](crate::VerifiedToken) goes into the request's
+/// extensions; on failure the inner service is not called and the client gets the
+/// RFC 6750 answer (see [`error`](crate::error)). The service is generic over the
+/// request and response bodies, so the same layer works under axum, plain hyper
+/// and tonic.
+///
+/// ```
+/// use axum::{Router, routing::get};
+/// use bearer_guard::{Guard, Issuer, VerifiedToken};
+///
+/// # fn app(jwks: &str) -> Result<Router, bearer_guard::BuildError> {
+/// let guard = Guard::builder()
+///     .issuer(Issuer::new("https://login.example.com").jwks_document(jwks))
+///     .audience("https://api.example.com")
+///     .build()?;
+/// let app = Router::new()
+///     .route("/me", get(|token: VerifiedToken| async move {
+///         token.subject().unwrap_or_default().to_owned()
+///     }))
+///     .layer(guard.layer());
+/// # Ok(app) }
+/// ```
 #[derive(Clone, Debug)]
 pub struct GuardLayer {
     guard: Guard,

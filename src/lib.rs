@@ -65,3 +65,8 @@ pub use jws::{Algorithm, TokenHeader, TypPolicy, UnknownAlgorithm};
 pub use keys::store::KeyStoreStatus;
 pub use layer::{GuardBody, GuardLayer, GuardService};
 pub use scope::{RequireScope, RequireScopeService};
+
+// The README's examples compile and run as doctests, so they cannot rot.
+#[cfg(all(doctest, feature = "authz-server"))]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

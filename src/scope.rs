@@ -1,26 +1,4 @@
-//! [`RequireScope`]: per-route scope requirements, checked after [`GuardLayer`].
-//!
-//! A route that needs scopes adds `RequireScope::all([..])` (every scope) or
-//! `RequireScope::any([..])` (at least one) as a route layer. A token without them
-//! gets 403 `insufficient_scope` naming the scopes; a request that reaches the
-//! layer with no verified token at all (the guard layer is missing: a
-//! misconfiguration) gets 401 and an error in the log, never a pass.
-//!
-//! ```
-//! use axum::{Router, routing::{get, post}};
-//! use bearer_guard::{Guard, RequireScope};
-//!
-//! # fn app(guard: Guard) -> Router {
-//! Router::new()
-//!     .route("/orders", get(|| async { "list" })
-//!         .route_layer(RequireScope::any(["orders:read", "orders:admin"])))
-//!     .route("/orders/new", post(|| async { "created" })
-//!         .route_layer(RequireScope::all(["orders:write"])))
-//!     .layer(guard.layer())
-//! # }
-//! ```
-//!
-//! [`GuardLayer`]: crate::GuardLayer
+//! Per-route scope requirements.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -37,7 +15,29 @@ use crate::claims::VerifiedToken;
 use crate::error::{AuthError, Responder};
 use crate::layer::{GuardBody, GuardHandle};
 
-/// A route's scope requirement. See the [module docs](self).
+/// [`RequireScope`]: per-route scope requirements, checked after [`GuardLayer`].
+///
+/// A route that needs scopes adds `RequireScope::all([..])` (every scope) or
+/// `RequireScope::any([..])` (at least one) as a route layer. A token without them
+/// gets 403 `insufficient_scope` naming the scopes; a request that reaches the
+/// layer with no verified token at all (the guard layer is missing: a
+/// misconfiguration) gets 401 and an error in the log, never a pass.
+///
+/// ```
+/// use axum::{Router, routing::{get, post}};
+/// use bearer_guard::{Guard, RequireScope};
+///
+/// # fn app(guard: Guard) -> Router {
+/// Router::new()
+///     .route("/orders", get(|| async { "list" })
+///         .route_layer(RequireScope::any(["orders:read", "orders:admin"])))
+///     .route("/orders/new", post(|| async { "created" })
+///         .route_layer(RequireScope::all(["orders:write"])))
+///     .layer(guard.layer())
+/// # }
+/// ```
+///
+/// [`GuardLayer`]: crate::GuardLayer
 #[derive(Clone, Debug)]
 pub struct RequireScope {
     scopes: Arc<[String]>,

@@ -1072,3 +1072,125 @@ async fn shutdown_stops_serving() {
     server.shutdown().await;
     assert!(http().get(jwks_uri).send().await.is_err());
 }
+
+// ------------------------------------------- both flows against a protected API
+
+mod common;
+
+/// A Guard-protected orders API that trusts `server`, on the server's clock.
+async fn protected_api(server: &AuthorizationServerHandle, clock: &ManualClock) -> String {
+    let guard = common::guard_builder(server, clock).build().expect("guard");
+    common::serve(common::orders_api(&guard)).await
+}
+
+#[tokio::test]
+async fn client_credentials_token_calls_the_protected_api() {
+    let clock = ManualClock::starting_now();
+    let server = start(&clock).await;
+    let api = protected_api(&server, &clock).await;
+
+    let (status, body) = svc_token(&server, &[("scope", "orders:read")]).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let token = body["access_token"].as_str().expect("token");
+    let me: Value = http()
+        .get(format!("{api}/me"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("GET /me")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(me["sub"], "svc");
+    assert_eq!(me["client_id"], "svc");
+    assert_eq!(me["iss"], server.issuer());
+    let orders = http()
+        .get(format!("{api}/orders"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(orders.status(), StatusCode::OK);
+    // orders:read only: creating is refused with the scope it needs.
+    let create = http()
+        .post(format!("{api}/orders"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(create.status(), StatusCode::FORBIDDEN);
+    assert!(
+        create.headers()[WWW_AUTHENTICATE]
+            .to_str()
+            .expect("ascii")
+            .contains(r#"scope="orders:write""#)
+    );
+
+    // A token for another resource is refused by this API.
+    let (_, body) = svc_token(&server, &[("resource", OTHER_API)]).await;
+    let other = body["access_token"].as_str().expect("token");
+    let r = http()
+        .get(format!("{api}/orders"))
+        .bearer_auth(other)
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    assert!(
+        r.headers()[WWW_AUTHENTICATE]
+            .to_str()
+            .expect("ascii")
+            .contains("token audience not accepted")
+    );
+}
+
+#[tokio::test]
+async fn authorization_code_token_calls_the_protected_api_until_it_expires() {
+    let clock = ManualClock::starting_now();
+    let server = start(&clock).await;
+    let api = protected_api(&server, &clock).await;
+
+    let code = code_for_spa(&server).await;
+    let (status, body) = redeem(&server, &code, VERIFIER, REDIRECT).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let token = body["access_token"].as_str().expect("token");
+    let me: Value = http()
+        .get(format!("{api}/me"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("GET /me")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(me["sub"], "alice");
+    assert_eq!(me["client_id"], "spa");
+    assert_eq!(me["scope"], "orders:read");
+
+    clock.advance(Duration::from_secs(300 + 60)); // lifetime + leeway
+    let r = http()
+        .get(format!("{api}/me"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    assert!(
+        r.headers()[WWW_AUTHENTICATE]
+            .to_str()
+            .expect("ascii")
+            .contains("token expired")
+    );
+
+    // The refresh token gets a fresh access token the API accepts again.
+    let (status, body) = refresh(&server, body["refresh_token"].as_str().expect("rt"), None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let fresh = body["access_token"].as_str().expect("token");
+    let r = http()
+        .get(format!("{api}/orders"))
+        .bearer_auth(fresh)
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(r.status(), StatusCode::OK);
+}
