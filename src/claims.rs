@@ -211,6 +211,7 @@ struct Inner {
     scopes: Scopes,
     raw: Box<str>,
     issuer_index: usize,
+    tenant: Option<Box<str>>,
 }
 
 impl VerifiedToken {
@@ -220,6 +221,7 @@ impl VerifiedToken {
         claims: RegisteredClaims,
         raw: Box<str>,
         issuer_index: usize,
+        tenant: Option<Box<str>>,
     ) -> Self {
         let scopes = Scopes::from_claims(claims.scope.as_deref(), claims.scp.as_deref());
         VerifiedToken {
@@ -229,6 +231,7 @@ impl VerifiedToken {
                 scopes,
                 raw,
                 issuer_index,
+                tenant,
             }),
         }
     }
@@ -302,6 +305,11 @@ impl VerifiedToken {
     /// issuers were configured.
     pub fn issuer_index(&self) -> usize {
         self.inner.issuer_index
+    }
+
+    /// The tenant a tenant-template issuer matched (cut from `iss`), if any.
+    pub fn tenant(&self) -> Option<&str> {
+        self.inner.tenant.as_deref()
     }
 
     /// The verified claims as JSON text, exactly as the issuer signed them.

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use crate::clock::{Clock, SharedClock, SystemClock};
 use crate::discovery::check_url;
 use crate::error::{AuthError, ErrorHandler, Responder};
-use crate::issuer::{Issuer, IssuerEntry, IssuerPolicy, KeySourceSpec};
+use crate::issuer::{Issuer, IssuerEntry, IssuerPolicy, KeySourceSpec, Matcher, TENANT};
 use crate::jws::{Algorithm, AlgorithmSet, TypPolicy};
 use crate::keys::KeySet;
 use crate::keys::fetch::{self, FetchLimits};
@@ -157,6 +157,16 @@ pub enum BuildError {
     /// The realm contains a character that cannot appear in a quoted-string.
     #[error("the realm may not contain quotes, backslashes or control characters")]
     InvalidRealm,
+    /// A tenant template without a tenant policy, or a policy without a template.
+    #[error(
+        "issuer {0:?}: a tenant template needs exactly one {{tenant}} and .tenants(..), .tenant_filter(..) or .allow_any_tenant()"
+    )]
+    TenantTemplate(String),
+    /// A tenant template must name its shared key source.
+    #[error(
+        "issuer {0:?}: a tenant template cannot use discovery; set .jwks_uri(..) or .jwks_document(..)"
+    )]
+    TemplateNeedsKeySource(String),
     /// A limit is zero or inconsistent.
     #[error("invalid limit: {0}")]
     InvalidLimit(&'static str),
@@ -414,6 +424,7 @@ impl GuardBuilder {
             if algorithms.is_empty() {
                 return Err(BuildError::NoAlgorithms(name));
             }
+            let matcher = matcher(issuer)?;
             let source = self.key_source(issuer, algorithms, explicit_algorithms)?;
             let store = KeyStore::new(
                 &name,
@@ -426,6 +437,7 @@ impl GuardBuilder {
             );
             entries.push(IssuerEntry {
                 issuer: name.into(),
+                matcher,
                 audiences: audiences.into(),
                 algorithms,
                 store: Arc::new(store),
@@ -517,6 +529,27 @@ impl GuardBuilder {
             }
             KeySourceSpec::SharedSecret(_) => unreachable!("handled above"),
         })
+    }
+}
+
+/// Exact issuer, or a tenant template with its policy.
+fn matcher(issuer: &Issuer) -> Result<Matcher, BuildError> {
+    let name = &issuer.issuer;
+    let placeholders = name.matches(TENANT).count();
+    match (&issuer.tenants, placeholders) {
+        (None, 0) => Ok(Matcher::Exact),
+        (Some(tenants), 1) => {
+            if matches!(issuer.keys, KeySourceSpec::Discovery) {
+                return Err(BuildError::TemplateNeedsKeySource(name.clone()));
+            }
+            let (prefix, suffix) = name.split_once(TENANT).unwrap_or((name, ""));
+            Ok(Matcher::Template {
+                prefix: prefix.into(),
+                suffix: suffix.into(),
+                tenants: tenants.clone(),
+            })
+        }
+        _ => Err(BuildError::TenantTemplate(name.clone())),
     }
 }
 
@@ -613,6 +646,42 @@ mod tests {
             .build()
             .err();
         assert!(matches!(e, Some(BuildError::InvalidJwks { .. })));
+    }
+
+    #[test]
+    fn tenant_templates_must_be_explicit() {
+        let jwks = "https://login.example.com/keys";
+        let open =
+            Issuer::tenant_template("https://login.example.com/{tenant}/v2.0").jwks_uri(jwks);
+        assert!(matches!(
+            base().issuer(open.clone()).build().err(),
+            Some(BuildError::TenantTemplate(_))
+        ));
+        assert!(
+            base()
+                .issuer(open.clone().allow_any_tenant())
+                .build()
+                .is_ok()
+        );
+        assert!(base().issuer(open.tenants(["a"])).build().is_ok());
+        let discovery =
+            Issuer::tenant_template("https://login.example.com/{tenant}/v2.0").tenants(["a"]);
+        assert!(matches!(
+            base().issuer(discovery).build().err(),
+            Some(BuildError::TemplateNeedsKeySource(_))
+        ));
+        let two = Issuer::tenant_template("https://{tenant}/{tenant}")
+            .jwks_uri(jwks)
+            .tenants(["a"]);
+        assert!(matches!(
+            base().issuer(two).build().err(),
+            Some(BuildError::TenantTemplate(_))
+        ));
+        let no_placeholder = Issuer::new("https://a").tenants(["a"]);
+        assert!(matches!(
+            base().issuer(no_placeholder).build().err(),
+            Some(BuildError::TenantTemplate(_))
+        ));
     }
 
     #[test]

@@ -138,6 +138,20 @@ pub enum TokenProblem {
         /// The configured issuers.
         allowed: Vec<String>,
     },
+    /// A tenant template matched `iss`, but its tenant is not accepted.
+    #[error("tenant {tenant:?} is not accepted")]
+    TenantNotAllowed {
+        /// The tenant taken from `iss`.
+        tenant: String,
+    },
+    /// The `tid` claim names another tenant than `iss` does.
+    #[error("tid {tid:?} does not match the tenant {tenant:?} of iss")]
+    TenantMismatch {
+        /// The tenant taken from `iss`.
+        tenant: String,
+        /// The `tid` claim.
+        tid: String,
+    },
     /// No key of the issuer's key set has the token's `kid`, even after a refresh.
     #[error("no key with kid {kid:?} in the issuer's key set")]
     UnknownKid {
@@ -229,6 +243,8 @@ impl TokenProblem {
             TokenProblem::BadClaims(_) => "bad_claims",
             TokenProblem::IssuerMissing => "iss_missing",
             TokenProblem::IssuerNotAllowed { .. } => "iss_not_allowed",
+            TokenProblem::TenantNotAllowed { .. } => "tenant_not_allowed",
+            TokenProblem::TenantMismatch { .. } => "tenant_mismatch",
             TokenProblem::UnknownKid { .. } => "unknown_kid",
             TokenProblem::NoMatchingKey(_) => "no_matching_key",
             TokenProblem::KeyAlgorithmMismatch { .. } => "key_alg_mismatch",
@@ -255,9 +271,10 @@ impl TokenProblem {
             TokenProblem::CritHeader => "token uses unsupported critical extensions",
             TokenProblem::TypNotAccepted(_) => "token type not accepted",
             TokenProblem::BadClaims(_) => "token claims invalid",
-            TokenProblem::IssuerMissing | TokenProblem::IssuerNotAllowed { .. } => {
-                "token issuer not accepted"
-            }
+            TokenProblem::IssuerMissing
+            | TokenProblem::IssuerNotAllowed { .. }
+            | TokenProblem::TenantNotAllowed { .. }
+            | TokenProblem::TenantMismatch { .. } => "token issuer not accepted",
             TokenProblem::UnknownKid { .. }
             | TokenProblem::NoMatchingKey(_)
             | TokenProblem::KeyAlgorithmMismatch { .. } => "token signing key not found",

@@ -5,6 +5,14 @@
 //! matches no entry is refused before any key lookup or network fetch, so an
 //! attacker can never make us fetch from a URL of their choosing. Each entry has
 //! its own key store: a key from issuer A's JWKS never verifies a token of issuer B.
+//!
+//! A **tenant template** (`https://login.microsoftonline.com/{tenant}/v2.0`) is one
+//! entry for many issuers that share a key source, as Entra ID's tenants do. The
+//! tenant is cut out of `iss`, must be a plain identifier, must equal the `tid`
+//! claim when there is one, and must pass the entry's tenant policy: a list, a
+//! predicate, or — only when asked for by name — any tenant. Because the keys are
+//! shared, a JWK that names its `issuer` (Entra's do, with a `{tenantid}`
+//! placeholder) only verifies tokens of that issuer.
 
 use std::sync::Arc;
 
@@ -32,7 +40,39 @@ pub struct Issuer {
     pub(crate) keys: KeySourceSpec,
     pub(crate) audiences: Vec<String>,
     pub(crate) algorithms: Option<Vec<Algorithm>>,
+    pub(crate) tenants: Option<TenantPolicy>,
 }
+
+/// Which tenants a tenant template accepts.
+#[derive(Clone)]
+pub(crate) enum TenantPolicy {
+    List(Arc<[String]>),
+    Predicate(Arc<dyn Fn(&str) -> bool + Send + Sync>),
+    Any,
+}
+
+impl TenantPolicy {
+    fn accepts(&self, tenant: &str) -> bool {
+        match self {
+            TenantPolicy::List(list) => list.iter().any(|t| t == tenant),
+            TenantPolicy::Predicate(f) => f(tenant),
+            TenantPolicy::Any => true,
+        }
+    }
+}
+
+impl std::fmt::Debug for TenantPolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TenantPolicy::List(l) => f.debug_tuple("List").field(l).finish(),
+            TenantPolicy::Predicate(_) => f.write_str("Predicate(..)"),
+            TenantPolicy::Any => f.write_str("Any"),
+        }
+    }
+}
+
+/// The placeholder of a tenant template.
+pub(crate) const TENANT: &str = "{tenant}";
 
 /// How an issuer's keys are obtained (as configured).
 #[derive(Clone)]
@@ -63,7 +103,53 @@ impl Issuer {
             keys: KeySourceSpec::Discovery,
             audiences: Vec::new(),
             algorithms: None,
+            tenants: None,
         }
+    }
+
+    /// A family of issuers with one `{tenant}` placeholder, e.g.
+    /// `https://login.microsoftonline.com/{tenant}/v2.0`, sharing one key source
+    /// (set it with [`jwks_uri`](Self::jwks_uri) or
+    /// [`jwks_document`](Self::jwks_document): there is no single issuer to
+    /// discover). Name the accepted tenants with [`tenants`](Self::tenants) or
+    /// [`tenant_filter`](Self::tenant_filter); [`allow_any_tenant`](Self::allow_any_tenant)
+    /// must be called explicitly to accept every tenant.
+    ///
+    /// ```
+    /// use bearer_guard::Issuer;
+    ///
+    /// let entra = Issuer::tenant_template("https://login.microsoftonline.com/{tenant}/v2.0")
+    ///     .jwks_uri("https://login.microsoftonline.com/common/discovery/v2.0/keys")
+    ///     .tenants(["72f988bf-86f1-41af-91ab-2d7cd011db47"]);
+    /// # let _ = entra;
+    /// ```
+    pub fn tenant_template(template: impl Into<String>) -> Self {
+        Issuer::new(template)
+    }
+
+    /// The tenants a tenant template accepts (exact, case-sensitive).
+    pub fn tenants<I, S>(mut self, tenants: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        let list: Vec<String> = tenants.into_iter().map(Into::into).collect();
+        self.tenants = Some(TenantPolicy::List(list.into()));
+        self
+    }
+
+    /// Accepts the tenants for which `filter` returns true.
+    pub fn tenant_filter(mut self, filter: impl Fn(&str) -> bool + Send + Sync + 'static) -> Self {
+        self.tenants = Some(TenantPolicy::Predicate(Arc::new(filter)));
+        self
+    }
+
+    /// Accepts every tenant of the template. Any organisation with an account at
+    /// the shared issuer can then get tokens your API accepts: make sure the
+    /// audience (or your own checks on `tid`) narrows that down.
+    pub fn allow_any_tenant(mut self) -> Self {
+        self.tenants = Some(TenantPolicy::Any);
+        self
     }
 
     /// Fetch the keys from this JWKS URL instead of discovering it.
@@ -117,9 +203,21 @@ impl From<String> for Issuer {
     }
 }
 
+/// How an entry recognises its `iss` values.
+pub(crate) enum Matcher {
+    Exact,
+    Template {
+        prefix: Box<str>,
+        suffix: Box<str>,
+        tenants: TenantPolicy,
+    },
+}
+
 /// A configured, ready issuer.
 pub(crate) struct IssuerEntry {
+    /// The issuer, or the template with its `{tenant}` placeholder.
     pub issuer: Box<str>,
+    pub matcher: Matcher,
     pub audiences: Box<[String]>,
     pub algorithms: AlgorithmSet,
     pub store: Arc<KeyStore>,
@@ -135,13 +233,47 @@ impl IssuerPolicy {
         IssuerPolicy { entries }
     }
 
-    /// The entry for `iss`, compared byte for byte. A linear scan: deployments
-    /// trust a handful of issuers, and this beats hashing at that size.
-    pub(crate) fn find(&self, iss: &str) -> Option<(usize, &IssuerEntry)> {
-        self.entries
-            .iter()
-            .enumerate()
-            .find(|(_, e)| *e.issuer == *iss)
+    /// The entry for `iss`, and the tenant when a template matched. Exact entries
+    /// compare byte for byte. A linear scan: deployments trust a handful of
+    /// issuers, and this beats hashing at that size.
+    pub(crate) fn find<'i>(&self, iss: &'i str) -> Result<Match<'_, 'i>, TenantRefusal<'i>> {
+        let mut refusal = TenantRefusal::NoEntry;
+        for (index, entry) in self.entries.iter().enumerate() {
+            match &entry.matcher {
+                Matcher::Exact if *entry.issuer == *iss => {
+                    return Ok(Match {
+                        index,
+                        entry,
+                        tenant: None,
+                    });
+                }
+                Matcher::Exact => {}
+                Matcher::Template {
+                    prefix,
+                    suffix,
+                    tenants,
+                } => {
+                    let Some(tenant) = iss
+                        .strip_prefix(&**prefix)
+                        .and_then(|rest| rest.strip_suffix(&**suffix))
+                    else {
+                        continue;
+                    };
+                    if !is_tenant_id(tenant) {
+                        continue;
+                    }
+                    if tenants.accepts(tenant) {
+                        return Ok(Match {
+                            index,
+                            entry,
+                            tenant: Some(tenant),
+                        });
+                    }
+                    refusal = TenantRefusal::NotAllowed(tenant);
+                }
+            }
+        }
+        Err(refusal)
     }
 
     pub(crate) fn entries(&self) -> &[IssuerEntry] {
@@ -150,5 +282,82 @@ impl IssuerPolicy {
 
     pub(crate) fn identifiers(&self) -> Vec<String> {
         self.entries.iter().map(|e| e.issuer.to_string()).collect()
+    }
+}
+
+/// The issuer entry a token's `iss` selected.
+pub(crate) struct Match<'p, 'i> {
+    pub index: usize,
+    pub entry: &'p IssuerEntry,
+    pub tenant: Option<&'i str>,
+}
+
+/// Why no entry accepted an `iss`.
+pub(crate) enum TenantRefusal<'i> {
+    NoEntry,
+    NotAllowed(&'i str),
+}
+
+/// A tenant cut from `iss` must be a plain identifier (GUIDs, domain names):
+/// never empty, never a path (`a/b`), never anything needing escaping.
+fn is_tenant_id(t: &str) -> bool {
+    !t.is_empty()
+        && t.len() <= 256
+        && t.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'))
+        && t != "."
+        && t != ".."
+}
+
+/// Whether a JWK's `issuer` member admits a token of `iss`. Entra publishes the
+/// member with a `{tenantid}` placeholder, filled with the token's tenant.
+pub(crate) fn key_admits(key_issuer: &str, iss: &str, tenant: Option<&str>) -> bool {
+    match (key_issuer.split_once("{tenantid}"), tenant) {
+        (Some((before, after)), Some(tenant)) => {
+            iss.len() == before.len() + tenant.len() + after.len()
+                && iss.starts_with(before)
+                && iss.ends_with(after)
+                && &iss[before.len()..iss.len() - after.len()] == tenant
+        }
+        _ => key_issuer == iss,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tenant_ids_are_plain_identifiers() {
+        for ok in [
+            "72f988bf-86f1-41af-91ab-2d7cd011db47",
+            "contoso.onmicrosoft.com",
+            "a_b",
+        ] {
+            assert!(is_tenant_id(ok), "{ok}");
+        }
+        for bad in ["", "a/b", "..", ".", "a b", "a%2fb", "a?x=1", "\u{0}"] {
+            assert!(!is_tenant_id(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn key_issuer_binding_with_and_without_placeholder() {
+        let entra = "https://login.microsoftonline.com/{tenantid}/v2.0";
+        let iss_a = "https://login.microsoftonline.com/a/v2.0";
+        assert!(key_admits(entra, iss_a, Some("a")));
+        assert!(!key_admits(entra, iss_a, Some("b")));
+        assert!(!key_admits(
+            entra,
+            "https://login.microsoftonline.com/b/v2.0",
+            Some("a")
+        ));
+        assert!(key_admits(iss_a, iss_a, Some("a")));
+        assert!(!key_admits(
+            iss_a,
+            "https://login.microsoftonline.com/b/v2.0",
+            Some("b")
+        ));
+        assert!(!key_admits(entra, iss_a, None));
     }
 }

@@ -19,6 +19,7 @@ use tracing::field::Empty;
 use crate::claims::{RegisteredClaims, VerifiedToken};
 use crate::config::{Guard, GuardInner};
 use crate::error::{AuthError, TokenProblem};
+use crate::issuer::{TenantRefusal, key_admits};
 use crate::jws;
 
 impl Guard {
@@ -99,12 +100,28 @@ async fn validate(
         .ok_or(invalid(TokenProblem::IssuerMissing))?;
     span.record("iss", iss);
     span.record("kid", jws.header.kid.as_deref());
-    let Some((index, issuer)) = g.issuers.find(iss) else {
-        return Err(invalid(TokenProblem::IssuerNotAllowed {
-            iss: iss.to_owned(),
-            allowed: g.issuers.identifiers(),
-        }));
+    let (index, issuer, tenant) = match g.issuers.find(iss) {
+        Ok(m) => (m.index, m.entry, m.tenant),
+        Err(TenantRefusal::NotAllowed(tenant)) => {
+            return Err(invalid(TokenProblem::TenantNotAllowed {
+                tenant: tenant.to_owned(),
+            }));
+        }
+        Err(TenantRefusal::NoEntry) => {
+            return Err(invalid(TokenProblem::IssuerNotAllowed {
+                iss: iss.to_owned(),
+                allowed: g.issuers.identifiers(),
+            }));
+        }
     };
+    if let (Some(tenant), Some(tid)) = (tenant, claims.tid.as_deref())
+        && tid != tenant
+    {
+        return Err(invalid(TokenProblem::TenantMismatch {
+            tenant: tenant.to_owned(),
+            tid: tid.to_owned(),
+        }));
+    }
     let alg = jws.header.alg;
     if !issuer.algorithms.contains(alg) {
         return Err(invalid(TokenProblem::AlgorithmNotAllowed(
@@ -128,7 +145,7 @@ async fn validate(
     }
     let key = outcome.map_err(invalid)?;
     if let Some(key_issuer) = key.issuer()
-        && key_issuer != iss
+        && !key_admits(key_issuer, iss, tenant)
     {
         return Err(invalid(TokenProblem::KeyIssuerMismatch {
             key_issuer: key_issuer.to_owned(),
@@ -153,7 +170,14 @@ async fn validate(
             "the payload is not UTF-8".to_owned(),
         ))
     })?;
-    Ok(VerifiedToken::new(jws.header, claims, raw.into(), index))
+    let tenant = tenant.map(Box::from);
+    Ok(VerifiedToken::new(
+        jws.header,
+        claims,
+        raw.into(),
+        index,
+        tenant,
+    ))
 }
 
 /// `exp` is required; a token is valid while `now < exp + leeway`, once

@@ -1,0 +1,150 @@
+//! Full validation of one token beside the raw signature check of the same key, per
+//! algorithm, so the overhead of everything that is not crypto shows as a ratio.
+//!
+//! `cargo bench --bench validate`
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use aws_lc_rs::rand::SystemRandom;
+use aws_lc_rs::rsa::{KeyPair as RsaKeyPair, KeySize};
+use aws_lc_rs::signature::{
+    self, EcdsaKeyPair, Ed25519KeyPair, KeyPair as _, ParsedPublicKey, RsaEncoding,
+    RsaPublicKeyComponents, VerificationAlgorithm,
+};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use bearer_guard::{Guard, Issuer};
+use criterion::{Criterion, criterion_group, criterion_main};
+use serde_json::{Value, json};
+
+const ISS: &str = "https://login.example.com";
+const AUD: &str = "https://api.example.com";
+
+fn b64(b: &[u8]) -> String {
+    URL_SAFE_NO_PAD.encode(b)
+}
+
+type Signer = Box<dyn Fn(&[u8]) -> Vec<u8>>;
+
+/// One signing key, its JWK, and how to verify its signatures raw.
+struct Case {
+    name: &'static str,
+    jwk: Value,
+    sign: Signer,
+    raw: ParsedPublicKey,
+}
+
+fn rsa(
+    name: &'static str,
+    enc: &'static dyn RsaEncoding,
+    verify: &'static signature::RsaParameters,
+) -> Case {
+    let key = RsaKeyPair::generate(KeySize::Rsa2048).expect("rsa keygen");
+    let c = RsaPublicKeyComponents::<Vec<u8>>::from(key.public_key());
+    let raw = c.to_parsed_public_key(verify).expect("parse");
+    let jwk = json!({"kty": "RSA", "kid": name, "alg": name, "n": b64(&c.n), "e": b64(&c.e)});
+    let rng = SystemRandom::new();
+    Case {
+        name,
+        jwk,
+        raw,
+        sign: Box::new(move |m| {
+            let mut sig = vec![0; key.public_modulus_len()];
+            key.sign(enc, &rng, m, &mut sig).expect("sign");
+            sig
+        }),
+    }
+}
+
+fn ec() -> Case {
+    let key = EcdsaKeyPair::generate(&signature::ECDSA_P256_SHA256_FIXED_SIGNING).expect("keygen");
+    let point = key.public_key().as_ref().to_vec();
+    let verify: &'static dyn VerificationAlgorithm = &signature::ECDSA_P256_SHA256_FIXED;
+    let raw = ParsedPublicKey::new(verify, &point).expect("parse");
+    let jwk = json!({"kty": "EC", "kid": "ES256", "alg": "ES256", "crv": "P-256",
+                     "x": b64(&point[1..33]), "y": b64(&point[33..])});
+    let rng = SystemRandom::new();
+    Case {
+        name: "ES256",
+        jwk,
+        raw,
+        sign: Box::new(move |m| key.sign(&rng, m).expect("sign").as_ref().to_vec()),
+    }
+}
+
+fn ed() -> Case {
+    let key = Ed25519KeyPair::generate().expect("keygen");
+    let public = key.public_key().as_ref().to_vec();
+    let raw = ParsedPublicKey::new(&signature::ED25519, &public).expect("parse");
+    let jwk =
+        json!({"kty": "OKP", "kid": "EdDSA", "alg": "EdDSA", "crv": "Ed25519", "x": b64(&public)});
+    Case {
+        name: "EdDSA",
+        jwk,
+        raw,
+        sign: Box::new(move |m| key.sign(m).as_ref().to_vec()),
+    }
+}
+
+fn bench(c: &mut Criterion) {
+    let cases = vec![
+        rsa(
+            "RS256",
+            &signature::RSA_PKCS1_SHA256,
+            &signature::RSA_PKCS1_2048_8192_SHA256,
+        ),
+        rsa(
+            "PS256",
+            &signature::RSA_PSS_SHA256,
+            &signature::RSA_PSS_2048_8192_SHA256,
+        ),
+        ec(),
+        ed(),
+    ];
+    let jwks = json!({"keys": cases.iter().map(|c| c.jwk.clone()).collect::<Vec<_>>()}).to_string();
+    let guard = Guard::builder()
+        .issuer(Issuer::new(ISS).jwks_document(jwks))
+        .audience(AUD)
+        .build()
+        .expect("guard");
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("time")
+        .as_secs();
+    let claims = json!({"iss": ISS, "sub": "bench-client", "aud": AUD, "exp": now + 3600, "iat": now,
+                        "nbf": now, "jti": "8d1c6f8e-5b1e-4f7a-9d1c", "client_id": "bench-client",
+                        "scope": "read:data write:data"});
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("runtime");
+
+    for case in &cases {
+        let header = json!({"alg": case.name, "kid": case.name, "typ": "at+jwt"});
+        let input = format!(
+            "{}.{}",
+            b64(header.to_string().as_bytes()),
+            b64(claims.to_string().as_bytes())
+        );
+        let sig = (case.sign)(input.as_bytes());
+        let token = format!("{input}.{}", b64(&sig));
+        rt.block_on(guard.validate(&token))
+            .expect("the bench token validates");
+
+        let mut group = c.benchmark_group(case.name);
+        group.bench_function("raw verify", |b| {
+            b.iter(|| {
+                case.raw
+                    .verify_sig(input.as_bytes(), &sig)
+                    .expect("verifies")
+            })
+        });
+        group.bench_function("full validation", |b| {
+            b.to_async(&rt)
+                .iter(|| async { guard.validate(&token).await.expect("valid") })
+        });
+        group.finish();
+    }
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
