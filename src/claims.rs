@@ -236,6 +236,10 @@ impl VerifiedToken {
         }
     }
 
+    pub(crate) fn registered(&self) -> &RegisteredClaims {
+        &self.inner.claims
+    }
+
     /// The `alg` the token was signed with.
     pub fn algorithm(&self) -> Algorithm {
         self.inner.header.alg

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
+use crate::cache::{CacheConfig, TokenCache};
 use crate::clock::{Clock, SharedClock, SystemClock};
 use crate::discovery::check_url;
 use crate::error::{AuthError, ErrorHandler, Responder};
@@ -40,6 +41,7 @@ pub struct Guard {
 
 pub(crate) struct GuardInner {
     pub issuers: IssuerPolicy,
+    pub cache: Option<TokenCache>,
     pub leeway: u64,
     pub typ: TypPolicy,
     pub tokens: TokenSource,
@@ -60,7 +62,8 @@ impl fmt::Debug for Guard {
 impl Guard {
     /// Starts a builder with the defaults of DESIGN.md: asymmetric algorithms only,
     /// 60 s leeway, lenient `typ`, 16 KiB tokens, JWKS TTL 10 min within
-    /// [5 min, 24 h], 30 s unknown-`kid` cooldown, 24 h last-known-good.
+    /// [5 min, 24 h], 30 s unknown-`kid` cooldown, 24 h last-known-good, and a
+    /// 32 MiB verified-token cache.
     pub fn builder() -> GuardBuilder {
         GuardBuilder::default()
     }
@@ -193,6 +196,7 @@ pub struct GuardBuilder {
     allow_http: bool,
     refresh: RefreshPolicy,
     limits: FetchLimits,
+    cache: CacheConfig,
 }
 
 impl Default for GuardBuilder {
@@ -213,6 +217,7 @@ impl Default for GuardBuilder {
             allow_http: false,
             refresh: RefreshPolicy::default(),
             limits: FetchLimits::default(),
+            cache: CacheConfig::default(),
         }
     }
 }
@@ -364,6 +369,33 @@ impl GuardBuilder {
         self
     }
 
+    /// Turns the verified-token cache off: every request then pays for the full
+    /// verification (parsing and signature).
+    pub fn disable_token_cache(mut self) -> Self {
+        self.cache.enabled = false;
+        self
+    }
+
+    /// Memory bound of the verified-token cache, in bytes (default 32 MiB; each
+    /// entry weighs its token, its claims and ~512 bytes of bookkeeping).
+    pub fn token_cache_capacity(mut self, bytes: u64) -> Self {
+        self.cache.max_bytes = bytes;
+        self
+    }
+
+    /// Longest time a verified token is served from the cache before it is
+    /// verified again, whatever its `exp` (default 1 h).
+    pub fn token_cache_max_ttl(mut self, ttl: Duration) -> Self {
+        self.cache.max_ttl = ttl;
+        self
+    }
+
+    /// Tokens longer than this are never cached (default 8 KiB).
+    pub fn token_cache_max_token_size(mut self, bytes: usize) -> Self {
+        self.cache.max_token_bytes = bytes;
+        self
+    }
+
     /// Checks the configuration and builds the guard. Keys are fetched lazily, on
     /// the first request (or by [`Guard::prefetch`]).
     pub fn build(self) -> Result<Guard, BuildError> {
@@ -447,6 +479,7 @@ impl GuardBuilder {
         Ok(Guard {
             inner: Arc::new(GuardInner {
                 issuers: IssuerPolicy::new(entries),
+                cache: TokenCache::new(&self.cache),
                 leeway: self.leeway.as_secs(),
                 typ: self.typ,
                 tokens: TokenSource {

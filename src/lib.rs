@@ -39,6 +39,7 @@
 pub mod clock;
 pub mod error;
 
+mod cache;
 mod claims;
 mod config;
 mod discovery;

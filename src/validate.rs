@@ -13,9 +13,12 @@
 //!
 //! Only this module builds a [`VerifiedToken`].
 
+use std::sync::Arc;
+
 use http::HeaderMap;
 use tracing::field::Empty;
 
+use crate::cache::TokenCache;
 use crate::claims::{RegisteredClaims, VerifiedToken};
 use crate::config::{Guard, GuardInner};
 use crate::error::{AuthError, TokenProblem};
@@ -25,7 +28,7 @@ use crate::jws;
 impl Guard {
     /// Validates a bearer token (the credentials, without `Bearer `).
     pub async fn validate(&self, token: &str) -> Result<VerifiedToken, AuthError> {
-        traced(&self.inner, token, self.inner.clock.unix_seconds()).await
+        traced(&self.inner, token, self.inner.clock.unix_seconds(), true).await
     }
 
     /// Validates the bearer token of a request's headers, as the layer does.
@@ -42,13 +45,19 @@ impl Guard {
 
     /// Validates `token` as if the time were `now` (Unix seconds): answers "was
     /// this token valid then?" for recorded tokens (`bearer-guard verify --now`).
+    /// The verified-token cache is neither read nor filled.
     pub async fn validate_at(&self, token: &str, now: u64) -> Result<VerifiedToken, AuthError> {
-        traced(&self.inner, token, now).await
+        traced(&self.inner, token, now, false).await
     }
 }
 
 /// One span per validation: outcome, reason, issuer, kid, subject; never the token.
-async fn traced(g: &GuardInner, token: &str, now: u64) -> Result<VerifiedToken, AuthError> {
+async fn traced(
+    g: &GuardInner,
+    token: &str,
+    now: u64,
+    use_cache: bool,
+) -> Result<VerifiedToken, AuthError> {
     let span = tracing::debug_span!(
         "bearer_guard.validate",
         outcome = Empty,
@@ -58,7 +67,8 @@ async fn traced(g: &GuardInner, token: &str, now: u64) -> Result<VerifiedToken, 
         sub = Empty,
         client_id = Empty,
     );
-    let result = validate(g, token, now, &span).await;
+    let cache = g.cache.as_ref().filter(|_| use_cache);
+    let result = validate(g, token, now, cache, &span).await;
     match &result {
         Ok(t) => {
             span.record("outcome", "accepted");
@@ -80,6 +90,7 @@ async fn validate(
     g: &GuardInner,
     token: &str,
     now: u64,
+    cache: Option<&TokenCache>,
     span: &tracing::Span,
 ) -> Result<VerifiedToken, AuthError> {
     let invalid = AuthError::InvalidToken;
@@ -89,6 +100,17 @@ async fn validate(
             len: token.len(),
             max,
         }));
+    }
+    if let Some(hit) = cache.and_then(|c| c.get(token)) {
+        // Still the key set that verified it? Then only time can have changed.
+        let store = &g.issuers.entries()[hit.issuer].store;
+        let loaded = store.keys().await?;
+        if Arc::ptr_eq(&loaded.keys, &hit.keys) {
+            span.record("iss", hit.token.issuer());
+            span.record("kid", hit.token.key_id());
+            check_times(hit.token.registered(), now, g.leeway).map_err(invalid)?;
+            return Ok(hit.token);
+        }
     }
     let jws = jws::parse(token, g.typ).map_err(invalid)?;
     let claims = RegisteredClaims::parse(&jws.payload)
@@ -171,13 +193,12 @@ async fn validate(
         ))
     })?;
     let tenant = tenant.map(Box::from);
-    Ok(VerifiedToken::new(
-        jws.header,
-        claims,
-        raw.into(),
-        index,
-        tenant,
-    ))
+    let verified = VerifiedToken::new(jws.header, claims, raw.into(), index, tenant);
+    if let Some(cache) = cache {
+        let keys = Arc::clone(&loaded.keys);
+        cache.insert(token, &verified, keys, index, now, g.leeway);
+    }
+    Ok(verified)
 }
 
 /// `exp` is required; a token is valid while `now < exp + leeway`, once

@@ -1,0 +1,116 @@
+//! The verified-token cache never changes an answer: expiry, key rotation and
+//! route scopes are still enforced for tokens served from it.
+
+mod common;
+
+use bearer_guard::AuthError;
+use bearer_guard::clock::{Clock, ManualClock};
+use bearer_guard::error::TokenProblem;
+use common::*;
+use reqwest::StatusCode;
+use serde_json::json;
+
+#[tokio::test]
+async fn cached_token_still_expires_on_the_clock() {
+    let clock = ManualClock::starting_now();
+    let server = authz_server(&clock, |b| b).await;
+    let guard = guard_builder(&server, &clock).build().unwrap();
+    let token = server
+        .client_credentials_token("svc", &["orders:read"])
+        .await
+        .unwrap();
+    for _ in 0..3 {
+        assert!(guard.validate(&token).await.is_ok());
+    }
+    at(&clock, 300 + 60);
+    assert!(matches!(
+        guard.validate(&token).await,
+        Err(AuthError::InvalidToken(TokenProblem::Expired { .. }))
+    ));
+}
+
+#[tokio::test]
+async fn cached_token_is_reverified_when_its_key_leaves_the_key_set() {
+    let clock = ManualClock::starting_now();
+    let server = authz_server(&clock, |b| b).await;
+    let guard = guard_builder(&server, &clock).build().unwrap();
+    let token = token_with(
+        &server,
+        &clock,
+        json!({}),
+        json!({"exp": clock.unix_seconds() + 100_000}),
+    );
+    assert!(guard.validate(&token).await.is_ok());
+    assert!(guard.validate(&token).await.is_ok());
+    let old = server.active_kid();
+    server.rotate_signing_key(bearer_guard::authz_server::SigningAlgorithm::Rs256);
+    assert!(server.retire_key(&old));
+    guard.prefetch().await.unwrap();
+    assert!(matches!(
+        guard.validate(&token).await,
+        Err(AuthError::InvalidToken(TokenProblem::UnknownKid { .. }))
+    ));
+}
+
+#[tokio::test]
+async fn cached_token_is_still_held_to_each_routes_scope() {
+    let clock = ManualClock::starting_now();
+    let server = authz_server(&clock, |b| b).await;
+    let guard = guard_builder(&server, &clock).build().unwrap();
+    let api = serve(orders_api(&guard)).await;
+    let reader = server
+        .client_credentials_token("reader", &["orders:read"])
+        .await
+        .unwrap();
+    for _ in 0..3 {
+        let get = http()
+            .get(format!("{api}/orders"))
+            .bearer_auth(&reader)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(get.status(), StatusCode::OK);
+        let post = http()
+            .post(format!("{api}/orders"))
+            .bearer_auth(&reader)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(post.status(), StatusCode::FORBIDDEN);
+    }
+}
+
+#[tokio::test]
+async fn answers_are_the_same_with_the_cache_off() {
+    let clock = ManualClock::starting_now();
+    let server = authz_server(&clock, |b| b).await;
+    let cached = guard_builder(&server, &clock).build().unwrap();
+    let uncached = guard_builder(&server, &clock)
+        .disable_token_cache()
+        .build()
+        .unwrap();
+    let good = server
+        .client_credentials_token("svc", &["orders:read"])
+        .await
+        .unwrap();
+    let expired = token_with(
+        &server,
+        &clock,
+        json!({}),
+        json!({"exp": clock.unix_seconds() - 120}),
+    );
+    let wrong_aud = token_with(&server, &clock, json!({}), json!({"aud": OTHER_API}));
+    for token in [&good, &expired, &wrong_aud, &good] {
+        for _ in 0..2 {
+            let a = cached
+                .validate(token)
+                .await
+                .map(|t| t.raw_claims().to_owned());
+            let b = uncached
+                .validate(token)
+                .await
+                .map(|t| t.raw_claims().to_owned());
+            assert_eq!(a, b);
+        }
+    }
+}
