@@ -1,5 +1,7 @@
 //! Full validation of one token beside the raw signature check of the same key, per
-//! algorithm, so the overhead of everything that is not crypto shows as a ratio.
+//! algorithm, so the overhead of everything that is not crypto shows as a ratio;
+//! with the verified-token cache off (every request verifies) and on (a reused
+//! token).
 //!
 //! `cargo bench --bench validate`
 
@@ -102,11 +104,13 @@ fn bench(c: &mut Criterion) {
         ed(),
     ];
     let jwks = json!({"keys": cases.iter().map(|c| c.jwk.clone()).collect::<Vec<_>>()}).to_string();
-    let guard = Guard::builder()
-        .issuer(Issuer::new(ISS).jwks_document(jwks))
-        .audience(AUD)
-        .build()
-        .expect("guard");
+    let builder = || {
+        Guard::builder()
+            .issuer(Issuer::new(ISS).jwks_document(jwks.clone()))
+            .audience(AUD)
+    };
+    let cold = builder().disable_token_cache().build().expect("guard");
+    let warm = builder().build().expect("guard");
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .expect("time")
@@ -127,8 +131,10 @@ fn bench(c: &mut Criterion) {
         );
         let sig = (case.sign)(input.as_bytes());
         let token = format!("{input}.{}", b64(&sig));
-        rt.block_on(guard.validate(&token))
-            .expect("the bench token validates");
+        for guard in [&cold, &warm] {
+            rt.block_on(guard.validate(&token))
+                .expect("the bench token validates");
+        }
 
         let mut group = c.benchmark_group(case.name);
         group.bench_function("raw verify", |b| {
@@ -138,9 +144,13 @@ fn bench(c: &mut Criterion) {
                     .expect("verifies")
             })
         });
-        group.bench_function("full validation", |b| {
+        group.bench_function("validate, cache off", |b| {
             b.to_async(&rt)
-                .iter(|| async { guard.validate(&token).await.expect("valid") })
+                .iter(|| async { cold.validate(&token).await.expect("valid") })
+        });
+        group.bench_function("validate, cache hit", |b| {
+            b.to_async(&rt)
+                .iter(|| async { warm.validate(&token).await.expect("valid") })
         });
         group.finish();
     }
