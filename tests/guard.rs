@@ -896,3 +896,42 @@ async fn claims_extractor_deserializes_the_applications_type() {
             .contains("invalid_token")
     );
 }
+
+#[tokio::test]
+async fn discovery_falls_back_to_the_rfc8414_path_insertion_form() {
+    // An issuer with a path whose metadata lives only at
+    // {origin}/.well-known/oauth-authorization-server{path}.
+    let clock = ManualClock::starting_now();
+    let server = authz_server(&clock, |b| b).await;
+    let jwks: Value = http()
+        .get(server.jwks_uri())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let origin = format!("http://{}", listener.local_addr().unwrap());
+    let issuer = format!("{origin}/tenant-a");
+    let metadata = json!({"issuer": issuer, "jwks_uri": format!("{origin}/tenant-a/keys")});
+    let app = axum::Router::new()
+        .route(
+            "/.well-known/oauth-authorization-server/tenant-a",
+            axum::routing::get(move || async move { axum::Json(metadata) }),
+        )
+        .route(
+            "/tenant-a/keys",
+            axum::routing::get(move || async move { axum::Json(jwks) }),
+        );
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let guard = Guard::builder()
+        .issuer(issuer.as_str())
+        .audience(API)
+        .clock(clock.clone())
+        .build()
+        .unwrap();
+    let token = token_with(&server, &clock, json!({}), json!({"iss": issuer}));
+    assert_eq!(guard.validate(&token).await.unwrap().issuer(), issuer);
+}

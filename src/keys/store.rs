@@ -424,3 +424,53 @@ fn log_changes(label: &str, previous: Option<&Loaded>, now: &Loaded) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::{Clock, ManualClock};
+
+    fn store(clock: &ManualClock) -> KeyStore {
+        KeyStore::new(
+            "https://a",
+            KeySource::Jwks(Url::parse("https://a/jwks").expect("url")),
+            reqwest::Client::new(),
+            Arc::new(clock.clone()),
+            RefreshPolicy::default(),
+            FetchLimits::default(),
+            AlgorithmSet::default(),
+        )
+    }
+
+    fn fetched(max_age: Option<u64>, expires: Option<SystemTime>) -> Fetched {
+        Fetched {
+            body: Vec::new(),
+            max_age: max_age.map(Duration::from_secs),
+            expires,
+        }
+    }
+
+    #[test]
+    fn ttl_from_max_age_then_expires_then_default_clamped() {
+        let clock = ManualClock::at_unix(1_700_000_000);
+        let s = store(&clock);
+        let in_an_hour = clock.now() + Duration::from_secs(3600);
+        assert_eq!(
+            s.ttl(&fetched(Some(900), Some(in_an_hour))),
+            Duration::from_secs(900)
+        );
+        assert_eq!(
+            s.ttl(&fetched(None, Some(in_an_hour))),
+            Duration::from_secs(3600)
+        );
+        assert_eq!(s.ttl(&fetched(None, None)), Duration::from_secs(600));
+        // no-store/no-cache (max-age 0) and an Expires in the past: the minimum.
+        assert_eq!(s.ttl(&fetched(Some(0), None)), Duration::from_secs(300));
+        let past = clock.now() - Duration::from_secs(10);
+        assert_eq!(s.ttl(&fetched(None, Some(past))), Duration::from_secs(300));
+        assert_eq!(
+            s.ttl(&fetched(Some(10 * 86_400), None)),
+            Duration::from_secs(86_400)
+        );
+    }
+}
