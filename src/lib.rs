@@ -56,6 +56,8 @@ pub mod axum;
 
 #[cfg(feature = "authz-server")]
 pub mod authz_server;
+#[cfg(feature = "cli")]
+pub mod cli;
 
 pub use claims::{Scopes, VerifiedToken};
 pub use config::{BuildError, Guard, GuardBuilder};
