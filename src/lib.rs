@@ -58,6 +58,8 @@ pub mod axum;
 pub mod authz_server;
 #[cfg(feature = "cli")]
 pub mod cli;
+#[cfg(feature = "gateway")]
+pub mod gateway;
 
 pub use claims::{Scopes, VerifiedToken};
 pub use config::{BuildError, Guard, GuardBuilder};

@@ -5,7 +5,9 @@ use std::io::Write as _;
 use std::process::ExitCode;
 
 use bearer_guard::cli::{Cli, Command, verify};
+use bearer_guard::gateway::{Gateway, GatewayConfig, shutdown_signal};
 use clap::Parser as _;
+use metrics_exporter_prometheus::PrometheusBuilder;
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -32,8 +34,38 @@ async fn run_verify(args: verify::VerifyArgs) -> ExitCode {
     }
 }
 
-async fn run_gateway(_args: bearer_guard::cli::GatewayArgs) -> ExitCode {
-    ExitCode::from(2)
+async fn run_gateway(args: bearer_guard::cli::GatewayArgs) -> ExitCode {
+    let config = match GatewayConfig::load(&args.config) {
+        Ok(config) => config,
+        Err(e) => return usage(&e),
+    };
+    let gateway = match Gateway::from_config(config) {
+        Ok(gateway) => gateway,
+        Err(e) => return usage(&e.in_file(&args.config)),
+    };
+    // The process-wide recorder belongs to the binary, never to library code.
+    let gateway = match PrometheusBuilder::new().install_recorder() {
+        Ok(handle) => gateway.with_metrics(handle),
+        Err(e) => {
+            eprintln!("bearer-guard: metrics disabled: {e}");
+            gateway
+        }
+    };
+    eprintln!(
+        "bearer-guard gateway: listening on {}{}",
+        gateway.listen_addr(),
+        gateway
+            .admin_addr()
+            .map(|a| format!(", admin endpoints on {a}"))
+            .unwrap_or_default()
+    );
+    match gateway.run(shutdown_signal()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("bearer-guard gateway: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn usage(e: &dyn std::fmt::Display) -> ExitCode {
