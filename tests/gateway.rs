@@ -101,6 +101,23 @@ claims_to_headers = {{ sub = "x-auth-sub", client_id = "x-auth-client-id", scope
     )
 }
 
+/// One issuer at `https://login.example.com` with keys at `jwks_uri`, one route `/`.
+fn minimal_config(upstream: SocketAddr, jwks_uri: &str, route_extra: &str) -> String {
+    format!(
+        r#"
+listen = "127.0.0.1:0"
+upstream = "http://{upstream}"
+[[issuer]]
+issuer = "https://login.example.com"
+jwks_uri = "{jwks_uri}"
+audiences = ["{AUDIENCE}"]
+[[route]]
+path = "/"
+{route_extra}
+"#
+    )
+}
+
 /// A running gateway; dropping it triggers the graceful shutdown.
 struct Running {
     addr: SocketAddr,
@@ -110,17 +127,25 @@ struct Running {
 async fn start(toml: &str) -> Running {
     let gateway =
         Gateway::from_config(GatewayConfig::from_toml(toml).expect("parse")).expect("valid config");
+    let (addr, stop, _server) = spawn_gateway(gateway).await;
+    Running { addr, _stop: stop }
+}
+
+type Served = tokio::task::JoinHandle<std::io::Result<()>>;
+
+/// Serves `gateway` on a fresh port until the returned sender fires (or drops).
+async fn spawn_gateway(gateway: Gateway) -> (SocketAddr, oneshot::Sender<()>, Served) {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     let (stop, stopped) = oneshot::channel::<()>();
-    tokio::spawn(async move {
-        let _ = gateway
+    let server = tokio::spawn(async move {
+        gateway
             .serve(listener, async move {
                 let _ = stopped.await;
             })
-            .await;
+            .await
     });
-    Running { addr, _stop: stop }
+    (addr, stop, server)
 }
 
 struct Answer {
@@ -408,18 +433,7 @@ async fn readiness_follows_key_loading() {
     ))
     .await;
     let upstream = spawn_echo().await;
-    let toml = format!(
-        r#"
-listen = "127.0.0.1:0"
-upstream = "http://{upstream}"
-[[issuer]]
-issuer = "https://login.example.com"
-jwks_uri = "http://{jwks_server}/jwks"
-audiences = ["{AUDIENCE}"]
-[[route]]
-path = "/"
-"#
-    );
+    let toml = minimal_config(upstream, &format!("http://{jwks_server}/jwks"), "");
     let gw = start(&toml).await;
     assert_eq!(
         get_path(gw.addr, "/-/health", None).await.status,
@@ -509,16 +523,7 @@ async fn shutdown_stops_accepting_and_serve_returns() {
     let env = env().await;
     let gateway = Gateway::from_config(GatewayConfig::from_toml(&config(&env, "")).expect("p"))
         .expect("config");
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let (stop, stopped) = oneshot::channel::<()>();
-    let server = tokio::spawn(async move {
-        gateway
-            .serve(listener, async move {
-                let _ = stopped.await;
-            })
-            .await
-    });
+    let (addr, stop, server) = spawn_gateway(gateway).await;
     assert_eq!(get_path(addr, "/health", None).await.status, StatusCode::OK);
     let _ = stop.send(());
     let finished = tokio::time::timeout(Duration::from_secs(5), server).await;
@@ -529,6 +534,68 @@ async fn shutdown_stops_accepting_and_serve_returns() {
     assert!(
         tokio::net::TcpStream::connect(addr).await.is_err(),
         "no longer accepting"
+    );
+}
+
+#[tokio::test]
+async fn shutdown_lets_an_in_flight_request_finish() {
+    // An upstream that reports each arrival and answers only when released.
+    let (arrived_tx, mut arrived) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let release = Arc::new(tokio::sync::Notify::new());
+    let gate = release.clone();
+    let upstream = common::spawn_app(axum::Router::new().route(
+        "/hold",
+        get(move || {
+            let (arrived_tx, gate) = (arrived_tx.clone(), gate.clone());
+            async move {
+                let _ = arrived_tx.send(());
+                gate.notified().await;
+                "done"
+            }
+        }),
+    ))
+    .await;
+    let toml = minimal_config(upstream, "http://127.0.0.1:1/jwks", "public = true");
+    let gateway =
+        Gateway::from_config(GatewayConfig::from_toml(&toml).expect("parse")).expect("config");
+    let (addr, stop, server) = spawn_gateway(gateway).await;
+    let request = tokio::spawn(async move { get_path(addr, "/hold", None).await.status });
+    arrived
+        .recv()
+        .await
+        .expect("the request reached the upstream");
+    let _ = stop.send(());
+    release.notify_one();
+    assert_eq!(request.await.expect("request task"), StatusCode::OK);
+    let finished = tokio::time::timeout(Duration::from_secs(5), server).await;
+    assert!(
+        matches!(finished, Ok(Ok(Ok(())))),
+        "serve returns after draining"
+    );
+}
+
+/// The binary refuses a bad configuration with exit status 2, naming file and key.
+#[cfg(feature = "cli")]
+#[test]
+fn binary_reports_config_errors_with_exit_status_2() {
+    let path = std::env::temp_dir().join(format!("bearer-guard-gw-{}.toml", std::process::id()));
+    std::fs::write(
+        &path,
+        "listen = \"127.0.0.1:0\"\nupstream = \"http://127.0.0.1:1\"\n\
+         [[issuer]]\nissuer = \"https://x.example\"\naudiences = [\"a\"]\n",
+    )
+    .expect("write config");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_bearer-guard"))
+        .args(["gateway", "--config"])
+        .arg(&path)
+        .output()
+        .expect("run");
+    let _ = std::fs::remove_file(&path);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("{}: route: ", path.display())),
+        "{stderr}"
     );
 }
 
