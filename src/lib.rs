@@ -57,6 +57,10 @@ pub mod axum;
 
 #[cfg(feature = "authz-server")]
 pub mod authz_server;
+#[cfg(feature = "cli")]
+pub mod cli;
+#[cfg(feature = "gateway")]
+pub mod gateway;
 
 pub use claims::{Scopes, VerifiedToken};
 pub use config::{BuildError, Guard, GuardBuilder};

@@ -81,12 +81,7 @@ impl RequireScope {
         let scopes: Vec<String> = scopes.into_iter().map(Into::into).collect();
         assert!(!scopes.is_empty(), "RequireScope needs at least one scope");
         for s in &scopes {
-            assert!(
-                !s.is_empty()
-                    && s.bytes()
-                        .all(|b| b == 0x21 || (0x23..=0x7e).contains(&b) && b != b'\\'),
-                "{s:?} is not a valid OAuth scope token"
-            );
+            assert!(is_scope_token(s), "{s:?} is not a valid OAuth scope token");
         }
         RequireScope {
             scopes: scopes.into(),
@@ -215,6 +210,14 @@ where
             }
         }
     }
+}
+
+/// An RFC 6749 §3.3 scope-token: printable ASCII without space, `"` or `\`.
+/// Configuration readers check with it so [`RequireScope`] never panics on input.
+pub(crate) fn is_scope_token(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b == 0x21 || (0x23..=0x7e).contains(&b) && b != b'\\')
 }
 
 #[cfg(test)]

@@ -14,6 +14,9 @@ use bearer_guard::clock::{Clock, ManualClock};
 use bearer_guard::{Guard, GuardBuilder, Issuer, RequireScope, VerifiedToken};
 use serde_json::{Value, json};
 
+mod static_keys;
+pub use static_keys::*;
+
 pub const API: &str = "https://api.example.com";
 pub const OTHER_API: &str = "https://other.example.com";
 
@@ -83,12 +86,7 @@ pub fn orders_api(guard: &Guard) -> Router {
 
 /// Serves `app` on 127.0.0.1 and returns its base URL.
 pub async fn serve(app: Router) -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    format!("http://{addr}")
+    format!("http://{}", spawn_app(app).await)
 }
 
 pub fn http() -> reqwest::Client {

@@ -1,0 +1,74 @@
+//! `bearer-guard`: thin entry point; see `bearer_guard::cli`.
+#![forbid(unsafe_code)]
+
+use std::io::Write as _;
+use std::process::ExitCode;
+
+use bearer_guard::cli::{Cli, Command, verify};
+use bearer_guard::gateway::{Gateway, GatewayConfig, shutdown_signal};
+use clap::Parser as _;
+use metrics_exporter_prometheus::PrometheusBuilder;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Verify(args) => run_verify(args).await,
+        Command::Gateway(args) => run_gateway(args).await,
+    }
+}
+
+async fn run_verify(args: verify::VerifyArgs) -> ExitCode {
+    let token = match args.read_token(std::io::stdin().lock()) {
+        Ok(token) => token,
+        Err(e) => return usage(&e),
+    };
+    match verify::verify(&args, &token).await {
+        Ok(verdict) => {
+            let mut out = std::io::stdout().lock();
+            // A closed stdout (`| head`) must not turn a verdict into a panic.
+            let _ = writeln!(out, "{}", verdict.render(&token, args.json));
+            ExitCode::from(verdict.exit_code())
+        }
+        Err(e) => usage(&e),
+    }
+}
+
+async fn run_gateway(args: bearer_guard::cli::GatewayArgs) -> ExitCode {
+    let config = match GatewayConfig::load(&args.config) {
+        Ok(config) => config,
+        Err(e) => return usage(&e),
+    };
+    let gateway = match Gateway::from_config(config) {
+        Ok(gateway) => gateway,
+        Err(e) => return usage(&e.in_file(&args.config)),
+    };
+    // The process-wide recorder belongs to the binary, never to library code.
+    let gateway = match PrometheusBuilder::new().install_recorder() {
+        Ok(handle) => gateway.with_metrics(handle),
+        Err(e) => {
+            eprintln!("bearer-guard: metrics disabled: {e}");
+            gateway
+        }
+    };
+    eprintln!(
+        "bearer-guard gateway: listening on {}{}",
+        gateway.listen_addr(),
+        gateway
+            .admin_addr()
+            .map(|a| format!(", admin endpoints on {a}"))
+            .unwrap_or_default()
+    );
+    match gateway.run(shutdown_signal()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("bearer-guard gateway: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn usage(e: &dyn std::fmt::Display) -> ExitCode {
+    eprintln!("bearer-guard: {e}");
+    ExitCode::from(2)
+}

@@ -1,0 +1,38 @@
+//! The command line of the `bearer-guard` binary (feature `cli`).
+//!
+//! The binary only parses arguments and sets the exit status; the work is done
+//! here and in [`gateway`](crate::gateway), so tests run it in-process.
+//!
+//! Exit status of every subcommand: 0 success, 1 token rejected (`verify`),
+//! 2 usage or configuration error.
+
+use std::path::PathBuf;
+
+pub mod verify;
+
+/// `bearer-guard`: OAuth 2.1 bearer-token tools.
+#[derive(Debug, clap::Parser)]
+#[command(name = "bearer-guard", version, about)]
+pub struct Cli {
+    /// What to run.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, clap::Subcommand)]
+pub enum Command {
+    /// Validate one access token and print its header and claims, or why it was
+    /// rejected. Exit status: 0 valid, 1 rejected, 2 usage error.
+    Verify(verify::VerifyArgs),
+    /// Run the validating reverse proxy described by a TOML file.
+    Gateway(GatewayArgs),
+}
+
+/// The arguments of `bearer-guard gateway`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct GatewayArgs {
+    /// The gateway's TOML configuration.
+    #[arg(long, value_name = "FILE")]
+    pub config: PathBuf,
+}

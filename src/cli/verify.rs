@@ -1,0 +1,268 @@
+//! `bearer-guard verify`: validates one token with exactly the checks and defaults
+//! of the library, and says why it passed or failed.
+//!
+//! Exit status: 0 valid, 1 rejected, 2 usage or configuration error. Only the
+//! header and the claims are printed, never the signature segment.
+
+use std::io::Read;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde_json::{Value, json};
+
+use crate::scope::is_scope_token;
+use crate::{Algorithm, AuthError, Guard, Issuer, RequireScope, VerifiedToken};
+
+/// The arguments of `bearer-guard verify`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct VerifyArgs {
+    /// A trusted issuer (exact `iss`); repeat for several.
+    #[arg(long = "issuer", value_name = "URL", required = true)]
+    pub issuers: Vec<String>,
+    /// The JWKS URL of the issuer(s), instead of discovery.
+    #[arg(long, value_name = "URL", conflicts_with = "jwks_file")]
+    pub jwks_uri: Option<String>,
+    /// A JWKS document on disk for the issuer(s): nothing is fetched.
+    #[arg(long, value_name = "PATH")]
+    pub jwks_file: Option<PathBuf>,
+    /// An accepted audience; repeat for several. At least one is required.
+    #[arg(long = "audience", value_name = "AUD")]
+    pub audiences: Vec<String>,
+    /// The accepted algorithms (default: every asymmetric one).
+    #[arg(long, value_name = "ALG,...", value_delimiter = ',')]
+    pub algorithms: Vec<Algorithm>,
+    /// A scope the token must carry; repeat for several (all are required).
+    #[arg(long = "scope", value_name = "SCOPE")]
+    pub scopes: Vec<String>,
+    /// Clock-skew tolerance for exp, nbf and iat, in seconds (default 60).
+    #[arg(long, value_name = "SECONDS")]
+    pub leeway: Option<u64>,
+    /// Validate as if the time were this (Unix seconds), e.g. for a recorded token.
+    #[arg(long, value_name = "UNIX_SECONDS")]
+    pub now: Option<u64>,
+    /// Require `typ: at+jwt` (RFC 9068).
+    #[arg(long)]
+    pub strict_typ: bool,
+    /// Allow plain-http discovery and JWKS URLs on non-loopback hosts.
+    #[arg(long)]
+    pub allow_http: bool,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// The token; `-` or absent reads it from standard input. `Bearer ` is tolerated.
+    #[arg(value_name = "TOKEN")]
+    pub token: Option<String>,
+}
+
+/// A problem with the command line or the configuration (exit status 2).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
+/// The result of `verify`: the token was accepted or rejected.
+#[derive(Debug)]
+pub enum Verdict {
+    /// Every check passed, `--scope` requirements included.
+    Valid(VerifiedToken),
+    /// A check failed.
+    Rejected(AuthError),
+}
+
+impl VerifyArgs {
+    /// The token to check: the argument, or `input` when it is absent or `-`;
+    /// surrounding whitespace and a leading `Bearer ` are removed.
+    pub fn read_token(&self, mut input: impl Read) -> Result<String, UsageError> {
+        let raw = match self.token.as_deref() {
+            Some(t) if t != "-" => t.to_owned(),
+            _ => {
+                let mut s = String::new();
+                input
+                    .read_to_string(&mut s)
+                    .map_err(|e| UsageError(format!("cannot read the token from stdin: {e}")))?;
+                s
+            }
+        };
+        let token = clean_token(&raw);
+        if token.is_empty() {
+            return Err(UsageError(
+                "no token: pass it as an argument or on standard input".to_owned(),
+            ));
+        }
+        Ok(token.to_owned())
+    }
+
+    /// Builds the guard these arguments describe, through the library's builder.
+    pub fn guard(&self) -> Result<Guard, UsageError> {
+        let jwks_document = match &self.jwks_file {
+            Some(path) => Some(std::fs::read_to_string(path).map_err(|e| {
+                UsageError(format!("cannot read --jwks-file {}: {e}", path.display()))
+            })?),
+            None => None,
+        };
+        let mut builder = Guard::builder();
+        for iss in &self.issuers {
+            let mut issuer = Issuer::new(iss.as_str());
+            if let Some(uri) = &self.jwks_uri {
+                issuer = issuer.jwks_uri(uri.as_str());
+            }
+            if let Some(doc) = &jwks_document {
+                issuer = issuer.jwks_document(doc.as_str());
+            }
+            builder = builder.issuer(issuer);
+        }
+        for aud in &self.audiences {
+            builder = builder.audience(aud.as_str());
+        }
+        if !self.algorithms.is_empty() {
+            builder = builder.algorithms(self.algorithms.iter().copied());
+        }
+        if let Some(leeway) = self.leeway {
+            builder = builder.leeway(Duration::from_secs(leeway));
+        }
+        if self.strict_typ {
+            builder = builder.strict_rfc9068();
+        }
+        if self.allow_http {
+            builder = builder.allow_insecure_http();
+        }
+        builder
+            .build()
+            .map_err(|e| UsageError(format!("invalid configuration: {e}")))
+    }
+
+    /// The `--scope` requirement, checked before [`RequireScope::all`] can panic.
+    fn scope_requirement(&self) -> Result<Option<RequireScope>, UsageError> {
+        if self.scopes.is_empty() {
+            return Ok(None);
+        }
+        if let Some(bad) = self.scopes.iter().find(|s| !is_scope_token(s)) {
+            return Err(UsageError(format!(
+                "--scope {bad:?} is not a valid OAuth scope token"
+            )));
+        }
+        Ok(Some(RequireScope::all(self.scopes.iter().cloned())))
+    }
+}
+
+/// Validates `token` as `args` say. `Err` only for usage/configuration problems.
+pub async fn verify(args: &VerifyArgs, token: &str) -> Result<Verdict, UsageError> {
+    let require = args.scope_requirement()?;
+    let guard = args.guard()?;
+    let result = match args.now {
+        Some(now) => guard.validate_at(token, now).await,
+        None => guard.validate(token).await,
+    };
+    Ok(match result {
+        Ok(verified) => match require {
+            Some(req) if !req.is_satisfied_by(&verified) => {
+                Verdict::Rejected(AuthError::InsufficientScope {
+                    required: args.scopes.clone().into(),
+                })
+            }
+            _ => Verdict::Valid(verified),
+        },
+        Err(e) => Verdict::Rejected(e),
+    })
+}
+
+impl Verdict {
+    /// The process exit status: 0 valid, 1 rejected.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Verdict::Valid(_) => 0,
+            Verdict::Rejected(_) => 1,
+        }
+    }
+
+    /// The report for `token` (the one that was verified), as text or JSON.
+    pub fn render(&self, token: &str, as_json: bool) -> String {
+        match self {
+            Verdict::Valid(t) => render_valid(t, token, as_json),
+            Verdict::Rejected(e) => render_rejected(e, as_json),
+        }
+    }
+}
+
+/// The RFC 6750 error code, or `temporarily_unavailable` when no keys could be
+/// loaded (the token itself may be fine).
+pub fn error_name(error: &AuthError) -> &'static str {
+    match (error.error_code(), error) {
+        (Some(code), _) => code.as_str(),
+        (None, AuthError::KeysUnavailable { .. }) => "temporarily_unavailable",
+        (None, _) => "invalid_request",
+    }
+}
+
+fn render_valid(t: &VerifiedToken, token: &str, as_json: bool) -> String {
+    // Only the first segment is decoded here; the signature is never touched.
+    let header = token
+        .split('.')
+        .next()
+        .and_then(|h| URL_SAFE_NO_PAD.decode(h).ok())
+        .and_then(|bytes| serde_json::from_slice::<Value>(&bytes).ok())
+        .unwrap_or_else(
+            || json!({ "alg": t.algorithm().as_str(), "kid": t.key_id(), "typ": t.token_type() }),
+        );
+    let claims: Value = serde_json::from_str(t.raw_claims()).unwrap_or(Value::Null);
+    if as_json {
+        return json!({ "valid": true, "header": header, "claims": claims }).to_string();
+    }
+    let claims_text = serde_json::to_string_pretty(&claims).unwrap_or_default();
+    format!(
+        "valid token\n  alg:    {}\n  kid:    {}\n  typ:    {}\n  scopes: {}\nclaims:\n{}",
+        t.algorithm(),
+        t.key_id().unwrap_or("-"),
+        t.token_type().unwrap_or("-"),
+        if t.scopes().is_empty() {
+            "-".to_owned()
+        } else {
+            t.scopes().to_string()
+        },
+        claims_text
+    )
+}
+
+fn render_rejected(e: &AuthError, as_json: bool) -> String {
+    if as_json {
+        return json!({
+            "valid": false,
+            "error": error_name(e),
+            "reason": e.reason(),
+            "description": e.description(),
+            "detail": e.to_string(),
+        })
+        .to_string();
+    }
+    format!(
+        "rejected: {}\n  description: {}\n  reason:      {}\n  detail:      {e}",
+        error_name(e),
+        e.description(),
+        e.reason(),
+    )
+}
+
+/// Trims the input and removes a leading `Bearer ` (any casing), as pasted from
+/// an `Authorization` header.
+fn clean_token(raw: &str) -> &str {
+    let t = raw.trim();
+    match t.get(..7) {
+        Some(prefix) if prefix.eq_ignore_ascii_case("bearer ") => t[7..].trim_start(),
+        _ => t,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cleans_bearer_prefix_and_whitespace() {
+        assert_eq!(clean_token("  abc.def.ghi\n"), "abc.def.ghi");
+        assert_eq!(clean_token("Bearer abc.def.ghi"), "abc.def.ghi");
+        assert_eq!(clean_token("bearer   abc"), "abc");
+        assert_eq!(clean_token("Bearer"), "Bearer");
+        assert_eq!(clean_token("Bearé"), "Bearé");
+    }
+}

@@ -1,0 +1,174 @@
+//! The gateway's TOML configuration, and its errors: the file, the key, the problem.
+//!
+//! Parsing (`toml` + serde, unknown keys refused) checks the shape; the meaning
+//! (URLs, algorithms, scopes, header names) is checked by
+//! [`Gateway::from_config`](super::Gateway::from_config), which names the key of
+//! anything it refuses.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// The whole gateway configuration (one TOML file).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct GatewayConfig {
+    /// Where the proxy listens, e.g. `127.0.0.1:8080`.
+    pub listen: SocketAddr,
+    /// The one upstream every accepted request goes to: `http://host:port[/base]`.
+    pub upstream: String,
+    /// The `realm` of `WWW-Authenticate` challenges.
+    #[serde(default)]
+    pub realm: Option<String>,
+    /// Serve `/-/health`, `/-/ready`, `/-/metrics` here instead of on `listen`.
+    #[serde(default)]
+    pub admin_listen: Option<SocketAddr>,
+    /// How long to wait for the upstream's response headers (default 30 s).
+    #[serde(default)]
+    pub upstream_timeout_secs: Option<f64>,
+    /// How long in-flight requests may take to finish on shutdown (default 30 s).
+    #[serde(default)]
+    pub shutdown_timeout_secs: Option<f64>,
+    /// Allow plain-http discovery and JWKS URLs on non-loopback hosts.
+    #[serde(default)]
+    pub allow_insecure_http: bool,
+    /// The trusted issuers (`[[issuer]]`, at least one).
+    #[serde(rename = "issuer")]
+    pub issuers: Vec<IssuerConfig>,
+    /// The routes (`[[route]]`, at least one): first match wins.
+    #[serde(rename = "route", default)]
+    pub routes: Vec<RouteConfig>,
+    /// What is forwarded to the upstream besides the request.
+    #[serde(default)]
+    pub forward: ForwardConfig,
+}
+
+/// One `[[issuer]]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct IssuerConfig {
+    /// The exact `iss` value; discovery starts from it unless `jwks_uri` is set.
+    pub issuer: String,
+    /// The JWKS URL, instead of discovery.
+    #[serde(default)]
+    pub jwks_uri: Option<String>,
+    /// The accepted audiences (at least one, RFC 9068).
+    #[serde(default)]
+    pub audiences: Vec<String>,
+    /// The accepted algorithms (default: every asymmetric one).
+    #[serde(default)]
+    pub algorithms: Option<Vec<String>>,
+}
+
+/// One `[[route]]`: a path prefix, optional methods, and what the token needs.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct RouteConfig {
+    /// A path prefix, matched segment by segment (`/orders` matches `/orders/7`,
+    /// not `/ordersX`).
+    pub path: String,
+    /// The methods this route applies to (default: all).
+    #[serde(default)]
+    pub methods: Option<Vec<String>>,
+    /// No token required.
+    #[serde(default)]
+    pub public: bool,
+    /// The token must carry every one of these scopes.
+    #[serde(default)]
+    pub scopes_all: Vec<String>,
+    /// The token must carry at least one of these scopes.
+    #[serde(default)]
+    pub scopes_any: Vec<String>,
+}
+
+/// `[forward]`: what the upstream learns about the verified token.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct ForwardConfig {
+    /// Claim name -> request header. `scope` is the space-joined scopes; other
+    /// names are looked up in the claims (string values only). Incoming headers
+    /// with these names are always removed, so a client cannot set them.
+    #[serde(default)]
+    pub claims_to_headers: BTreeMap<String, String>,
+    /// Remove `Authorization` before forwarding.
+    #[serde(default)]
+    pub strip_authorization: bool,
+}
+
+impl GatewayConfig {
+    /// Parses a configuration (shape only; see [`Gateway::from_config`](super::Gateway::from_config)).
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError {
+            file: None,
+            key: None,
+            // toml's message names the line, the column and the offending key.
+            problem: e.to_string().trim_end().to_owned(),
+        })
+    }
+
+    /// Reads and parses a configuration file; errors name the file.
+    pub fn load(path: impl AsRef<Path>) -> Result<Self, ConfigError> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: Some(path.to_owned()),
+            key: None,
+            problem: format!("cannot read the file: {e}"),
+        })?;
+        Self::from_toml(&text).map_err(|e| e.in_file(path))
+    }
+}
+
+/// A refused configuration: the file (when known), the key and the problem.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    file: Option<PathBuf>,
+    key: Option<String>,
+    problem: String,
+}
+
+impl ConfigError {
+    pub(crate) fn at(key: impl Into<String>, problem: impl Into<String>) -> Self {
+        ConfigError {
+            file: None,
+            key: Some(key.into()),
+            problem: problem.into(),
+        }
+    }
+
+    /// The same error, naming the file it came from.
+    pub fn in_file(mut self, path: impl AsRef<Path>) -> Self {
+        self.file = Some(path.as_ref().to_owned());
+        self
+    }
+
+    /// The key path of a semantic error, e.g. `route[2].scopes_any[0]`.
+    pub fn key(&self) -> Option<&str> {
+        self.key.as_deref()
+    }
+
+    /// What is wrong.
+    pub fn problem(&self) -> &str {
+        &self.problem
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(file) = &self.file {
+            write!(f, "{}: ", file.display())?;
+        }
+        if let Some(key) = &self.key {
+            write!(f, "{key}: ")?;
+        }
+        f.write_str(&self.problem)
+    }
+}
+
+impl std::error::Error for ConfigError {}

@@ -1,0 +1,158 @@
+//! Routes: a path prefix matched segment by segment, optional methods, and what the
+//! token must carry. The first matching route wins; no match is a 404.
+
+use std::sync::Arc;
+
+use http::Method;
+
+use super::config::{ConfigError, RouteConfig};
+use super::path::normalize_path;
+use crate::RequireScope;
+use crate::scope::is_scope_token;
+
+/// A route ready to match.
+#[derive(Debug, Clone)]
+pub(crate) struct Route {
+    prefix: String,
+    methods: Option<Vec<Method>>,
+    pub public: bool,
+    /// Every requirement must hold (`scopes_all` and/or `scopes_any`).
+    pub requirements: Vec<(RequireScope, Arc<[String]>)>,
+}
+
+impl Route {
+    /// Checks `[[route]]` number `index`.
+    pub fn from_config(index: usize, c: &RouteConfig) -> Result<Route, ConfigError> {
+        let key = |k: &str| format!("route[{index}].{k}");
+        let prefix = match normalize_path(&c.path) {
+            Ok(p) if p == c.path || p == format!("{}/", c.path.trim_end_matches('/')) => {
+                // Stored without a trailing slash, so `/orders/` matches `/orders/7`.
+                let trimmed = p.trim_end_matches('/');
+                if trimmed.is_empty() { "/" } else { trimmed }.to_owned()
+            }
+            Ok(p) => {
+                return Err(ConfigError::at(
+                    key("path"),
+                    format!("{:?} is not in normal form; write {p:?}", c.path),
+                ));
+            }
+            Err(e) => return Err(ConfigError::at(key("path"), e.to_string())),
+        };
+        let methods = match &c.methods {
+            None => None,
+            Some(list) if list.is_empty() => {
+                return Err(ConfigError::at(
+                    key("methods"),
+                    "empty list: omit the key to allow every method",
+                ));
+            }
+            Some(list) => Some(
+                list.iter()
+                    .enumerate()
+                    .map(|(i, m)| {
+                        Method::from_bytes(m.to_ascii_uppercase().as_bytes()).map_err(|_| {
+                            ConfigError::at(
+                                format!("route[{index}].methods[{i}]"),
+                                format!("{m:?} is not an HTTP method"),
+                            )
+                        })
+                    })
+                    .collect::<Result<Vec<_>, _>>()?,
+            ),
+        };
+        if c.public && !(c.scopes_all.is_empty() && c.scopes_any.is_empty()) {
+            return Err(ConfigError::at(
+                key("public"),
+                "a public route cannot require scopes",
+            ));
+        }
+        let mut requirements = Vec::new();
+        for (name, scopes, any) in [
+            ("scopes_all", &c.scopes_all, false),
+            ("scopes_any", &c.scopes_any, true),
+        ] {
+            if scopes.is_empty() {
+                continue;
+            }
+            if let Some(i) = scopes.iter().position(|s| !is_scope_token(s)) {
+                return Err(ConfigError::at(
+                    format!("route[{index}].{name}[{i}]"),
+                    format!("{:?} is not a valid OAuth scope token", scopes[i]),
+                ));
+            }
+            // Checked above, so these constructors cannot panic.
+            let require = if any {
+                RequireScope::any(scopes.iter().cloned())
+            } else {
+                RequireScope::all(scopes.iter().cloned())
+            };
+            requirements.push((require, scopes.clone().into()));
+        }
+        Ok(Route {
+            prefix,
+            methods,
+            public: c.public,
+            requirements,
+        })
+    }
+
+    /// Whether this route applies to `method` on the normalised `path`.
+    pub fn matches(&self, method: &Method, path: &str) -> bool {
+        let path_matches = self.prefix == "/"
+            || path
+                .strip_prefix(self.prefix.as_str())
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'));
+        path_matches && self.methods.as_ref().is_none_or(|m| m.contains(method))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn route(path: &str, methods: Option<&[&str]>) -> Result<Route, ConfigError> {
+        Route::from_config(
+            0,
+            &RouteConfig {
+                path: path.to_owned(),
+                methods: methods.map(|m| m.iter().map(|s| s.to_string()).collect()),
+                public: false,
+                scopes_all: vec![],
+                scopes_any: vec![],
+            },
+        )
+    }
+
+    #[test]
+    fn prefixes_match_whole_segments() {
+        let r = route("/orders", None).expect("route");
+        assert!(r.matches(&Method::GET, "/orders"));
+        assert!(r.matches(&Method::GET, "/orders/"));
+        assert!(r.matches(&Method::GET, "/orders/7"));
+        assert!(!r.matches(&Method::GET, "/ordersX"));
+        assert!(!r.matches(&Method::GET, "/"));
+        let slash = route("/orders/", None).expect("route");
+        assert!(slash.matches(&Method::GET, "/orders/7"));
+        let root = route("/", None).expect("route");
+        assert!(root.matches(&Method::GET, "/anything/at/all"));
+    }
+
+    #[test]
+    fn methods_restrict_a_route() {
+        let r = route("/orders", Some(&["post", "PUT"])).expect("route");
+        assert!(r.matches(&Method::POST, "/orders"));
+        assert!(r.matches(&Method::PUT, "/orders/1"));
+        assert!(!r.matches(&Method::GET, "/orders"));
+    }
+
+    #[test]
+    fn refuses_paths_not_in_normal_form() {
+        assert_eq!(
+            route("/a/../b", None).expect_err("dot dot").key(),
+            Some("route[0].path")
+        );
+        assert!(route("orders", None).is_err());
+        assert!(route("/a//b", None).is_err());
+        assert!(route("/a b", Some(&["G E T"])).is_err());
+    }
+}

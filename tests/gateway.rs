@@ -1,0 +1,639 @@
+//! The gateway in-process: a JWKS server, an echo upstream and the gateway, all on
+//! 127.0.0.1 port 0. Requests go through a raw hyper client, which sends paths
+//! verbatim (no client-side `..` resolution).
+#![cfg(feature = "gateway")]
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use axum::extract::Request as AxumRequest;
+use axum::routing::get;
+use bearer_guard::gateway::{Gateway, GatewayConfig};
+use bytes::Bytes;
+use common::{AUDIENCE, TestKey, unix_now};
+use http::{HeaderMap, Method, Request, StatusCode};
+use http_body_util::{BodyExt as _, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+
+/// An upstream that echoes the path (with query) and headers it received, answers
+/// with hop-by-hop headers of its own, and never answers under `/slow`.
+async fn spawn_echo() -> SocketAddr {
+    async fn echo(req: AxumRequest) -> axum::response::Response {
+        let headers: serde_json::Map<String, Value> = req
+            .headers()
+            .iter()
+            .map(|(k, v)| (k.to_string(), json!(v.to_str().unwrap_or("?"))))
+            .collect();
+        let body = json!({
+            "path": req.uri().path_and_query().map(|p| p.as_str()),
+            "method": req.method().as_str(),
+            "headers": headers,
+        });
+        axum::response::Response::builder()
+            .header("content-type", "application/json")
+            .header("keep-alive", "timeout=5")
+            .header("x-upstream", "echo")
+            .body(axum::body::Body::from(body.to_string()))
+            .unwrap_or_default()
+    }
+    let app = axum::Router::new()
+        .route("/slow", get(std::future::pending::<&'static str>))
+        .fallback(echo);
+    common::spawn_app(app).await
+}
+
+struct Env {
+    key: TestKey,
+    issuer: String,
+    upstream: SocketAddr,
+}
+
+async fn env() -> Env {
+    let key = TestKey::new("gw");
+    let issuer = common::spawn_issuer(key.jwks()).await;
+    let upstream = spawn_echo().await;
+    Env {
+        key,
+        issuer,
+        upstream,
+    }
+}
+
+fn config(env: &Env, extra: &str) -> String {
+    format!(
+        r#"
+listen = "127.0.0.1:0"
+upstream = "http://{upstream}"
+realm = "orders-api"
+upstream_timeout_secs = 0.3
+{extra}
+
+[[issuer]]
+issuer = "{issuer}"
+audiences = ["{AUDIENCE}"]
+
+[[route]]
+path = "/health"
+public = true
+[[route]]
+path = "/orders"
+methods = ["POST"]
+scopes_all = ["orders:write", "orders:audit"]
+[[route]]
+path = "/orders"
+scopes_any = ["orders:read", "orders:admin"]
+[[route]]
+path = "/api"
+
+[forward]
+claims_to_headers = {{ sub = "x-auth-sub", client_id = "x-auth-client-id", scope = "x-auth-scope", tenant = "x-auth-tenant" }}
+"#,
+        upstream = env.upstream,
+        issuer = env.issuer,
+    )
+}
+
+/// One issuer at `https://login.example.com` with keys at `jwks_uri`, one route `/`.
+fn minimal_config(upstream: SocketAddr, jwks_uri: &str, route_extra: &str) -> String {
+    format!(
+        r#"
+listen = "127.0.0.1:0"
+upstream = "http://{upstream}"
+[[issuer]]
+issuer = "https://login.example.com"
+jwks_uri = "{jwks_uri}"
+audiences = ["{AUDIENCE}"]
+[[route]]
+path = "/"
+{route_extra}
+"#
+    )
+}
+
+/// A running gateway; dropping it triggers the graceful shutdown.
+struct Running {
+    addr: SocketAddr,
+    _stop: oneshot::Sender<()>,
+}
+
+async fn start(toml: &str) -> Running {
+    let gateway =
+        Gateway::from_config(GatewayConfig::from_toml(toml).expect("parse")).expect("valid config");
+    let (addr, stop, _server) = spawn_gateway(gateway).await;
+    Running { addr, _stop: stop }
+}
+
+type Served = tokio::task::JoinHandle<std::io::Result<()>>;
+
+/// Serves `gateway` on a fresh port until the returned sender fires (or drops).
+async fn spawn_gateway(gateway: Gateway) -> (SocketAddr, oneshot::Sender<()>, Served) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (stop, stopped) = oneshot::channel::<()>();
+    let server = tokio::spawn(async move {
+        gateway
+            .serve(listener, async move {
+                let _ = stopped.await;
+            })
+            .await
+    });
+    (addr, stop, server)
+}
+
+struct Answer {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: Value,
+}
+
+async fn send(addr: SocketAddr, method: Method, path: &str, headers: &[(&str, &str)]) -> Answer {
+    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let mut req = Request::builder()
+        .method(method)
+        .uri(format!("http://{addr}{path}"));
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let response = client
+        .request(req.body(Full::new(Bytes::new())).expect("request"))
+        .await
+        .expect("response");
+    let status = response.status();
+    let headers = response.headers().clone();
+    let bytes = response
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes();
+    let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    Answer {
+        status,
+        headers,
+        body,
+    }
+}
+
+async fn get_path(addr: SocketAddr, path: &str, token: Option<&str>) -> Answer {
+    let auth = token.map(|t| format!("Bearer {t}"));
+    let headers: Vec<(&str, &str)> = auth.iter().map(|a| ("authorization", a.as_str())).collect();
+    send(addr, Method::GET, path, &headers).await
+}
+
+#[tokio::test]
+async fn public_route_needs_no_token() {
+    let env = env().await;
+    let gw = start(&config(&env, "")).await;
+    let a = get_path(gw.addr, "/health/deep?x=1", None).await;
+    assert_eq!(a.status, StatusCode::OK);
+    assert_eq!(a.body["path"], "/health/deep?x=1");
+}
+
+#[tokio::test]
+async fn missing_token_is_401_with_challenge() {
+    let env = env().await;
+    let gw = start(&config(&env, "")).await;
+    let a = get_path(gw.addr, "/orders", None).await;
+    assert_eq!(a.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(a.headers["www-authenticate"], "Bearer realm=\"orders-api\"");
+    let bad = get_path(gw.addr, "/orders", Some("not.a.token")).await;
+    assert_eq!(bad.status, StatusCode::UNAUTHORIZED);
+    let challenge = bad.headers["www-authenticate"].to_str().unwrap_or_default();
+    assert!(challenge.contains("error=\"invalid_token\""), "{challenge}");
+}
+
+#[tokio::test]
+async fn route_scopes_all_of_and_any_of() {
+    let env = env().await;
+    let gw = start(&config(&env, "")).await;
+    let reader = env.key.token(&env.issuer, unix_now(), "orders:read");
+    let admin = env.key.token(&env.issuer, unix_now(), "orders:admin");
+    let writer = env
+        .key
+        .token(&env.issuer, unix_now(), "orders:write orders:audit");
+    let half = env.key.token(&env.issuer, unix_now(), "orders:write");
+
+    assert_eq!(
+        get_path(gw.addr, "/orders/7", Some(&reader)).await.status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        get_path(gw.addr, "/orders", Some(&admin)).await.status,
+        StatusCode::OK
+    );
+    let denied = get_path(gw.addr, "/orders", Some(&writer)).await;
+    assert_eq!(
+        denied.status,
+        StatusCode::FORBIDDEN,
+        "GET needs read or admin"
+    );
+    let challenge = denied.headers["www-authenticate"]
+        .to_str()
+        .unwrap_or_default();
+    assert!(challenge.contains("insufficient_scope"), "{challenge}");
+    assert!(
+        challenge.contains("scope=\"orders:read orders:admin\""),
+        "{challenge}"
+    );
+
+    let post = |t: String| async move {
+        let auth = format!("Bearer {t}");
+        send(
+            gw.addr,
+            Method::POST,
+            "/orders",
+            &[("authorization", &auth)],
+        )
+        .await
+    };
+    assert_eq!(post(writer.clone()).await.status, StatusCode::OK);
+    assert_eq!(post(half).await.status, StatusCode::FORBIDDEN, "all of");
+    assert_eq!(post(reader).await.status, StatusCode::FORBIDDEN);
+}
+
+#[tokio::test]
+async fn claim_headers_reach_upstream_and_cannot_be_spoofed() {
+    let env = env().await;
+    let gw = start(&config(&env, "")).await;
+    let token = env.key.token(&env.issuer, unix_now(), "b a");
+    let auth = format!("Bearer {token}");
+    let a = send(
+        gw.addr,
+        Method::GET,
+        "/api/me",
+        &[
+            ("authorization", &auth),
+            ("x-auth-sub", "mallory"),
+            ("X-Auth-Client-Id", "evil"),
+        ],
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::OK);
+    let h = &a.body["headers"];
+    assert_eq!(h["x-auth-sub"], "alice");
+    assert_eq!(h["x-auth-client-id"], "cli-app");
+    assert_eq!(h["x-auth-scope"], "a b");
+    assert_eq!(h["x-auth-tenant"], "acme", "custom string claim");
+    assert_eq!(h["authorization"], auth.as_str(), "kept unless stripped");
+
+    // On a public route no claims are set, and spoofed ones are still removed.
+    let public = send(
+        gw.addr,
+        Method::GET,
+        "/health",
+        &[("x-auth-sub", "mallory")],
+    )
+    .await;
+    assert!(
+        public.body["headers"].get("x-auth-sub").is_none(),
+        "{:?}",
+        public.body
+    );
+}
+
+#[tokio::test]
+async fn strip_authorization_removes_the_token() {
+    let env = env().await;
+    let toml = config(&env, "").replace("[forward]\n", "[forward]\nstrip_authorization = true\n");
+    let gw = start(&toml).await;
+    let token = env.key.token(&env.issuer, unix_now(), "");
+    let a = get_path(gw.addr, "/api", Some(&token)).await;
+    assert_eq!(a.status, StatusCode::OK);
+    assert!(a.body["headers"].get("authorization").is_none());
+}
+
+#[tokio::test]
+async fn path_traversal_is_normalised_or_refused() {
+    let env = env().await;
+    let gw = start(&config(&env, "")).await;
+    // `/health/../api` would reach a protected route through a public one.
+    let a = get_path(gw.addr, "/health/../api/secret", None).await;
+    assert_eq!(a.status, StatusCode::UNAUTHORIZED, "matched as /api/secret");
+    let a = get_path(gw.addr, "/health/%2E%2E/api", None).await;
+    assert_eq!(a.status, StatusCode::UNAUTHORIZED);
+    let a = get_path(gw.addr, "/health//./x/../y?q=%2e%2e", None).await;
+    assert_eq!(a.status, StatusCode::OK);
+    assert_eq!(a.body["path"], "/health/y?q=%2e%2e", "query kept verbatim");
+    for bad in [
+        "/%2e%2e/api",
+        "/..",
+        "/health%2fx",
+        "/health/%00",
+        "/health/%zz",
+    ] {
+        assert_eq!(
+            get_path(gw.addr, bad, None).await.status,
+            StatusCode::BAD_REQUEST,
+            "{bad}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn unmatched_paths_are_404_and_never_forwarded() {
+    let env = env().await;
+    let gw = start(&config(&env, "")).await;
+    let token = env.key.token(&env.issuer, unix_now(), "orders:read");
+    let a = get_path(gw.addr, "/ordersX", Some(&token)).await;
+    assert_eq!(a.status, StatusCode::NOT_FOUND);
+    assert_eq!(a.body["error"], "not_found");
+    assert!(a.headers.get("x-upstream").is_none());
+}
+
+#[tokio::test]
+async fn hop_by_hop_headers_are_removed_both_ways() {
+    let env = env().await;
+    let gw = start(&config(&env, "")).await;
+    let a = send(
+        gw.addr,
+        Method::GET,
+        "/health",
+        &[
+            ("connection", "x-private-hop"),
+            ("x-private-hop", "1"),
+            ("keep-alive", "timeout=9"),
+            ("proxy-connection", "keep-alive"),
+            ("te", "trailers"),
+            ("upgrade", "websocket"),
+            ("x-end-to-end", "yes"),
+        ],
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::OK);
+    let h = a.body["headers"].as_object().cloned().unwrap_or_default();
+    for hop in [
+        "x-private-hop",
+        "keep-alive",
+        "proxy-connection",
+        "te",
+        "upgrade",
+    ] {
+        assert!(!h.contains_key(hop), "{hop} forwarded: {h:?}");
+    }
+    assert_eq!(h["x-end-to-end"], "yes");
+    assert!(
+        a.headers.get("keep-alive").is_none(),
+        "response keep-alive removed"
+    );
+    assert_eq!(a.headers["x-upstream"], "echo");
+}
+
+#[tokio::test]
+async fn upstream_down_is_502() {
+    let mut env = env().await;
+    // A port that was just free: nothing listens there.
+    let closed = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    env.upstream = closed.local_addr().expect("addr");
+    drop(closed);
+    let gw = start(&config(&env, "")).await;
+    let a = get_path(gw.addr, "/health", None).await;
+    assert_eq!(a.status, StatusCode::BAD_GATEWAY);
+    assert_eq!(a.body["error"], "bad_gateway");
+}
+
+#[tokio::test]
+async fn slow_upstream_is_504() {
+    let env = env().await;
+    let toml = config(&env, "").replace(
+        "[[route]]\npath = \"/health\"",
+        "[[route]]\npath = \"/slow\"\npublic = true\n[[route]]\npath = \"/health\"",
+    );
+    let gw = start(&toml).await;
+    let a = get_path(gw.addr, "/slow", None).await;
+    assert_eq!(a.status, StatusCode::GATEWAY_TIMEOUT);
+}
+
+#[tokio::test]
+async fn readiness_follows_key_loading() {
+    // A JWKS endpoint that fails until the test says otherwise.
+    let key = TestKey::new("ready");
+    let up = Arc::new(AtomicBool::new(false));
+    let jwks = key.jwks();
+    let flag = up.clone();
+    let jwks_server = common::spawn_app(axum::Router::new().route(
+        "/jwks",
+        get(move || {
+            let (flag, jwks) = (flag.clone(), jwks.clone());
+            async move {
+                if flag.load(Ordering::SeqCst) {
+                    (StatusCode::OK, jwks)
+                } else {
+                    (StatusCode::INTERNAL_SERVER_ERROR, String::new())
+                }
+            }
+        }),
+    ))
+    .await;
+    let upstream = spawn_echo().await;
+    let toml = minimal_config(upstream, &format!("http://{jwks_server}/jwks"), "");
+    let gw = start(&toml).await;
+    assert_eq!(
+        get_path(gw.addr, "/-/health", None).await.status,
+        StatusCode::OK
+    );
+    let not_ready = get_path(gw.addr, "/-/ready", None).await;
+    assert_eq!(not_ready.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(not_ready.body["ready"], false);
+    up.store(true, Ordering::SeqCst);
+    let ready = get_path(gw.addr, "/-/ready", None).await;
+    assert_eq!(ready.status, StatusCode::OK, "{:?}", ready.body);
+    let token = key.token("https://login.example.com", unix_now(), "");
+    assert_eq!(
+        get_path(gw.addr, "/x", Some(&token)).await.status,
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn admin_listener_serves_health_ready_and_metrics() {
+    let env = env().await;
+    let toml = config(&env, "admin_listen = \"127.0.0.1:0\"");
+    let handle = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .install_recorder()
+        .expect("the only recorder of this test binary");
+    let gateway = Gateway::from_config(GatewayConfig::from_toml(&toml).expect("parse"))
+        .expect("config")
+        .with_metrics(handle);
+    let main = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let admin = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let (main_addr, admin_addr) = (
+        main.local_addr().expect("a"),
+        admin.local_addr().expect("a"),
+    );
+    let g = gateway.clone();
+    tokio::spawn(async move { g.serve(main, std::future::pending()).await });
+    tokio::spawn(async move { gateway.serve_admin(admin, std::future::pending()).await });
+
+    assert_eq!(
+        get_path(admin_addr, "/-/health", None).await.status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        get_path(admin_addr, "/-/ready", None).await.status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        get_path(admin_addr, "/health", None).await.status,
+        StatusCode::NOT_FOUND
+    );
+    // With admin_listen, `/-/...` on the main listener is an ordinary path, and no
+    // route of this configuration covers it.
+    assert_eq!(
+        get_path(main_addr, "/-/health", None).await.status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        get_path(main_addr, "/health", None).await.status,
+        StatusCode::OK
+    );
+
+    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let response = client
+        .get(
+            format!("http://{admin_addr}/-/metrics")
+                .parse()
+                .expect("uri"),
+        )
+        .await
+        .expect("metrics");
+    assert_eq!(response.status(), StatusCode::OK);
+    let text = response
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes();
+    let text = String::from_utf8_lossy(&text);
+    assert!(
+        text.contains("bearer_guard_gateway_requests_total"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn shutdown_stops_accepting_and_serve_returns() {
+    let env = env().await;
+    let gateway = Gateway::from_config(GatewayConfig::from_toml(&config(&env, "")).expect("p"))
+        .expect("config");
+    let (addr, stop, server) = spawn_gateway(gateway).await;
+    assert_eq!(get_path(addr, "/health", None).await.status, StatusCode::OK);
+    let _ = stop.send(());
+    let finished = tokio::time::timeout(Duration::from_secs(5), server).await;
+    assert!(
+        matches!(finished, Ok(Ok(Ok(())))),
+        "serve returns after shutdown"
+    );
+    assert!(
+        tokio::net::TcpStream::connect(addr).await.is_err(),
+        "no longer accepting"
+    );
+}
+
+#[tokio::test]
+async fn shutdown_lets_an_in_flight_request_finish() {
+    // An upstream that reports each arrival and answers only when released.
+    let (arrived_tx, mut arrived) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let release = Arc::new(tokio::sync::Notify::new());
+    let gate = release.clone();
+    let upstream = common::spawn_app(axum::Router::new().route(
+        "/hold",
+        get(move || {
+            let (arrived_tx, gate) = (arrived_tx.clone(), gate.clone());
+            async move {
+                let _ = arrived_tx.send(());
+                gate.notified().await;
+                "done"
+            }
+        }),
+    ))
+    .await;
+    let toml = minimal_config(upstream, "http://127.0.0.1:1/jwks", "public = true");
+    let gateway =
+        Gateway::from_config(GatewayConfig::from_toml(&toml).expect("parse")).expect("config");
+    let (addr, stop, server) = spawn_gateway(gateway).await;
+    let request = tokio::spawn(async move { get_path(addr, "/hold", None).await.status });
+    arrived
+        .recv()
+        .await
+        .expect("the request reached the upstream");
+    let _ = stop.send(());
+    release.notify_one();
+    assert_eq!(request.await.expect("request task"), StatusCode::OK);
+    let finished = tokio::time::timeout(Duration::from_secs(5), server).await;
+    assert!(
+        matches!(finished, Ok(Ok(Ok(())))),
+        "serve returns after draining"
+    );
+}
+
+/// The binary refuses a bad configuration with exit status 2, naming file and key.
+#[cfg(feature = "cli")]
+#[test]
+fn binary_reports_config_errors_with_exit_status_2() {
+    let path = std::env::temp_dir().join(format!("bearer-guard-gw-{}.toml", std::process::id()));
+    std::fs::write(
+        &path,
+        "listen = \"127.0.0.1:0\"\nupstream = \"http://127.0.0.1:1\"\n\
+         [[issuer]]\nissuer = \"https://x.example\"\naudiences = [\"a\"]\n",
+    )
+    .expect("write config");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_bearer-guard"))
+        .args(["gateway", "--config"])
+        .arg(&path)
+        .output()
+        .expect("run");
+    let _ = std::fs::remove_file(&path);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("{}: route: ", path.display())),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn config_errors_name_the_key() {
+    let base = r#"
+listen = "127.0.0.1:0"
+upstream = "http://127.0.0.1:1"
+[[issuer]]
+issuer = "https://login.example.com"
+audiences = ["a"]
+[[route]]
+path = "/"
+"#;
+    let err = |toml: &str| match GatewayConfig::from_toml(toml).and_then(Gateway::from_config) {
+        Ok(_) => panic!("accepted:\n{toml}"),
+        Err(e) => e,
+    };
+    let unknown = err(&format!("{base}\nbogus = 1\n"));
+    assert!(unknown.to_string().contains("bogus"), "{unknown}");
+    let e = err(&base.replace("path = \"/\"", "path = \"/\"\nscopes_any = [\"a b\"]"));
+    assert_eq!(e.key(), Some("route[0].scopes_any[0]"));
+    let e = err(&base.replace(
+        "audiences = [\"a\"]",
+        "audiences = [\"a\"]\nalgorithms = [\"HS999\"]",
+    ));
+    assert_eq!(e.key(), Some("issuer[0].algorithms[0]"));
+    let e = err(&base.replace("http://127.0.0.1:1", "ftp://x"));
+    assert_eq!(e.key(), Some("upstream"));
+    let e = err(&base.replace("https://login.example.com", "http://idp.example.com"));
+    assert_eq!(e.key(), Some("issuer[0]"), "{e}");
+    let e = err(&base.replace("[[route]]\npath = \"/\"\n", ""));
+    assert_eq!(e.key(), Some("route"));
+    let e = err(&base.replace("audiences = [\"a\"]", ""));
+    assert_eq!(e.key(), Some("issuer[0].audiences"));
+    let in_file = e.in_file("gw.toml").to_string();
+    assert!(
+        in_file.starts_with("gw.toml: issuer[0].audiences: "),
+        "{in_file}"
+    );
+}
