@@ -15,7 +15,37 @@ async fn main() -> ExitCode {
     match cli.command {
         Command::Verify(args) => run_verify(args).await,
         Command::Gateway(args) => run_gateway(args).await,
+        Command::AuthzServer(args) => run_authz_server(args).await,
     }
+}
+
+async fn run_authz_server(args: bearer_guard::cli::authz::AuthzServerArgs) -> ExitCode {
+    use bearer_guard::cli::authz::AuthzConfig;
+    let config = match &args.config {
+        Some(path) => match AuthzConfig::load(path) {
+            Ok(config) => config,
+            Err(e) => return usage(&e),
+        },
+        None => AuthzConfig::demo(),
+    };
+    let builder = match config.builder(args.listen) {
+        Ok(builder) => builder,
+        Err(e) => {
+            let file = args.config.as_ref().map(|p| format!("{}: ", p.display()));
+            return usage(&format!("{}{e}", file.unwrap_or_default()));
+        }
+    };
+    let server = match builder.start().await {
+        Ok(server) => server,
+        Err(e) => return usage(&e),
+    };
+    let mut out = std::io::stdout().lock();
+    let _ = write!(out, "{}", config.banner(&server));
+    let _ = out.flush();
+    drop(out);
+    shutdown_signal().await;
+    server.shutdown().await;
+    ExitCode::SUCCESS
 }
 
 async fn run_verify(args: verify::VerifyArgs) -> ExitCode {

@@ -8,6 +8,7 @@
 
 use std::path::PathBuf;
 
+pub mod authz;
 pub mod verify;
 
 /// `bearer-guard`: OAuth 2.1 bearer-token tools.
@@ -27,6 +28,9 @@ pub enum Command {
     Verify(verify::VerifyArgs),
     /// Run the validating reverse proxy described by a TOML file.
     Gateway(GatewayArgs),
+    /// Run the bundled OAuth 2.1 authorization server for local development
+    /// (both flows, discovery, JWKS). Plain HTTP, in memory: not for production.
+    AuthzServer(authz::AuthzServerArgs),
 }
 
 /// The arguments of `bearer-guard gateway`.
