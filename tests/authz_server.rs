@@ -1104,20 +1104,10 @@ async fn client_credentials_token_calls_the_protected_api() {
     assert_eq!(me["sub"], "svc");
     assert_eq!(me["client_id"], "svc");
     assert_eq!(me["iss"], server.issuer());
-    let orders = http()
-        .get(format!("{api}/orders"))
-        .bearer_auth(token)
-        .send()
-        .await
-        .expect("GET");
+    let orders = common::get_with(format!("{api}/orders"), token).await;
     assert_eq!(orders.status(), StatusCode::OK);
     // orders:read only: creating is refused with the scope it needs.
-    let create = http()
-        .post(format!("{api}/orders"))
-        .bearer_auth(token)
-        .send()
-        .await
-        .expect("POST");
+    let create = common::post_with(format!("{api}/orders"), token).await;
     assert_eq!(create.status(), StatusCode::FORBIDDEN);
     assert!(
         create.headers()[WWW_AUTHENTICATE]
@@ -1129,12 +1119,7 @@ async fn client_credentials_token_calls_the_protected_api() {
     // A token for another resource is refused by this API.
     let (_, body) = svc_token(&server, &[("resource", OTHER_API)]).await;
     let other = body["access_token"].as_str().expect("token");
-    let r = http()
-        .get(format!("{api}/orders"))
-        .bearer_auth(other)
-        .send()
-        .await
-        .expect("GET");
+    let r = common::get_with(format!("{api}/orders"), other).await;
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
     assert!(
         r.headers()[WWW_AUTHENTICATE]
@@ -1168,12 +1153,7 @@ async fn authorization_code_token_calls_the_protected_api_until_it_expires() {
     assert_eq!(me["scope"], "orders:read");
 
     clock.advance(Duration::from_secs(300 + 60)); // lifetime + leeway
-    let r = http()
-        .get(format!("{api}/me"))
-        .bearer_auth(token)
-        .send()
-        .await
-        .expect("GET");
+    let r = common::get_with(format!("{api}/me"), token).await;
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
     assert!(
         r.headers()[WWW_AUTHENTICATE]
@@ -1186,11 +1166,6 @@ async fn authorization_code_token_calls_the_protected_api_until_it_expires() {
     let (status, body) = refresh(&server, body["refresh_token"].as_str().expect("rt"), None).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     let fresh = body["access_token"].as_str().expect("token");
-    let r = http()
-        .get(format!("{api}/orders"))
-        .bearer_auth(fresh)
-        .send()
-        .await
-        .expect("GET");
+    let r = common::get_with(format!("{api}/orders"), fresh).await;
     assert_eq!(r.status(), StatusCode::OK);
 }

@@ -463,12 +463,7 @@ async fn issuer_down_from_the_start_gets_503_with_retry_after() {
         .client_credentials_token("svc", &["orders:read"])
         .await
         .unwrap();
-    let r = http()
-        .get(format!("{api}/orders"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
+    let r = get_with(format!("{api}/orders"), &token).await;
     assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert!(r.headers().get(WWW_AUTHENTICATE).is_none());
     assert!(
@@ -481,22 +476,12 @@ async fn issuer_down_from_the_start_gets_503_with_retry_after() {
     );
     // Within the retry interval nothing more is fetched; after it, the issuer is back.
     let fetches = server.jwks_fetch_count();
-    let r = http()
-        .get(format!("{api}/orders"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
+    let r = get_with(format!("{api}/orders"), &token).await;
     assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(server.jwks_fetch_count(), fetches);
     server.set_jwks_behavior(JwksBehavior::Normal);
     at(&clock, 5);
-    let r = http()
-        .get(format!("{api}/orders"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
+    let r = get_with(format!("{api}/orders"), &token).await;
     assert_eq!(r.status(), StatusCode::OK);
 }
 
@@ -708,12 +693,7 @@ async fn malformed_requests_get_400_and_bad_tokens_401() {
         assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{bad}");
     }
     for bad in ["x.y.z", "eyJ.eyJ.sig", &"a".repeat(20_000)] {
-        let r = http()
-            .get(format!("{api}/orders"))
-            .bearer_auth(bad)
-            .send()
-            .await
-            .unwrap();
+        let r = get_with(format!("{api}/orders"), bad).await;
         assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
         let challenge = r.headers()[WWW_AUTHENTICATE].to_str().unwrap().to_owned();
         assert!(
@@ -736,19 +716,9 @@ async fn insufficient_scope_gets_403_with_scope() {
         .client_credentials_token("reader", &["orders:read"])
         .await
         .unwrap();
-    let r = http()
-        .get(format!("{api}/orders"))
-        .bearer_auth(&reader)
-        .send()
-        .await
-        .unwrap();
+    let r = get_with(format!("{api}/orders"), &reader).await;
     assert_eq!(r.status(), StatusCode::OK);
-    let r = http()
-        .post(format!("{api}/orders"))
-        .bearer_auth(&reader)
-        .send()
-        .await
-        .unwrap();
+    let r = post_with(format!("{api}/orders"), &reader).await;
     assert_eq!(r.status(), StatusCode::FORBIDDEN);
     assert_eq!(
         r.headers()[WWW_AUTHENTICATE],
@@ -758,20 +728,10 @@ async fn insufficient_scope_gets_403_with_scope() {
         .client_credentials_token("svc", &["orders:write"])
         .await
         .unwrap();
-    let r = http()
-        .post(format!("{api}/orders"))
-        .bearer_auth(&writer)
-        .send()
-        .await
-        .unwrap();
+    let r = post_with(format!("{api}/orders"), &writer).await;
     assert_eq!(r.status(), StatusCode::OK);
     // any-of: orders:write alone does not satisfy GET's [orders:read, orders:admin]
-    let r = http()
-        .get(format!("{api}/orders"))
-        .bearer_auth(&writer)
-        .send()
-        .await
-        .unwrap();
+    let r = get_with(format!("{api}/orders"), &writer).await;
     assert_eq!(r.status(), StatusCode::FORBIDDEN);
 }
 
@@ -790,12 +750,7 @@ async fn error_handler_replaces_the_whole_response() {
         .build()
         .unwrap();
     let api = serve(orders_api(&guard)).await;
-    let r = http()
-        .get(format!("{api}/orders"))
-        .bearer_auth("x.y.z")
-        .send()
-        .await
-        .unwrap();
+    let r = get_with(format!("{api}/orders"), "x.y.z").await;
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
     assert_eq!(r.headers()["x-reason"], "malformed");
     assert_eq!(r.text().await.unwrap(), "nope");
@@ -841,12 +796,7 @@ async fn works_under_plain_hyper() {
         .client_credentials_token("svc", &["orders:read"])
         .await
         .unwrap();
-    let r = http()
-        .get(format!("http://{addr}/"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
+    let r = get_with(format!("http://{addr}/"), &token).await;
     assert_eq!(r.status(), StatusCode::OK);
     assert_eq!(r.text().await.unwrap(), "svc");
     let r = http().get(format!("http://{addr}/")).send().await.unwrap();
@@ -874,20 +824,10 @@ async fn claims_extractor_deserializes_the_applications_type() {
         .layer(guard.layer());
     let api = serve(app).await;
     let with = token_with(&server, &clock, json!({}), json!({"tenant": "acme"}));
-    let r = http()
-        .get(format!("{api}/t"))
-        .bearer_auth(&with)
-        .send()
-        .await
-        .unwrap();
+    let r = get_with(format!("{api}/t"), &with).await;
     assert_eq!(r.text().await.unwrap(), "alice@acme");
     let without = token_with(&server, &clock, json!({}), json!({}));
-    let r = http()
-        .get(format!("{api}/t"))
-        .bearer_auth(&without)
-        .send()
-        .await
-        .unwrap();
+    let r = get_with(format!("{api}/t"), &without).await;
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
     assert!(
         r.headers()[WWW_AUTHENTICATE]

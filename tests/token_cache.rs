@@ -63,19 +63,9 @@ async fn cached_token_is_still_held_to_each_routes_scope() {
         .await
         .unwrap();
     for _ in 0..3 {
-        let get = http()
-            .get(format!("{api}/orders"))
-            .bearer_auth(&reader)
-            .send()
-            .await
-            .unwrap();
+        let get = get_with(format!("{api}/orders"), &reader).await;
         assert_eq!(get.status(), StatusCode::OK);
-        let post = http()
-            .post(format!("{api}/orders"))
-            .bearer_auth(&reader)
-            .send()
-            .await
-            .unwrap();
+        let post = post_with(format!("{api}/orders"), &reader).await;
         assert_eq!(post.status(), StatusCode::FORBIDDEN);
     }
 }

@@ -238,10 +238,10 @@ impl KeyStore {
         {
             return Ok(loaded);
         }
-        let fetch = self
-            .start_or_join(false)
-            .expect("start_or_join(false) always fetches");
-        fetch.await.map_err(|e| self.unavailable(&e))
+        match self.start_or_join(false) {
+            Some(fetch) => fetch.await.map_err(|e| self.unavailable(&e)),
+            None => Err(self.unavailable("keys are not loaded")),
+        }
     }
 
     fn unavailable(&self, reason: &str) -> AuthError {

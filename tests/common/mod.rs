@@ -97,6 +97,26 @@ pub fn http() -> reqwest::Client {
         .expect("client")
 }
 
+/// `GET url` with a bearer token.
+pub async fn get_with(url: impl reqwest::IntoUrl, token: &str) -> reqwest::Response {
+    http()
+        .get(url)
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("GET")
+}
+
+/// `POST url` with a bearer token.
+pub async fn post_with(url: impl reqwest::IntoUrl, token: &str) -> reqwest::Response {
+    http()
+        .post(url)
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("POST")
+}
+
 /// Standard RFC 9068 claims for `server`, valid for 5 minutes from `clock`.
 pub fn claims(server: &AuthorizationServerHandle, clock: &ManualClock) -> Value {
     let now = clock.unix_seconds();
