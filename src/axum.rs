@@ -30,7 +30,7 @@ use http::request::Parts;
 use serde::de::DeserializeOwned;
 
 use crate::claims::VerifiedToken;
-use crate::error::{AuthError, Responder, TokenProblem};
+use crate::error::{AuthError, Responder, TokenProblem, is_grpc};
 use crate::layer::GuardHandle;
 
 /// The verified claims, deserialized into `T`.
@@ -42,6 +42,7 @@ pub struct Claims<T>(pub T);
 pub struct ClaimsRejection {
     error: AuthError,
     responder: Responder,
+    grpc: bool,
 }
 
 impl ClaimsRejection {
@@ -53,8 +54,13 @@ impl ClaimsRejection {
 
 impl IntoResponse for ClaimsRejection {
     fn into_response(self) -> Response {
+        let mut headers = http::HeaderMap::new();
+        if self.grpc {
+            let grpc = http::HeaderValue::from_static("application/grpc");
+            headers.insert(http::header::CONTENT_TYPE, grpc);
+        }
         self.responder
-            .respond(&self.error)
+            .respond(&self.error, &headers)
             .map(axum::body::Body::from)
     }
 }
@@ -75,6 +81,7 @@ fn verified(parts: &Parts) -> Result<VerifiedToken, ClaimsRejection> {
             Err(ClaimsRejection {
                 error: AuthError::MissingToken,
                 responder: Responder::default(),
+                grpc: is_grpc(&parts.headers),
             })
         }
     }
@@ -110,6 +117,7 @@ where
             ClaimsRejection {
                 error: AuthError::InvalidToken(TokenProblem::BadClaims(e.to_string())),
                 responder: responder(parts),
+                grpc: is_grpc(&parts.headers),
             }
         })
     }

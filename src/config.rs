@@ -92,9 +92,14 @@ impl Guard {
         self.key_status().iter().all(KeyStoreStatus::ready)
     }
 
-    /// The response the layers send for `error` (realm and error hook applied).
-    pub fn error_response(&self, error: &AuthError) -> http::Response<Bytes> {
-        self.inner.responder.respond(error)
+    /// The response the layers send for `error` to a request with these headers
+    /// (realm and error hook applied; a gRPC status for gRPC requests).
+    pub fn error_response(
+        &self,
+        error: &AuthError,
+        request: &http::HeaderMap,
+    ) -> http::Response<Bytes> {
+        self.inner.responder.respond(error, request)
     }
 }
 

@@ -395,6 +395,49 @@ impl AuthError {
     }
 }
 
+/// Whether a request is gRPC: its refusal must then be a gRPC status, because a
+/// gRPC client reads any non-gRPC HTTP answer as `INTERNAL`.
+pub(crate) fn is_grpc(headers: &http::HeaderMap) -> bool {
+    headers
+        .get(CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
+}
+
+impl AuthError {
+    /// The gRPC status code for this error: `UNAUTHENTICATED` (16) for missing,
+    /// malformed or invalid credentials, `PERMISSION_DENIED` (7) for a missing
+    /// scope, `UNAVAILABLE` (14) when no keys could be loaded.
+    pub fn grpc_status(&self) -> u8 {
+        match self {
+            AuthError::MissingToken | AuthError::InvalidRequest(_) | AuthError::InvalidToken(_) => {
+                16
+            }
+            AuthError::InsufficientScope { .. } => 7,
+            AuthError::KeysUnavailable { .. } => 14,
+        }
+    }
+
+    /// The default answer to a gRPC request: a trailers-only response (HTTP 200,
+    /// `content-type: application/grpc`, `grpc-status`, `grpc-message`), keeping
+    /// the RFC 6750 `WWW-Authenticate` challenge.
+    pub fn to_grpc_response(&self, realm: Option<&str>) -> Response<Bytes> {
+        let (mut parts, _) = self.to_response(realm).into_parts();
+        parts.status = StatusCode::OK;
+        parts
+            .headers
+            .insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+        parts.headers.insert(
+            "grpc-status",
+            HeaderValue::from(u16::from(self.grpc_status())),
+        );
+        // Descriptions are printable ASCII without '%': nothing to percent-encode.
+        parts
+            .headers
+            .insert("grpc-message", HeaderValue::from_static(self.description()));
+        Response::from_parts(parts, Bytes::new())
+    }
+}
+
 /// Replaces the whole error response (status, headers, body).
 pub type ErrorHandler = Arc<dyn Fn(&AuthError) -> Response<Bytes> + Send + Sync>;
 
@@ -406,9 +449,12 @@ pub(crate) struct Responder {
 }
 
 impl Responder {
-    pub(crate) fn respond(&self, error: &AuthError) -> Response<Bytes> {
+    /// The answer to a request with these headers: the user's hook, else RFC 6750,
+    /// in gRPC form for gRPC requests.
+    pub(crate) fn respond(&self, error: &AuthError, request: &http::HeaderMap) -> Response<Bytes> {
         match &self.handler {
             Some(handler) => handler(error),
+            None if is_grpc(request) => error.to_grpc_response(self.realm.as_deref()),
             None => error.to_response(self.realm.as_deref()),
         }
     }
@@ -497,6 +543,30 @@ mod tests {
         assert_eq!(r.status(), 503);
         assert_eq!(r.headers()[RETRY_AFTER], "30");
         assert!(r.headers().get(WWW_AUTHENTICATE).is_none());
+    }
+
+    #[test]
+    fn grpc_requests_get_a_grpc_status() {
+        let mut grpc = http::HeaderMap::new();
+        grpc.insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("application/grpc+proto"),
+        );
+        let responder = Responder::default();
+        let r = responder.respond(&AuthError::MissingToken, &grpc);
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.headers()["grpc-status"], "16");
+        assert_eq!(r.headers()[WWW_AUTHENTICATE], "Bearer");
+        assert!(r.body().is_empty());
+        let scope = AuthError::InsufficientScope {
+            required: vec!["a".to_owned()].into(),
+        };
+        assert_eq!(
+            responder.respond(&scope, &grpc).headers()["grpc-status"],
+            "7"
+        );
+        let plain = responder.respond(&scope, &http::HeaderMap::new());
+        assert_eq!(plain.status(), 403);
     }
 
     #[test]

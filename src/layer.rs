@@ -107,7 +107,10 @@ where
                     let response = inner.call(req).await?;
                     Ok(response.map(GuardBody::inner))
                 }
-                Err(error) => Ok(guard.error_response(&error).map(GuardBody::full)),
+                Err(error) => {
+                    let response = guard.error_response(&error, req.headers());
+                    Ok(response.map(GuardBody::full))
+                }
             }
         })
     }

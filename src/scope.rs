@@ -100,12 +100,16 @@ impl RequireScope {
     }
 
     /// The refusal for a request whose verified token misses the requirement.
-    pub(crate) fn refusal(&self, extensions: &http::Extensions) -> Option<Response<Bytes>> {
+    pub(crate) fn refusal(
+        &self,
+        headers: &http::HeaderMap,
+        extensions: &http::Extensions,
+    ) -> Option<Response<Bytes>> {
+        let default = Responder::default();
         let responder = extensions
             .get::<GuardHandle>()
-            .map(|h| &h.0.inner.responder);
-        let respond =
-            |e: &AuthError| responder.map_or_else(|| e.to_response(None), |r| r.respond(e));
+            .map_or(&default, |h| &h.0.inner.responder);
+        let respond = |e: &AuthError| responder.respond(e, headers);
         match extensions.get::<VerifiedToken>() {
             Some(token) if self.is_satisfied_by(token) => None,
             Some(token) => {
@@ -123,7 +127,7 @@ impl RequireScope {
                 tracing::error!(
                     "RequireScope found no verified token: is the Guard layer applied outside this route?"
                 );
-                Some(Responder::default().respond(&AuthError::MissingToken))
+                Some(default.respond(&AuthError::MissingToken, headers))
             }
         }
     }
@@ -160,7 +164,7 @@ where
     }
 
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
-        match self.require.refusal(req.extensions()) {
+        match self.require.refusal(req.headers(), req.extensions()) {
             None => ResponseFuture {
                 state: State::Inner {
                     future: self.inner.call(req),
@@ -239,7 +243,7 @@ mod tests {
     #[test]
     fn missing_token_is_a_loud_401() {
         let r = RequireScope::all(["a"])
-            .refusal(&http::Extensions::new())
+            .refusal(&http::HeaderMap::new(), &http::Extensions::new())
             .expect("refused");
         assert_eq!(r.status(), 401);
     }

@@ -311,7 +311,7 @@ impl Gateway {
         } else {
             match self.shared.guard.validate_headers(req.headers()).await {
                 Ok(token) => Some(token),
-                Err(e) => return count("rejected", self.refusal(&e)),
+                Err(e) => return count("rejected", self.refusal(&e, req.headers())),
             }
         };
         if let Some(t) = &token
@@ -323,13 +323,13 @@ impl Gateway {
             let e = AuthError::InsufficientScope {
                 required: required.clone(),
             };
-            return count("forbidden", self.refusal(&e));
+            return count("forbidden", self.refusal(&e, req.headers()));
         }
         self.forward(req, &path, token.as_ref()).await
     }
 
-    fn refusal(&self, error: &AuthError) -> Response<GatewayBody> {
-        self.shared.guard.error_response(error).map(full)
+    fn refusal(&self, error: &AuthError, request: &http::HeaderMap) -> Response<GatewayBody> {
+        self.shared.guard.error_response(error, request).map(full)
     }
 
     async fn forward(
