@@ -12,6 +12,13 @@ use metrics_exporter_prometheus::PrometheusBuilder;
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
+    // `verify` prints its verdict on stdout; keep stderr quiet unless asked.
+    let quiet = matches!(cli.command, Command::Verify(_));
+    init_logging(if quiet {
+        tracing::Level::WARN
+    } else {
+        tracing::Level::INFO
+    });
     match cli.command {
         Command::Verify(args) => run_verify(args).await,
         Command::Gateway(args) => run_gateway(args).await,
@@ -96,6 +103,21 @@ async fn run_gateway(args: bearer_guard::cli::GatewayArgs) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Logs to stderr at the level named by `BEARER_GUARD_LOG` (error, warn, info,
+/// debug, trace; default `default`). Tokens never reach the logs: the library
+/// records issuer, kid, subject and the reason, not the credentials.
+fn init_logging(default: tracing::Level) {
+    let level = std::env::var("BEARER_GUARD_LOG")
+        .ok()
+        .and_then(|l| l.parse::<tracing::Level>().ok())
+        .unwrap_or(default);
+    tracing_subscriber::fmt()
+        .with_max_level(level)
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .init();
 }
 
 fn usage(e: &dyn std::fmt::Display) -> ExitCode {
