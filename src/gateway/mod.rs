@@ -253,7 +253,7 @@ impl Gateway {
                     let this = self.clone();
                     let service = hyper::service::service_fn(move |req| {
                         let this = this.clone();
-                        async move { Ok::<_, Infallible>(this.handle(req, mode).await) }
+                        async move { Ok::<_, Infallible>(this.handle_logged(req, mode).await) }
                     });
                     let conn = builder.serve_connection(TokioIo::new(stream), service).into_owned();
                     let conn = graceful.watch(conn);
@@ -274,6 +274,23 @@ impl Gateway {
             tracing::warn!("shutdown timeout: in-flight requests abandoned");
         }
         Ok(())
+    }
+
+    /// One access-log line per request: method, path as received (no query, which
+    /// may carry secrets), status and time. Never a header or a token.
+    async fn handle_logged(&self, req: Request<Incoming>, mode: Mode) -> Response<GatewayBody> {
+        let started = std::time::Instant::now();
+        let method = req.method().clone();
+        let path = req.uri().path().to_owned();
+        let response = self.handle(req, mode).await;
+        tracing::info!(
+            %method,
+            path,
+            status = response.status().as_u16(),
+            micros = started.elapsed().as_micros() as u64,
+            "request"
+        );
+        response
     }
 
     async fn handle(&self, req: Request<Incoming>, mode: Mode) -> Response<GatewayBody> {
