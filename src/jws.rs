@@ -239,13 +239,18 @@ pub struct TokenHeader {
 }
 
 /// A compact JWS split into its parts, with header and payload decoded.
+///
+/// `pub` only so that the hidden `__fuzz` entry points can hand it out; the
+/// module is private, so it is not reachable otherwise.
 #[derive(Debug)]
-pub(crate) struct CompactJws<'a> {
+pub struct CompactJws<'a> {
     /// `BASE64URL(header) || '.' || BASE64URL(payload)`: what the signature covers.
     pub signing_input: &'a [u8],
+    /// The protected header members verification needs.
     pub header: TokenHeader,
     /// The decoded payload: the claims' JSON text, not yet trusted.
     pub payload: Vec<u8>,
+    /// The decoded signature.
     pub signature: Vec<u8>,
 }
 

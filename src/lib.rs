@@ -62,6 +62,14 @@ pub mod cli;
 #[cfg(feature = "gateway")]
 pub mod gateway;
 
+// Fuzzing entry points. Behind an internal feature rather than `cfg(fuzzing)`:
+// the fuzz crate enables it by name, so it builds the same with cargo-fuzz, with
+// hand-written sancov flags, and in the stable corpus-replay test; and ordinary
+// users never compile it or see it in the API.
+#[cfg(feature = "__fuzz")]
+#[doc(hidden)]
+pub mod __fuzz;
+
 pub use claims::{Scopes, VerifiedToken};
 pub use config::{BuildError, Guard, GuardBuilder};
 pub use error::AuthError;

@@ -1,0 +1,243 @@
+//! What each fuzz target does with one input, and the properties it checks.
+//!
+//! Shared by the libFuzzer targets in `fuzz_targets/` and by the stable corpus
+//! replay in `tests/fuzz_corpus.rs` (which includes this file by path), so both
+//! run the very same code. Every function takes arbitrary bytes and panics only
+//! when a property of the library fails.
+
+use std::sync::OnceLock;
+
+use aws_lc_rs::hmac;
+use aws_lc_rs::signature::Ed25519KeyPair;
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use bearer_guard::__fuzz;
+use bearer_guard::clock::ManualClock;
+use bearer_guard::{Algorithm, AuthError, Guard, Issuer, TypPolicy};
+use http::header::{AUTHORIZATION, COOKIE};
+use http::{HeaderMap, HeaderValue};
+
+/// The fixed time of the validation targets (2023-11-14T22:13:20Z).
+pub const NOW: u64 = 1_700_000_000;
+/// An issuer whose one key is a fixed Ed25519 key, from a static JWKS.
+pub const ED_ISSUER: &str = "https://ed.example";
+/// An issuer with a fixed HS256 shared secret.
+pub const HS_ISSUER: &str = "https://hs.example";
+pub const AUDIENCE: &str = "https://api.example";
+// Fixed keys: Ed25519 and HMAC signatures are deterministic, so a valid token is
+// the same bytes in every run and the fuzzer's corpus stays meaningful.
+const ED_SEED: [u8; 32] = [7; 32];
+const HS_SECRET: &[u8; 32] = b"bearer-guard fuzz fixture secret";
+
+fn b64(bytes: impl AsRef<[u8]>) -> String {
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+fn ed_key() -> Ed25519KeyPair {
+    Ed25519KeyPair::from_seed_unchecked(&ED_SEED).expect("a 32-byte seed")
+}
+
+/// A guard over both fixed issuers; keys never fetched, so validation never waits.
+pub fn guard() -> &'static Guard {
+    static GUARD: OnceLock<Guard> = OnceLock::new();
+    GUARD.get_or_init(|| {
+        use aws_lc_rs::signature::KeyPair as _;
+        let x = b64(ed_key().public_key());
+        let jwks = format!(
+            r#"{{"keys":[{{"kty":"OKP","crv":"Ed25519","kid":"ed","alg":"EdDSA","x":"{x}"}}]}}"#
+        );
+        Guard::builder()
+            .issuer(Issuer::new(ED_ISSUER).jwks_document(jwks))
+            .issuer(
+                Issuer::new(HS_ISSUER)
+                    .shared_secret(HS_SECRET)
+                    .algorithms([Algorithm::HS256]),
+            )
+            .audience(AUDIENCE)
+            .realm("fuzz")
+            .clock(ManualClock::at_unix(NOW))
+            .build()
+            .expect("the fixture guard builds")
+    })
+}
+
+/// `header.payload.signature` over the given JSON texts, signed by the fixture key
+/// of `issuer` (0: Ed25519, 1: HS256).
+pub fn sign(issuer: u8, header: &[u8], payload: &[u8]) -> String {
+    let input = format!("{}.{}", b64(header), b64(payload));
+    let signature = if issuer & 1 == 0 {
+        ed_key().sign(input.as_bytes()).as_ref().to_vec()
+    } else {
+        let key = hmac::Key::new(hmac::HMAC_SHA256, HS_SECRET);
+        hmac::sign(&key, input.as_bytes()).as_ref().to_vec()
+    };
+    format!("{input}.{}", b64(signature))
+}
+
+/// The header and claims of the valid token of `issuer` (0 or 1).
+pub fn valid_parts(issuer: u8) -> (String, String) {
+    let (alg, kid, iss) = if issuer & 1 == 0 {
+        ("EdDSA", r#","kid":"ed""#, ED_ISSUER)
+    } else {
+        ("HS256", "", HS_ISSUER)
+    };
+    let header = format!(r#"{{"alg":"{alg}"{kid},"typ":"at+jwt"}}"#);
+    let claims = format!(
+        r#"{{"iss":"{iss}","sub":"fuzz","aud":"{AUDIENCE}","exp":{},"nbf":{NOW},"iat":{NOW},"client_id":"svc","scope":"orders:read"}}"#,
+        NOW + 300
+    );
+    (header, claims)
+}
+
+pub fn valid_token(issuer: u8) -> String {
+    let (header, claims) = valid_parts(issuer);
+    sign(issuer, header.as_bytes(), claims.as_bytes())
+}
+
+/// Every refusal must be a client error with an RFC 6750 answer, never a 5xx.
+fn check_refusal(guard: &Guard, error: &AuthError) {
+    let response = guard.error_response(error, &HeaderMap::new());
+    assert!(
+        response.status().is_client_error(),
+        "{error:?} answered {}",
+        response.status()
+    );
+}
+
+/// Target `extract_token`: lines of `Authorization` values (or `Cookie` values,
+/// after a `c:` prefix); the first byte picks the size cap and the cookie source.
+pub fn extract_token(data: &[u8]) {
+    let Some((&first, rest)) = data.split_first() else {
+        return;
+    };
+    let max_len = 1 + usize::from(first & 0x7f);
+    let cookie = (first & 0x80 != 0).then_some("at");
+    let mut headers = HeaderMap::new();
+    for line in rest.split(|&b| b == b'\n') {
+        let (name, value) = match line.strip_prefix(b"c:") {
+            Some(value) => (COOKIE, value),
+            None => (AUTHORIZATION, line),
+        };
+        if let Ok(value) = HeaderValue::from_bytes(value) {
+            headers.append(name, value);
+        }
+    }
+    match __fuzz::extract_token(&headers, max_len, cookie) {
+        Ok(token) => {
+            assert!(!token.is_empty() && token.len() <= max_len, "{token:?}");
+            let found = headers.values().any(|v| {
+                v.as_bytes()
+                    .windows(token.len())
+                    .any(|w| w == token.as_bytes())
+            });
+            assert!(found, "the token {token:?} is not from the request");
+        }
+        Err(e) => check_refusal(guard(), &e),
+    }
+}
+
+/// Target `jws_parse`: the first byte picks the typ policy, the rest is the token.
+pub fn jws_parse(data: &[u8]) {
+    let Some((&first, rest)) = data.split_first() else {
+        return;
+    };
+    let Ok(token) = std::str::from_utf8(rest) else {
+        return;
+    };
+    let policy = if first & 1 == 0 {
+        TypPolicy::Lenient
+    } else {
+        TypPolicy::StrictRfc9068
+    };
+    if let Ok(jws) = __fuzz::parse_jws(token, policy) {
+        // Strict base64url has one encoding per value, so the parts re-encode to
+        // exactly the token: nothing was skipped, trimmed or normalised.
+        let rebuilt = format!(
+            "{}.{}",
+            std::str::from_utf8(jws.signing_input).expect("ASCII"),
+            b64(&jws.signature)
+        );
+        assert_eq!(rebuilt, token);
+        let (_, payload) = std::str::from_utf8(jws.signing_input)
+            .expect("ASCII")
+            .split_once('.')
+            .expect("two segments in the signing input");
+        assert_eq!(b64(&jws.payload), payload);
+        assert!(!jws.signature.is_empty());
+    }
+}
+
+fn validate(token: &str) {
+    let guard = guard();
+    match __fuzz::validate_at(guard, token, NOW) {
+        Ok(verified) => {
+            assert!([ED_ISSUER, HS_ISSUER].contains(&verified.issuer()));
+            assert!(verified.audiences().iter().any(|a| a == AUDIENCE));
+            assert!(verified.expires_at() + 60 > NOW);
+        }
+        Err(e) => check_refusal(guard, &e),
+    }
+}
+
+/// Target `validate`: arbitrary bytes as a token, through every check.
+pub fn validate_bytes(data: &[u8]) {
+    validate(&String::from_utf8_lossy(data));
+}
+
+/// Target `validate_structured`: one segment of a valid token is replaced or
+/// flipped, so the fuzzer spends its time past the parsers.
+///
+/// `data[0]`: which issuer's token (bit 0), which segment (bits 1-2), how (bits 3-4):
+/// 0 decoded bytes replaced by the rest of `data`; 1 the same, then re-signed, so
+/// fuzzed header or claims JSON meets the time, audience and key checks with a
+/// good signature; 2 decoded bytes XOR-ed with the rest; 3 the segment's text
+/// replaced verbatim.
+pub fn validate_structured(data: &[u8]) {
+    let Some((&first, rest)) = data.split_first() else {
+        return;
+    };
+    let issuer = first & 1;
+    let which = usize::from((first >> 1) & 3) % 3;
+    let (header, claims) = valid_parts(issuer);
+    let token = valid_token(issuer);
+    let mut segments: Vec<String> = token.split('.').map(str::to_owned).collect();
+    match (first >> 3) & 3 {
+        0 => segments[which] = b64(rest),
+        1 => {
+            let (h, p) = match which {
+                0 => (rest, claims.as_bytes()),
+                _ => (header.as_bytes(), rest),
+            };
+            segments = sign(issuer, h, p).split('.').map(str::to_owned).collect();
+        }
+        2 => {
+            let mut decoded = URL_SAFE_NO_PAD.decode(&segments[which]).expect("valid");
+            for (byte, flip) in decoded.iter_mut().zip(rest) {
+                *byte ^= flip;
+            }
+            segments[which] = b64(decoded);
+        }
+        _ => segments[which] = String::from_utf8_lossy(rest).into_owned(),
+    }
+    validate(&segments.join("."));
+}
+
+/// Target `jwks`: a JWKS document with the default algorithms and key limit.
+pub fn jwks(data: &[u8]) {
+    if let Ok(count) = __fuzz::keys_from_jwks(data, &Algorithm::DEFAULT, 100) {
+        assert!((1..=100).contains(&count), "{count} keys");
+    }
+}
+
+/// Target `discovery`: a metadata document for a fixed issuer; bit 0 of the last
+/// byte allows plain http.
+pub fn discovery(data: &[u8]) {
+    const ISSUER: &str = "https://idp.example/tenant";
+    let allow_http = data.last().is_some_and(|b| b & 1 == 1);
+    if let Ok(uri) = __fuzz::jwks_uri_from_metadata(data, ISSUER, allow_http) {
+        assert!(
+            uri.starts_with("https://") || uri.starts_with("http://"),
+            "{uri}"
+        );
+    }
+}
