@@ -57,6 +57,12 @@ fn discovery_corpus_replays_cleanly() {
     replay("discovery", harness::discovery);
 }
 
+#[cfg(feature = "gateway")]
+#[test]
+fn gateway_path_corpus_replays_cleanly() {
+    replay("gateway_path", harness::gateway_path);
+}
+
 #[test]
 fn the_fixture_token_is_valid_for_both_issuers() {
     // Guards the structure-aware target: if the fixture token were refused, every

@@ -241,3 +241,30 @@ pub fn discovery(data: &[u8]) {
         );
     }
 }
+
+/// The gateway's path normaliser: an accepted path is canonical (absolute, no
+/// `.`, `..` or empty segments) and normalising it again changes nothing.
+#[cfg(feature = "gateway")]
+pub fn gateway_path(data: &[u8]) {
+    use bearer_guard::gateway::path::normalize_path;
+    let Ok(path) = std::str::from_utf8(data) else {
+        return;
+    };
+    if let Ok(normal) = normalize_path(path) {
+        assert!(normal.starts_with('/'), "{path:?} -> {normal:?}");
+        assert!(!normal.contains("//"), "{path:?} -> {normal:?}");
+        let inner = normal.trim_end_matches('/');
+        assert!(
+            inner
+                .split('/')
+                .skip(1)
+                .all(|s| !s.is_empty() && s != "." && s != ".."),
+            "{path:?} -> {normal:?}"
+        );
+        assert_eq!(
+            normalize_path(&normal).as_deref(),
+            Ok(normal.as_str()),
+            "{path:?}"
+        );
+    }
+}
