@@ -32,7 +32,10 @@
 # seen, against the same server after one token.
 #
 # Reported: req/s, p50, p99 (wrk --latency), peak RSS (VmHWM from
-# /proc/PID/status after the run), and req/s ratios vs jwt-authorizer and noauth.
+# /proc/PID/status after the run), req/s ratios vs jwt-authorizer and noauth, and
+# from /proc/stat over the run: the share of the server's core the server used
+# (well under 100 %: wrk, not the server, was the limit) and the share others
+# used (above a few %: the figure is disturbed; run again on a quiet machine).
 # The figures are only as good as the machine is quiet: look at the load average
 # printed first and last. One wrk thread can itself be the limit for noauth (more so
 # with the Lua rotation, which costs wrk per request), so noauth's req/s is a floor
@@ -239,6 +242,11 @@ check_contract() { # check_contract NAME: the same answers from every server
     expect "$name" 403 "scope missing" -H "Authorization: Bearer $NO_SCOPE_TOKEN"
 }
 
+# Jiffies of the server's core: "busy total" (busy: user+nice+system, where a
+# process's own work shows), and of one process (utime+stime).
+core_jiffies() { awk -v c="cpu$SERVER_CPU" '$1 == c { print $2 + $3 + $4, $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9 }' /proc/stat; }
+pid_jiffies() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+
 peak_rss_kib() { awk '$1 == "VmHWM:" { print $2 }' "/proc/$1/status"; }
 
 ms() { # wrk's latency ("812.00us", "1.23ms", "1.01s") in ms
@@ -267,7 +275,18 @@ measure() { # measure ALG NAME SCENARIO: one wrk run on a fresh server
     local alg=$1 name=$2 scenario=$3 out=$WORK/wrk.out
     start_server "$name"
     check_contract "$name"
+    local core0 pid0 core1 pid1 busy0 total0 busy1 total1
+    core0=$(core_jiffies) pid0=$(pid_jiffies "$SERVER_PID")
     run_wrk "$scenario" "$out"
+    core1=$(core_jiffies) pid1=$(pid_jiffies "$SERVER_PID")
+    read -r busy0 total0 <<<"$core0"
+    read -r busy1 total1 <<<"$core1"
+    # How much of its core the server used (well under 100: wrk was the limit, or
+    # another process took the core), and how much of the core others used.
+    local total=$((total1 - total0 > 0 ? total1 - total0 : 1)) server_pct others_pct
+    server_pct=$(((pid1 - pid0) * 100 / total))
+    others_pct=$((((busy1 - busy0) - (pid1 - pid0)) * 100 / total))
+    ((others_pct >= 0)) || others_pct=0
     local rss rps p50 p99 non2xx
     rss=$(peak_rss_kib "$SERVER_PID")
     stop "$SERVER_PID"
@@ -279,11 +298,11 @@ measure() { # measure ALG NAME SCENARIO: one wrk run on a fresh server
     non2xx=$(awk '/Non-2xx/ { n += $NF }
         /Socket errors/ { gsub(",", ""); n += $4 + $6 + $8 + $10 }
         END { print n + 0 }' "$out")
-    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$alg" "$scenario" "$name" "$rps" "$p50" "$p99" \
-        "$((rss / 1024))" "$non2xx" >>"$RESULTS"
-    say "$(printf '  %-7s %-7s %-15s %10s req/s  p50 %7s ms  p99 %7s ms  peak RSS %4s MiB%s' \
-        "$alg" "$scenario" "$name" "$rps" "$p50" "$p99" "$((rss / 1024))" \
-        "$( ((non2xx == 0)) || echo "  ($non2xx errors)")")"
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$alg" "$scenario" "$name" "$rps" "$p50" \
+        "$p99" "$((rss / 1024))" "$non2xx" "$server_pct" "$others_pct" >>"$RESULTS"
+    say "$(printf '  %-7s %-7s %-15s %10s req/s  p50 %7s ms  p99 %7s ms  peak RSS %4s MiB  CPU%s: server %3s%%, others %3s%%%s' \
+        "$alg" "$scenario" "$name" "$rps" "$p50" "$p99" "$((rss / 1024))" "$SERVER_CPU" \
+        "$server_pct" "$others_pct" "$( ((non2xx == 0)) || echo "  ($non2xx errors)")")"
 }
 
 RSS_LINES=()
@@ -331,8 +350,8 @@ say "done in $(($(date +%s) - START)) s; load average: $(cut -d' ' -f1-3 /proc/l
 echo
 echo "wrk -t1 -c$CONNECTIONS -d${DURATION}s, server on 1 core; load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo
-echo "| alg | tokens | server | req/s | p50 ms | p99 ms | peak RSS MiB | × jwt-authorizer | × noauth |"
-echo "|---|---|---|---:|---:|---:|---:|---:|---:|"
+echo "| alg | tokens | server | req/s | p50 ms | p99 ms | peak RSS MiB | × jwt-authorizer | × noauth | server CPU % | others on its CPU % |"
+echo "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"
 awk -F'\t' -v tokens="$TOKENS" '
     { key = $1 SUBSEP $2; rows[NR] = $0
       if ($3 == "jwt-authorizer") ja[key] = $4
@@ -341,9 +360,9 @@ awk -F'\t' -v tokens="$TOKENS" '
     END { for (i = 1; i <= NR; i++) {
         split(rows[i], f, "\t"); key = f[1] SUBSEP f[2]
         name = f[3]; if (f[8] > 0) name = name " (" f[8] " errors)"
-        printf "| %s | %s | %s | %.0f | %s | %s | %s | %s | %s |\n", f[1],
+        printf "| %s | %s | %s | %.0f | %s | %s | %s | %s | %s | %s | %s |\n", f[1],
             (f[2] == "reused" ? "1 reused" : tokens " rotated"), name, f[4], f[5], f[6], f[7],
-            ratio(f[4], ja[key]), ratio(f[4], na[key]) } }' "$RESULTS"
+            ratio(f[4], ja[key]), ratio(f[4], na[key]), f[9], f[10] } }' "$RESULTS"
 echo
 echo "bearer-guard (cache on) peak RSS (VmHWM) under the same load, after 1 s with one token, then after ${RSS_DURATION} s of $TOKENS rotated tokens:"
 echo
