@@ -33,10 +33,7 @@ async fn accepts_tokens_of_every_signing_algorithm() {
     ] {
         let server = authz_server(&clock, |b| b.signing_algorithm(alg)).await;
         let guard = guard_builder(&server, &clock).build().unwrap();
-        let token = server
-            .client_credentials_token("svc", &["orders:read"])
-            .await
-            .unwrap();
+        let token = svc_token(&server).await;
         let verified = guard.validate(&token).await.expect("valid");
         assert_eq!(verified.algorithm().as_str(), alg.jws_name());
         assert_eq!(verified.subject(), Some("svc"));
@@ -49,9 +46,7 @@ async fn accepts_tokens_of_every_signing_algorithm() {
 
 #[tokio::test]
 async fn rejects_alg_none() {
-    let clock = ManualClock::starting_now();
-    let server = authz_server(&clock, |b| b).await;
-    let guard = guard_builder(&server, &clock).build().unwrap();
+    let (clock, server, guard) = fixture().await;
     let token = token_with(&server, &clock, json!({}), json!({}));
     let (header_and_claims, _) = token.rsplit_once('.').unwrap();
     let (_, claims) = header_and_claims.split_once('.').unwrap();
@@ -78,9 +73,7 @@ fn base64_json(v: &Value) -> String {
 #[tokio::test]
 async fn rejects_hs256_signed_with_rsa_public_key() {
     use aws_lc_rs::hmac;
-    let clock = ManualClock::starting_now();
-    let server = authz_server(&clock, |b| b).await;
-    let guard = guard_builder(&server, &clock).build().unwrap();
+    let (clock, server, guard) = fixture().await;
     let jwks = http()
         .get(server.jwks_uri())
         .send()
@@ -112,9 +105,7 @@ async fn rejects_hs256_signed_with_rsa_public_key() {
 
 #[tokio::test]
 async fn rejects_crit_header_and_ignores_jku() {
-    let clock = ManualClock::starting_now();
-    let server = authz_server(&clock, |b| b).await;
-    let guard = guard_builder(&server, &clock).build().unwrap();
+    let (clock, server, guard) = fixture().await;
     let crit = token_with(&server, &clock, json!({"crit": ["exp"]}), json!({}));
     assert_eq!(
         problem(guard.validate(&crit).await),
@@ -129,9 +120,7 @@ async fn rejects_crit_header_and_ignores_jku() {
 
 #[tokio::test]
 async fn rejects_string_exp_and_missing_exp() {
-    let clock = ManualClock::starting_now();
-    let server = authz_server(&clock, |b| b).await;
-    let guard = guard_builder(&server, &clock).build().unwrap();
+    let (clock, server, guard) = fixture().await;
     let exp = (clock.unix_seconds() + 300).to_string();
     let string_exp = token_with(&server, &clock, json!({}), json!({"exp": exp}));
     assert!(matches!(
@@ -147,9 +136,7 @@ async fn rejects_string_exp_and_missing_exp() {
 
 #[tokio::test]
 async fn rejects_unknown_issuer_without_fetching() {
-    let clock = ManualClock::starting_now();
-    let server = authz_server(&clock, |b| b).await;
-    let guard = guard_builder(&server, &clock).build().unwrap();
+    let (clock, server, guard) = fixture().await;
     for iss in [
         format!("{}/", server.issuer()),
         server.issuer().to_uppercase(),
@@ -172,13 +159,8 @@ async fn rejects_unknown_issuer_without_fetching() {
 
 #[tokio::test]
 async fn checks_times_with_leeway_on_the_injected_clock() {
-    let clock = ManualClock::starting_now();
-    let server = authz_server(&clock, |b| b).await;
-    let guard = guard_builder(&server, &clock).build().unwrap();
-    let token = server
-        .client_credentials_token("svc", &["orders:read"])
-        .await
-        .unwrap();
+    let (clock, server, guard) = fixture().await;
+    let token = svc_token(&server).await;
     assert!(guard.validate(&token).await.is_ok());
     at(&clock, 300 + 59); // lifetime 300 s, leeway 60 s
     assert!(guard.validate(&token).await.is_ok());
@@ -205,9 +187,7 @@ async fn checks_times_with_leeway_on_the_injected_clock() {
 
 #[tokio::test]
 async fn checks_audience_string_or_array() {
-    let clock = ManualClock::starting_now();
-    let server = authz_server(&clock, |b| b).await;
-    let guard = guard_builder(&server, &clock).build().unwrap();
+    let (clock, server, guard) = fixture().await;
     let array = token_with(&server, &clock, json!({}), json!({"aud": ["x", API]}));
     assert!(guard.validate(&array).await.is_ok());
     for aud in [
@@ -268,9 +248,7 @@ async fn strict_rfc9068_refuses_plain_jwts() {
 
 #[tokio::test]
 async fn rejects_a_valid_signature_from_a_key_the_issuer_never_published() {
-    let clock = ManualClock::starting_now();
-    let server = authz_server(&clock, |b| b).await;
-    let guard = guard_builder(&server, &clock).build().unwrap();
+    let (clock, server, guard) = fixture().await;
     let forged = server.mint(
         json!({}),
         claims(&server, &clock),
@@ -297,13 +275,8 @@ async fn rejects_a_valid_signature_from_a_key_the_issuer_never_published() {
 
 #[tokio::test]
 async fn concurrent_first_requests_share_one_fetch() {
-    let clock = ManualClock::starting_now();
-    let server = authz_server(&clock, |b| b).await;
-    let guard = guard_builder(&server, &clock).build().unwrap();
-    let token = server
-        .client_credentials_token("svc", &["orders:read"])
-        .await
-        .unwrap();
+    let (_clock, server, guard) = fixture().await;
+    let token = svc_token(&server).await;
     let tasks: Vec<_> = (0..100)
         .map(|_| {
             let (guard, token) = (guard.clone(), token.clone());
@@ -318,9 +291,7 @@ async fn concurrent_first_requests_share_one_fetch() {
 
 #[tokio::test]
 async fn unknown_kid_refetches_once_per_cooldown() {
-    let clock = ManualClock::starting_now();
-    let server = authz_server(&clock, |b| b).await;
-    let guard = guard_builder(&server, &clock).build().unwrap();
+    let (clock, server, guard) = fixture().await;
     guard.prefetch().await.unwrap();
     assert_eq!(server.jwks_fetch_count(), 1);
     let unknown = |s: &_| {
@@ -352,9 +323,7 @@ async fn unknown_kid_refetches_once_per_cooldown() {
 
 #[tokio::test]
 async fn concurrent_misses_share_one_fetch() {
-    let clock = ManualClock::starting_now();
-    let server = authz_server(&clock, |b| b).await;
-    let guard = guard_builder(&server, &clock).build().unwrap();
+    let (clock, server, guard) = fixture().await;
     guard.prefetch().await.unwrap();
     let tasks: Vec<_> = (0..50)
         .map(|i| {
@@ -375,21 +344,13 @@ async fn concurrent_misses_share_one_fetch() {
 
 #[tokio::test]
 async fn rotated_keys_are_picked_up_without_restart_and_removed_kids_stop_validating() {
-    let clock = ManualClock::starting_now();
-    let server = authz_server(&clock, |b| b).await;
-    let guard = guard_builder(&server, &clock).build().unwrap();
-    let old_token = server
-        .client_credentials_token("svc", &["orders:read"])
-        .await
-        .unwrap();
+    let (_clock, server, guard) = fixture().await;
+    let old_token = svc_token(&server).await;
     assert!(guard.validate(&old_token).await.is_ok());
     let old_kid = server.active_kid();
 
     let new_kid = server.rotate_signing_key(SigningAlgorithm::Es256);
-    let new_token = server
-        .client_credentials_token("svc", &["orders:read"])
-        .await
-        .unwrap();
+    let new_token = svc_token(&server).await;
     let verified = guard
         .validate(&new_token)
         .await
@@ -459,10 +420,7 @@ async fn issuer_down_from_the_start_gets_503_with_retry_after() {
     server.set_jwks_behavior(JwksBehavior::Status(503));
     let guard = guard_builder(&server, &clock).build().unwrap();
     let api = serve(orders_api(&guard)).await;
-    let token = server
-        .client_credentials_token("svc", &["orders:read"])
-        .await
-        .unwrap();
+    let token = svc_token(&server).await;
     let r = get_with(format!("{api}/orders"), &token).await;
     assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert!(r.headers().get(WWW_AUTHENTICATE).is_none());
@@ -494,10 +452,7 @@ async fn slow_issuer_times_out_and_never_hangs_a_request() {
         .fetch_timeout(Duration::from_millis(200))
         .build()
         .unwrap();
-    let token = server
-        .client_credentials_token("svc", &["orders:read"])
-        .await
-        .unwrap();
+    let token = svc_token(&server).await;
     let e = guard.validate(&token).await.unwrap_err();
     assert!(
         matches!(&e, AuthError::KeysUnavailable { reason, .. } if reason.contains("timed out")),
@@ -583,10 +538,7 @@ async fn discovery_finds_the_jwks_and_checks_the_issuer() {
         .clock(clock.clone())
         .build()
         .unwrap();
-    let token = server
-        .client_credentials_token("svc", &["orders:read"])
-        .await
-        .unwrap();
+    let token = svc_token(&server).await;
     assert!(guard.validate(&token).await.is_ok());
 
     // Configured with a trailing slash, the metadata's issuer does not match.
@@ -647,9 +599,7 @@ async fn a_key_from_one_issuer_never_verifies_another_issuers_token() {
 
 #[tokio::test]
 async fn missing_token_gets_401_without_error_code() {
-    let clock = ManualClock::starting_now();
-    let server = authz_server(&clock, |b| b).await;
-    let guard = guard_builder(&server, &clock).build().unwrap();
+    let (_clock, _server, guard) = fixture().await;
     let api = serve(orders_api(&guard)).await;
     let r = http().get(format!("{api}/orders")).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
@@ -665,9 +615,7 @@ async fn missing_token_gets_401_without_error_code() {
 
 #[tokio::test]
 async fn malformed_requests_get_400_and_bad_tokens_401() {
-    let clock = ManualClock::starting_now();
-    let server = authz_server(&clock, |b| b).await;
-    let guard = guard_builder(&server, &clock).build().unwrap();
+    let (_clock, _server, guard) = fixture().await;
     let api = serve(orders_api(&guard)).await;
     let r = http()
         .get(format!("{api}/orders"))
@@ -708,9 +656,7 @@ async fn malformed_requests_get_400_and_bad_tokens_401() {
 
 #[tokio::test]
 async fn insufficient_scope_gets_403_with_scope() {
-    let clock = ManualClock::starting_now();
-    let server = authz_server(&clock, |b| b).await;
-    let guard = guard_builder(&server, &clock).build().unwrap();
+    let (_clock, server, guard) = fixture().await;
     let api = serve(orders_api(&guard)).await;
     let reader = server
         .client_credentials_token("reader", &["orders:read"])
@@ -764,9 +710,7 @@ async fn works_under_plain_hyper() {
     use hyper_util::service::TowerToHyperService;
     use tower::ServiceBuilder;
 
-    let clock = ManualClock::starting_now();
-    let server = authz_server(&clock, |b| b).await;
-    let guard = guard_builder(&server, &clock).build().unwrap();
+    let (_clock, server, guard) = fixture().await;
     let service = ServiceBuilder::new().layer(guard.layer()).service_fn(
         |req: http::Request<hyper::body::Incoming>| async move {
             let token = req
@@ -792,10 +736,7 @@ async fn works_under_plain_hyper() {
             tokio::spawn(http1::Builder::new().serve_connection(TokioIo::new(stream), service));
         }
     });
-    let token = server
-        .client_credentials_token("svc", &["orders:read"])
-        .await
-        .unwrap();
+    let token = svc_token(&server).await;
     let r = get_with(format!("http://{addr}/"), &token).await;
     assert_eq!(r.status(), StatusCode::OK);
     assert_eq!(r.text().await.unwrap(), "svc");
@@ -813,9 +754,7 @@ async fn claims_extractor_deserializes_the_applications_type() {
         sub: String,
         tenant: String,
     }
-    let clock = ManualClock::starting_now();
-    let server = authz_server(&clock, |b| b).await;
-    let guard = guard_builder(&server, &clock).build().unwrap();
+    let (clock, server, guard) = fixture().await;
     let app = axum::Router::new()
         .route(
             "/t",

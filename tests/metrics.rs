@@ -7,7 +7,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
-use bearer_guard::clock::{Clock, ManualClock};
+use bearer_guard::clock::Clock;
 use common::*;
 use metrics::{
     Counter, CounterFn, Gauge, GaugeFn, Histogram, Key, KeyName, Metadata, Recorder, SharedString,
@@ -73,13 +73,8 @@ async fn counts_validations_fetches_and_keys() {
     let values = recorder.0.clone();
     metrics::set_global_recorder(recorder).expect("the only recorder in this test binary");
 
-    let clock = ManualClock::starting_now();
-    let server = authz_server(&clock, |b| b).await;
-    let guard = guard_builder(&server, &clock).build().unwrap();
-    let good = server
-        .client_credentials_token("svc", &["orders:read"])
-        .await
-        .unwrap();
+    let (clock, server, guard) = fixture().await;
+    let good = svc_token(&server).await;
     let expired = token_with(
         &server,
         &clock,

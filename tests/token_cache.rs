@@ -12,13 +12,8 @@ use serde_json::json;
 
 #[tokio::test]
 async fn cached_token_still_expires_on_the_clock() {
-    let clock = ManualClock::starting_now();
-    let server = authz_server(&clock, |b| b).await;
-    let guard = guard_builder(&server, &clock).build().unwrap();
-    let token = server
-        .client_credentials_token("svc", &["orders:read"])
-        .await
-        .unwrap();
+    let (clock, server, guard) = fixture().await;
+    let token = svc_token(&server).await;
     for _ in 0..3 {
         assert!(guard.validate(&token).await.is_ok());
     }
@@ -31,9 +26,7 @@ async fn cached_token_still_expires_on_the_clock() {
 
 #[tokio::test]
 async fn cached_token_is_reverified_when_its_key_leaves_the_key_set() {
-    let clock = ManualClock::starting_now();
-    let server = authz_server(&clock, |b| b).await;
-    let guard = guard_builder(&server, &clock).build().unwrap();
+    let (clock, server, guard) = fixture().await;
     let token = token_with(
         &server,
         &clock,
@@ -54,9 +47,7 @@ async fn cached_token_is_reverified_when_its_key_leaves_the_key_set() {
 
 #[tokio::test]
 async fn cached_token_is_still_held_to_each_routes_scope() {
-    let clock = ManualClock::starting_now();
-    let server = authz_server(&clock, |b| b).await;
-    let guard = guard_builder(&server, &clock).build().unwrap();
+    let (_clock, server, guard) = fixture().await;
     let api = serve(orders_api(&guard)).await;
     let reader = server
         .client_credentials_token("reader", &["orders:read"])
@@ -79,10 +70,7 @@ async fn answers_are_the_same_with_the_cache_off() {
         .disable_token_cache()
         .build()
         .unwrap();
-    let good = server
-        .client_credentials_token("svc", &["orders:read"])
-        .await
-        .unwrap();
+    let good = svc_token(&server).await;
     let expired = token_with(
         &server,
         &clock,

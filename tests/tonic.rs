@@ -9,7 +9,6 @@ use std::future::Future;
 use std::pin::Pin;
 
 use bearer_guard::VerifiedToken;
-use bearer_guard::clock::ManualClock;
 use bytes::{Buf, BufMut, Bytes};
 use common::*;
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
@@ -108,9 +107,7 @@ async fn call(url: &str, token: Option<&str>) -> Result<Bytes, Status> {
 
 #[tokio::test]
 async fn guard_layer_protects_a_tonic_server() {
-    let clock = ManualClock::starting_now();
-    let server = authz_server(&clock, |b| b).await;
-    let guard = guard_builder(&server, &clock).build().unwrap();
+    let (_clock, server, guard) = fixture().await;
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
@@ -122,10 +119,7 @@ async fn guard_layer_protects_a_tonic_server() {
             .serve_with_incoming(incoming),
     );
 
-    let token = server
-        .client_credentials_token("svc", &["orders:read"])
-        .await
-        .unwrap();
+    let token = svc_token(&server).await;
     assert_eq!(call(&url, Some(&token)).await.expect("accepted"), "svc");
     assert_eq!(
         call(&url, None).await.unwrap_err().code(),

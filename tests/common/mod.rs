@@ -97,6 +97,23 @@ pub fn http() -> reqwest::Client {
         .expect("client")
 }
 
+/// The usual test world: a manual clock, the bundled server on it, and a guard
+/// trusting that server.
+pub async fn fixture() -> (ManualClock, AuthorizationServerHandle, Guard) {
+    let clock = ManualClock::starting_now();
+    let server = authz_server(&clock, |b| b).await;
+    let guard = guard_builder(&server, &clock).build().expect("guard");
+    (clock, server, guard)
+}
+
+/// A client-credentials token for `svc` with scope `orders:read`.
+pub async fn svc_token(server: &AuthorizationServerHandle) -> String {
+    server
+        .client_credentials_token("svc", &["orders:read"])
+        .await
+        .expect("svc gets a token")
+}
+
 /// `GET url` with a bearer token.
 pub async fn get_with(url: impl reqwest::IntoUrl, token: &str) -> reqwest::Response {
     http()
