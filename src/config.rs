@@ -15,7 +15,7 @@ use crate::issuer::{Issuer, IssuerEntry, IssuerPolicy, KeySourceSpec, Matcher, T
 use crate::jws::{Algorithm, AlgorithmSet, TypPolicy};
 use crate::keys::KeySet;
 use crate::keys::fetch::{self, FetchLimits};
-use crate::keys::store::{KeySource, KeyStore, KeyStoreStatus, RefreshPolicy};
+use crate::keys::store::{FetchContext, KeySource, KeyStore, KeyStoreStatus, RefreshPolicy};
 use crate::token::TokenSource;
 
 /// Validates bearer tokens for one API. Cheap to clone (an `Arc` inside); share
@@ -436,6 +436,12 @@ impl GuardBuilder {
             None => fetch::default_client(self.limits.timeout)
                 .map_err(|e| BuildError::HttpClient(e.to_string()))?,
         };
+        let context = Arc::new(FetchContext {
+            client,
+            clock: Arc::clone(&self.clock),
+            policy: self.refresh.clone(),
+            limits: self.limits.clone(),
+        });
 
         let mut entries: Vec<IssuerEntry> = Vec::with_capacity(self.issuers.len());
         for issuer in &self.issuers {
@@ -464,15 +470,7 @@ impl GuardBuilder {
             }
             let matcher = matcher(issuer)?;
             let source = self.key_source(issuer, algorithms, explicit_algorithms)?;
-            let store = KeyStore::new(
-                &name,
-                source,
-                client.clone(),
-                Arc::clone(&self.clock),
-                self.refresh.clone(),
-                self.limits.clone(),
-                algorithms,
-            );
+            let store = KeyStore::new(&name, source, Arc::clone(&context), algorithms);
             entries.push(IssuerEntry {
                 issuer: name.into(),
                 matcher,

@@ -111,14 +111,19 @@ struct Health {
     fetches: u64,
 }
 
+/// What every key store of a guard shares: how to fetch, when, and the clock.
+pub(crate) struct FetchContext {
+    pub client: reqwest::Client,
+    pub clock: SharedClock,
+    pub policy: RefreshPolicy,
+    pub limits: FetchLimits,
+}
+
 /// The keys of one key source, refreshed by policy.
 pub(crate) struct KeyStore {
     label: Arc<str>,
     source: KeySource,
-    client: reqwest::Client,
-    clock: SharedClock,
-    policy: RefreshPolicy,
-    limits: FetchLimits,
+    context: Arc<FetchContext>,
     algorithms: AlgorithmSet,
     current: ArcSwapOption<Loaded>,
     inflight: Mutex<Option<SharedFetch>>,
@@ -137,14 +142,10 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl KeyStore {
-    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         label: &str,
         source: KeySource,
-        client: reqwest::Client,
-        clock: SharedClock,
-        policy: RefreshPolicy,
-        limits: FetchLimits,
+        context: Arc<FetchContext>,
         algorithms: AlgorithmSet,
     ) -> Self {
         let current = match &source {
@@ -159,10 +160,7 @@ impl KeyStore {
         KeyStore {
             label: label.into(),
             source,
-            client,
-            clock,
-            policy,
-            limits,
+            context,
             algorithms,
             current: ArcSwapOption::new(current),
             inflight: Mutex::new(None),
@@ -174,7 +172,8 @@ impl KeyStore {
     }
 
     fn now(&self) -> u64 {
-        self.clock
+        self.context
+            .clock
             .now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64)
@@ -187,7 +186,7 @@ impl KeyStore {
         if let Some(loaded) = self.current.load_full() {
             let stale_limit = loaded
                 .expires_at
-                .saturating_add(self.policy.max_staleness.as_millis() as u64);
+                .saturating_add(self.context.policy.max_staleness.as_millis() as u64);
             if now < stale_limit {
                 if now >= loaded.refresh_at {
                     // Refresh-ahead: fire and forget; this request keeps the current keys.
@@ -217,7 +216,7 @@ impl KeyStore {
         let now = self.now();
         let last = self.last_forced.load(Ordering::Acquire);
         let cooled = last == NEVER
-            || now.saturating_sub(last) >= self.policy.kid_miss_cooldown.as_millis() as u64;
+            || now.saturating_sub(last) >= self.context.policy.kid_miss_cooldown.as_millis() as u64;
         let fetch = if cooled
             && self
                 .last_forced
@@ -250,7 +249,7 @@ impl KeyStore {
         let retry_after = if next > now {
             Duration::from_millis(next - now)
         } else {
-            self.policy.retry_interval
+            self.context.policy.retry_interval
         };
         AuthError::KeysUnavailable {
             issuer: self.label.to_string(),
@@ -330,7 +329,7 @@ impl KeyStore {
                     health.consecutive_failures = health.consecutive_failures.saturating_add(1);
                     health.last_error = Some(Arc::clone(&error));
                     self.next_attempt.store(
-                        now.saturating_add(self.policy.retry_interval.as_millis() as u64),
+                        now.saturating_add(self.context.policy.retry_interval.as_millis() as u64),
                         Ordering::Release,
                     );
                     *lock(&self.discovered) = None;
@@ -351,9 +350,13 @@ impl KeyStore {
                 match known {
                     Some(url) => url,
                     None => {
-                        let url =
-                            discovery::discover(&self.client, issuer, &self.limits, *allow_http)
-                                .await?;
+                        let url = discovery::discover(
+                            &self.context.client,
+                            issuer,
+                            &self.context.limits,
+                            *allow_http,
+                        )
+                        .await?;
                         *lock(&self.discovered) = Some(url.clone());
                         url
                     }
@@ -361,20 +364,21 @@ impl KeyStore {
             }
             KeySource::Static(_) => return Err("static key sets are never fetched".into()),
         };
-        let fetched = fetch::get(&self.client, &url, &self.limits)
+        let fetched = fetch::get(&self.context.client, &url, &self.context.limits)
             .await
             .map_err(|e| format!("GET {url}: {e}"))?;
-        let keys = KeySet::from_jwks(&fetched.body, self.algorithms, self.limits.max_keys)
+        let keys = KeySet::from_jwks(&fetched.body, self.algorithms, self.context.limits.max_keys)
             .map_err(|e| format!("GET {url}: {e}"))?;
         Ok((keys, self.ttl(&fetched)))
     }
 
     fn ttl(&self, fetched: &Fetched) -> Duration {
-        let p = &self.policy;
+        let p = &self.context.policy;
         let advertised = fetched.max_age.or_else(|| {
-            fetched
-                .expires
-                .map(|e| e.duration_since(self.clock.now()).unwrap_or_default())
+            fetched.expires.map(|e| {
+                e.duration_since(self.context.clock.now())
+                    .unwrap_or_default()
+            })
         });
         advertised
             .unwrap_or(p.default_ttl)
@@ -431,13 +435,16 @@ mod tests {
     use crate::clock::{Clock, ManualClock};
 
     fn store(clock: &ManualClock) -> KeyStore {
+        let context = FetchContext {
+            client: reqwest::Client::new(),
+            clock: Arc::new(clock.clone()),
+            policy: RefreshPolicy::default(),
+            limits: FetchLimits::default(),
+        };
         KeyStore::new(
             "https://a",
             KeySource::Jwks(Url::parse("https://a/jwks").expect("url")),
-            reqwest::Client::new(),
-            Arc::new(clock.clone()),
-            RefreshPolicy::default(),
-            FetchLimits::default(),
+            Arc::new(context),
             AlgorithmSet::default(),
         )
     }
