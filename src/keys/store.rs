@@ -15,7 +15,7 @@
 //! One fetch is in flight at a time per key source; it runs as its own task, so a
 //! client that disconnects does not cancel it. The read path is an atomic load.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -127,6 +127,8 @@ pub(crate) struct KeyStore {
     algorithms: AlgorithmSet,
     current: ArcSwapOption<Loaded>,
     inflight: Mutex<Option<SharedFetch>>,
+    /// Whether `inflight` holds a fetch: a lock-free hint for the read path.
+    fetching: AtomicBool,
     /// When the last unknown-`kid` refresh was started (`NEVER` before the first).
     last_forced: AtomicU64,
     /// After a failure, no new attempt (other than a forced one) before this.
@@ -164,6 +166,7 @@ impl KeyStore {
             algorithms,
             current: ArcSwapOption::new(current),
             inflight: Mutex::new(None),
+            fetching: AtomicBool::new(false),
             last_forced: AtomicU64::new(NEVER),
             next_attempt: AtomicU64::new(0),
             discovered: Mutex::new(None),
@@ -188,8 +191,13 @@ impl KeyStore {
                 .expires_at
                 .saturating_add(self.context.policy.max_staleness.as_millis() as u64);
             if now < stale_limit {
-                if now >= loaded.refresh_at {
-                    // Refresh-ahead: fire and forget; this request keeps the current keys.
+                // Refresh-ahead: fire and forget; this request keeps the current keys.
+                // Two atomic loads keep the many requests that arrive while a fetch
+                // runs, or during the retry back-off, off the mutex.
+                if now >= loaded.refresh_at
+                    && !self.fetching.load(Ordering::Acquire)
+                    && now >= self.next_attempt.load(Ordering::Acquire)
+                {
                     drop(self.start_or_join(true));
                 }
                 return Ok(loaded);
@@ -281,6 +289,7 @@ impl KeyStore {
             .boxed()
             .shared();
         *slot = Some(fetch.clone());
+        self.fetching.store(true, Ordering::Release);
         Some(fetch)
     }
 
@@ -338,7 +347,10 @@ impl KeyStore {
                 }
             }
         };
-        *lock(&self.inflight) = None;
+        let mut slot = lock(&self.inflight);
+        *slot = None;
+        self.fetching.store(false, Ordering::Release);
+        drop(slot);
         outcome
     }
 
