@@ -54,13 +54,8 @@ impl ClaimsRejection {
 
 impl IntoResponse for ClaimsRejection {
     fn into_response(self) -> Response {
-        let mut headers = http::HeaderMap::new();
-        if self.grpc {
-            let grpc = http::HeaderValue::from_static("application/grpc");
-            headers.insert(http::header::CONTENT_TYPE, grpc);
-        }
         self.responder
-            .respond(&self.error, &headers)
+            .respond(&self.error, self.grpc)
             .map(axum::body::Body::from)
     }
 }

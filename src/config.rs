@@ -10,7 +10,7 @@ use bytes::Bytes;
 use crate::cache::{CacheConfig, TokenCache};
 use crate::clock::{Clock, SharedClock, SystemClock};
 use crate::discovery::check_url;
-use crate::error::{AuthError, ErrorHandler, Responder};
+use crate::error::{AuthError, ErrorHandler, Responder, is_grpc};
 use crate::issuer::{Issuer, IssuerEntry, IssuerPolicy, KeySourceSpec, Matcher, TENANT};
 use crate::jws::{Algorithm, AlgorithmSet, TypPolicy};
 use crate::keys::KeySet;
@@ -99,7 +99,7 @@ impl Guard {
         error: &AuthError,
         request: &http::HeaderMap,
     ) -> http::Response<Bytes> {
-        self.inner.responder.respond(error, request)
+        self.inner.responder.respond(error, is_grpc(request))
     }
 }
 

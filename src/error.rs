@@ -449,12 +449,12 @@ pub(crate) struct Responder {
 }
 
 impl Responder {
-    /// The answer to a request with these headers: the user's hook, else RFC 6750,
-    /// in gRPC form for gRPC requests.
-    pub(crate) fn respond(&self, error: &AuthError, request: &http::HeaderMap) -> Response<Bytes> {
+    /// The answer to a request: the user's hook, else RFC 6750, in gRPC form for a
+    /// gRPC request (see [`is_grpc`]).
+    pub(crate) fn respond(&self, error: &AuthError, grpc: bool) -> Response<Bytes> {
         match &self.handler {
             Some(handler) => handler(error),
-            None if is_grpc(request) => error.to_grpc_response(self.realm.as_deref()),
+            None if grpc => error.to_grpc_response(self.realm.as_deref()),
             None => error.to_response(self.realm.as_deref()),
         }
     }
@@ -553,7 +553,7 @@ mod tests {
             HeaderValue::from_static("application/grpc+proto"),
         );
         let responder = Responder::default();
-        let r = responder.respond(&AuthError::MissingToken, &grpc);
+        let r = responder.respond(&AuthError::MissingToken, is_grpc(&grpc));
         assert_eq!(r.status(), 200);
         assert_eq!(r.headers()["grpc-status"], "16");
         assert_eq!(r.headers()[WWW_AUTHENTICATE], "Bearer");
@@ -562,10 +562,10 @@ mod tests {
             required: vec!["a".to_owned()].into(),
         };
         assert_eq!(
-            responder.respond(&scope, &grpc).headers()["grpc-status"],
+            responder.respond(&scope, is_grpc(&grpc)).headers()["grpc-status"],
             "7"
         );
-        let plain = responder.respond(&scope, &http::HeaderMap::new());
+        let plain = responder.respond(&scope, is_grpc(&http::HeaderMap::new()));
         assert_eq!(plain.status(), 403);
     }
 

@@ -12,7 +12,7 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::claims::VerifiedToken;
-use crate::error::{AuthError, Responder};
+use crate::error::{AuthError, Responder, is_grpc};
 use crate::layer::{GuardBody, GuardHandle};
 
 /// [`RequireScope`]: per-route scope requirements, checked after [`GuardLayer`].
@@ -109,7 +109,8 @@ impl RequireScope {
         let responder = extensions
             .get::<GuardHandle>()
             .map_or(&default, |h| &h.0.inner.responder);
-        let respond = |e: &AuthError| responder.respond(e, headers);
+        let grpc = is_grpc(headers);
+        let respond = |e: &AuthError| responder.respond(e, grpc);
         match extensions.get::<VerifiedToken>() {
             Some(token) if self.is_satisfied_by(token) => None,
             Some(token) => {
@@ -127,7 +128,7 @@ impl RequireScope {
                 tracing::error!(
                     "RequireScope found no verified token: is the Guard layer applied outside this route?"
                 );
-                Some(default.respond(&AuthError::MissingToken, headers))
+                Some(default.respond(&AuthError::MissingToken, grpc))
             }
         }
     }
