@@ -1092,15 +1092,7 @@ async fn client_credentials_token_calls_the_protected_api() {
     let (status, body) = svc_token(&server, &[("scope", "orders:read")]).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     let token = body["access_token"].as_str().expect("token");
-    let me: Value = http()
-        .get(format!("{api}/me"))
-        .bearer_auth(token)
-        .send()
-        .await
-        .expect("GET /me")
-        .json()
-        .await
-        .expect("json");
+    let me: Value = common::get_json_with(format!("{api}/me"), token).await;
     assert_eq!(me["sub"], "svc");
     assert_eq!(me["client_id"], "svc");
     assert_eq!(me["iss"], server.issuer());
@@ -1139,15 +1131,7 @@ async fn authorization_code_token_calls_the_protected_api_until_it_expires() {
     let (status, body) = redeem(&server, &code, VERIFIER, REDIRECT).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     let token = body["access_token"].as_str().expect("token");
-    let me: Value = http()
-        .get(format!("{api}/me"))
-        .bearer_auth(token)
-        .send()
-        .await
-        .expect("GET /me")
-        .json()
-        .await
-        .expect("json");
+    let me: Value = common::get_json_with(format!("{api}/me"), token).await;
     assert_eq!(me["sub"], "alice");
     assert_eq!(me["client_id"], "spa");
     assert_eq!(me["scope"], "orders:read");

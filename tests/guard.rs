@@ -14,13 +14,6 @@ use reqwest::StatusCode;
 use reqwest::header::{RETRY_AFTER, WWW_AUTHENTICATE};
 use serde_json::{Value, json};
 
-fn problem(r: Result<bearer_guard::VerifiedToken, AuthError>) -> TokenProblem {
-    match r {
-        Err(AuthError::InvalidToken(p)) => p,
-        other => panic!("expected an invalid token, got {other:?}"),
-    }
-}
-
 // ------------------------------------------------------------ validation rules
 
 #[tokio::test]

@@ -6,7 +6,7 @@ mod common;
 use bearer_guard::authz_server::{AuthorizationServerHandle, SignWith};
 use bearer_guard::clock::ManualClock;
 use bearer_guard::error::TokenProblem;
-use bearer_guard::{AuthError, Guard, Issuer, VerifiedToken};
+use bearer_guard::{Guard, Issuer};
 use common::*;
 use serde_json::{Value, json};
 
@@ -14,13 +14,6 @@ const TEMPLATE: &str = "https://login.example.com/{tenant}/v2.0";
 
 fn tenant_iss(tenant: &str) -> String {
     TEMPLATE.replace("{tenant}", tenant)
-}
-
-fn problem(r: Result<VerifiedToken, AuthError>) -> TokenProblem {
-    match r {
-        Err(AuthError::InvalidToken(p)) => p,
-        other => panic!("expected an invalid token, got {other:?}"),
-    }
 }
 
 /// A token signed by `server`'s active key, claiming issuer `iss`.

@@ -114,6 +114,25 @@ pub async fn svc_token(server: &AuthorizationServerHandle) -> String {
         .expect("svc gets a token")
 }
 
+/// The token problem of a refusal; panics (failing the test) on anything else.
+pub fn problem(
+    r: Result<VerifiedToken, bearer_guard::AuthError>,
+) -> bearer_guard::error::TokenProblem {
+    match r {
+        Err(bearer_guard::AuthError::InvalidToken(p)) => p,
+        other => panic!("expected an invalid token, got {other:?}"),
+    }
+}
+
+/// `GET url` with a bearer token, answered with JSON.
+pub async fn get_json_with(url: impl reqwest::IntoUrl, token: &str) -> Value {
+    get_with(url, token)
+        .await
+        .json()
+        .await
+        .expect("a JSON body")
+}
+
 /// `GET url` with a bearer token.
 pub async fn get_with(url: impl reqwest::IntoUrl, token: &str) -> reqwest::Response {
     http()
