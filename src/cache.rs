@@ -7,25 +7,29 @@
 //!   tokens over a size bound are not cached at all.
 //! - **Every hit re-checks** `exp`/`nbf`/`iat` against the clock; the route's scope
 //!   check runs as always, after the layer.
-//! - **Bound to the key set** that verified the token: when the issuer's keys are
-//!   refreshed (rotation, revocation) the entry no longer counts, and the token is
-//!   verified again against the new keys.
-//! - **Bounded** by memory (a weigher counts each entry's bytes) and by time (an
-//!   entry lives until the token's `exp` plus leeway, at most `max_ttl`).
+//! - **Bound to its signing key**: an entry counts only while the very key that
+//!   verified it is still in its issuer's key set. A key that is rotated out,
+//!   revoked or republished with other material ends its entries; a refresh that
+//!   republishes the key unchanged does not (the key store keeps the same key).
+//! - **Bounded** by memory (a weigher counts each entry's bytes), by entries (no
+//!   entry weighs less than `max_bytes / max_entries`) and by time (an entry lives
+//!   until the token's `exp` plus leeway, at most `max_ttl`).
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use moka::sync::Cache;
 
 use crate::claims::VerifiedToken;
-use crate::keys::KeySet;
+use crate::keys::VerifyingKey;
 
 /// Settings of the verified-token cache.
 #[derive(Debug, Clone)]
 pub(crate) struct CacheConfig {
     pub enabled: bool,
     pub max_bytes: u64,
+    pub max_entries: u64,
     pub max_ttl: Duration,
     pub max_token_bytes: usize,
 }
@@ -35,6 +39,7 @@ impl Default for CacheConfig {
         CacheConfig {
             enabled: true,
             max_bytes: 32 * 1024 * 1024,
+            max_entries: 100_000,
             max_ttl: Duration::from_secs(3600),
             max_token_bytes: 8 * 1024,
         }
@@ -44,8 +49,8 @@ impl Default for CacheConfig {
 #[derive(Clone)]
 pub(crate) struct Entry {
     pub token: VerifiedToken,
-    /// The key set that verified the signature (compared by identity).
-    pub keys: Arc<KeySet>,
+    /// The key that verified the signature (compared by identity).
+    pub key: Arc<VerifyingKey>,
     pub issuer: usize,
     lifetime: Duration,
 }
@@ -56,17 +61,39 @@ pub(crate) struct Entry {
 /// of which ~1.1 KB is the token and claims text.
 const ENTRY_OVERHEAD: usize = 1024;
 
+/// What the verified-token cache has done so far ([`Guard::token_cache_stats`]).
+///
+/// [`Guard::token_cache_stats`]: crate::Guard::token_cache_stats
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct TokenCacheStats {
+    /// Tokens cached now.
+    pub entries: u64,
+    /// Their weight in bytes, as the memory bound counts it.
+    pub weighted_bytes: u64,
+    /// Lookups answered from the cache (a token that expired since it was cached
+    /// is refused from it too).
+    pub hits: u64,
+    /// Lookups that found nothing (the token was then verified in full).
+    pub misses: u64,
+    /// Lookups that found the token but no longer its key (rotated out, revoked
+    /// or changed): verified again in full.
+    pub stale: u64,
+}
+
 pub(crate) struct TokenCache {
     cache: Cache<Box<str>, Entry>,
     max_token_bytes: usize,
     max_ttl: Duration,
+    hits: AtomicU64,
+    misses: AtomicU64,
+    stale: AtomicU64,
 }
 
-/// An entry's weight: its bytes. (moka hands the key as `&Box<str>`.)
-#[allow(clippy::borrowed_box)]
-fn weigh(token: &Box<str>, entry: &Entry) -> u32 {
+/// An entry's weight: its bytes, at least `floor`.
+fn weigh(token: &str, entry: &Entry, floor: u64) -> u32 {
     let bytes = token.len() + entry.token.raw_claims().len() + ENTRY_OVERHEAD;
-    u32::try_from(bytes).unwrap_or(u32::MAX)
+    u32::try_from((bytes as u64).max(floor)).unwrap_or(u32::MAX)
 }
 
 struct UntilExpiry;
@@ -79,18 +106,27 @@ impl moka::Expiry<Box<str>, Entry> for UntilExpiry {
 
 impl TokenCache {
     pub(crate) fn new(config: &CacheConfig) -> Option<Self> {
-        if !config.enabled || config.max_bytes == 0 {
+        if !config.enabled || config.max_bytes == 0 || config.max_entries == 0 {
             return None;
         }
+        // With every entry weighing at least max_bytes / max_entries, the memory
+        // bound also bounds the number of entries.
+        let floor = config.max_bytes.div_ceil(config.max_entries);
+        // moka hands the key as `&Box<str>`.
+        #[allow(clippy::borrowed_box)]
+        let weigher = move |token: &Box<str>, entry: &Entry| weigh(token, entry, floor);
         let cache = Cache::builder()
             .max_capacity(config.max_bytes)
-            .weigher(weigh)
+            .weigher(weigher)
             .expire_after(UntilExpiry)
             .build();
         Some(TokenCache {
             cache,
             max_token_bytes: config.max_token_bytes,
             max_ttl: config.max_ttl,
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
+            stale: AtomicU64::new(0),
         })
     }
 
@@ -98,7 +134,26 @@ impl TokenCache {
         if token.len() > self.max_token_bytes {
             return None;
         }
-        self.cache.get(token)
+        let entry = self.cache.get(token);
+        if entry.is_none() {
+            self.misses.fetch_add(1, Ordering::Relaxed);
+            crate::metrics::token_cache("miss");
+        }
+        entry
+    }
+
+    /// The entry `get` returned answered the request.
+    pub(crate) fn hit(&self) {
+        self.hits.fetch_add(1, Ordering::Relaxed);
+        crate::metrics::token_cache("hit");
+    }
+
+    /// The entry `get` returned for `token` no longer counts (its key is gone):
+    /// drops it, so the full verification that follows can cache it anew.
+    pub(crate) fn stale(&self, token: &str) {
+        self.stale.fetch_add(1, Ordering::Relaxed);
+        crate::metrics::token_cache("stale");
+        self.cache.invalidate(token);
     }
 
     /// Caches a token verified at `now` (seconds) until `exp + leeway`, at most
@@ -107,7 +162,7 @@ impl TokenCache {
         &self,
         token: &str,
         verified: &VerifiedToken,
-        keys: Arc<KeySet>,
+        key: Arc<VerifyingKey>,
         issuer: usize,
         now: u64,
         leeway: u64,
@@ -127,17 +182,28 @@ impl TokenCache {
             token.into(),
             Entry {
                 token: verified.clone(),
-                keys,
+                key,
                 issuer,
                 lifetime,
             },
         );
     }
 
+    /// Counters, and the entries after moka's pending housekeeping ran.
+    pub(crate) fn stats(&self) -> TokenCacheStats {
+        self.cache.run_pending_tasks();
+        TokenCacheStats {
+            entries: self.cache.entry_count(),
+            weighted_bytes: self.cache.weighted_size(),
+            hits: self.hits.load(Ordering::Relaxed),
+            misses: self.misses.load(Ordering::Relaxed),
+            stale: self.stale.load(Ordering::Relaxed),
+        }
+    }
+
     #[cfg(test)]
     pub(crate) fn len(&self) -> u64 {
-        self.cache.run_pending_tasks();
-        self.cache.entry_count()
+        self.stats().entries
     }
 }
 
@@ -146,6 +212,15 @@ mod tests {
     use super::*;
     use crate::claims::RegisteredClaims;
     use crate::jws::{Algorithm, TokenHeader};
+    use crate::keys::KeySet;
+
+    fn a_key() -> Arc<VerifyingKey> {
+        let set = KeySet::from_secret(
+            b"0123456789abcdef0123456789abcdef",
+            [Algorithm::HS256].into_iter().collect(),
+        );
+        Arc::clone(set.first().expect("one key"))
+    }
 
     fn verified(exp: u64) -> VerifiedToken {
         let header = TokenHeader {
@@ -172,7 +247,7 @@ mod tests {
     #[test]
     fn hits_only_on_the_exact_token() {
         let c = cache(100);
-        let keys = Arc::new(KeySet::default());
+        let keys = a_key();
         c.insert("a.b.c", &verified(1000), keys, 0, 900, 60);
         assert!(c.get("a.b.c").is_some());
         for other in ["a.b.", "a.b.cc", "A.b.c", "a.b.c "] {
@@ -183,7 +258,7 @@ mod tests {
     #[test]
     fn large_and_already_expired_tokens_are_not_cached() {
         let c = cache(8);
-        let keys = Arc::new(KeySet::default());
+        let keys = a_key();
         let long = "x".repeat(9);
         c.insert(&long, &verified(1000), keys.clone(), 0, 900, 60);
         c.insert("a.b.c", &verified(1000), keys, 0, 1060, 60);
@@ -193,7 +268,7 @@ mod tests {
     #[test]
     fn lifetime_is_exp_plus_leeway_capped_by_max_ttl() {
         let c = cache(100);
-        let keys = Arc::new(KeySet::default());
+        let keys = a_key();
         c.insert("a", &verified(1000), keys.clone(), 0, 900, 60);
         assert_eq!(c.get("a").unwrap().lifetime, Duration::from_secs(160));
         c.insert("b", &verified(100_000), keys, 0, 900, 60);

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use crate::cache::{CacheConfig, TokenCache};
+use crate::cache::{CacheConfig, TokenCache, TokenCacheStats};
 use crate::clock::{Clock, SharedClock, SystemClock};
 use crate::discovery::check_url;
 use crate::error::{AuthError, ErrorHandler, Responder, is_grpc};
@@ -85,6 +85,12 @@ impl Guard {
             .iter()
             .map(|e| e.store.status())
             .collect()
+    }
+
+    /// What the verified-token cache has done so far (`None` when it is off).
+    /// Runs the cache's pending housekeeping first, so `entries` is current.
+    pub fn token_cache_stats(&self) -> Option<TokenCacheStats> {
+        self.inner.cache.as_ref().map(TokenCache::stats)
     }
 
     /// Whether keys are loaded for every issuer.
@@ -386,6 +392,13 @@ impl GuardBuilder {
     /// for a typical RS256 token, so ~16k tokens by default).
     pub fn token_cache_capacity(mut self, bytes: u64) -> Self {
         self.cache.max_bytes = bytes;
+        self
+    }
+
+    /// Most tokens the verified-token cache holds (default 100,000), whatever
+    /// their size.
+    pub fn token_cache_max_entries(mut self, entries: u64) -> Self {
+        self.cache.max_entries = entries;
         self
     }
 

@@ -70,6 +70,7 @@ pub mod gateway;
 #[doc(hidden)]
 pub mod __fuzz;
 
+pub use cache::TokenCacheStats;
 pub use claims::{Scopes, VerifiedToken};
 pub use config::{BuildError, Guard, GuardBuilder};
 pub use error::AuthError;

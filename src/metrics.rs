@@ -6,6 +6,7 @@
 //! | `bearer_guard_validations_total` | counter | `outcome` (`accepted`/`rejected`), `reason` |
 //! | `bearer_guard_jwks_fetches_total` | counter | `issuer`, `result` (`ok`/`error`) |
 //! | `bearer_guard_jwks_keys` | gauge | `issuer` |
+//! | `bearer_guard_token_cache_lookups_total` | counter | `result` (`hit`/`miss`/`stale`) |
 
 #[cfg(feature = "metrics")]
 pub(crate) fn validation(reason: Option<&'static str>) {
@@ -26,6 +27,15 @@ pub(crate) fn jwks_fetch(issuer: &str, ok: bool, keys: usize) {
         metrics::gauge!("bearer_guard_jwks_keys", "issuer" => issuer.to_owned()).set(keys as f64);
     }
 }
+
+#[cfg(feature = "metrics")]
+pub(crate) fn token_cache(result: &'static str) {
+    metrics::counter!("bearer_guard_token_cache_lookups_total", "result" => result).increment(1);
+}
+
+#[cfg(not(feature = "metrics"))]
+#[inline(always)]
+pub(crate) fn token_cache(_result: &'static str) {}
 
 #[cfg(not(feature = "metrics"))]
 #[inline(always)]

@@ -101,16 +101,22 @@ async fn validate(
             max,
         }));
     }
-    if let Some(hit) = cache.and_then(|c| c.get(token)) {
-        // Still the key set that verified it? Then only time can have changed.
+    if let Some(cache) = cache
+        && let Some(hit) = cache.get(token)
+    {
+        // Is the key that verified it still published? Then only time can have
+        // changed.
         let store = &g.issuers.entries()[hit.issuer].store;
         let loaded = store.keys().await?;
-        if Arc::ptr_eq(&loaded.keys, &hit.keys) {
+        if loaded.keys.contains(&hit.key) {
             span.record("iss", hit.token.issuer());
             span.record("kid", hit.token.key_id());
+            // Answered from the cache, an expired token's refusal included.
+            cache.hit();
             check_times(hit.token.registered(), now, g.leeway).map_err(invalid)?;
             return Ok(hit.token);
         }
+        cache.stale(token);
     }
     let jws = jws::parse(token, g.typ).map_err(invalid)?;
     let claims = RegisteredClaims::parse(&jws.payload)
@@ -195,8 +201,7 @@ async fn validate(
     let tenant = tenant.map(Box::from);
     let verified = VerifiedToken::new(jws.header, claims, raw.into(), index, tenant);
     if let Some(cache) = cache {
-        let keys = Arc::clone(&loaded.keys);
-        cache.insert(token, &verified, keys, index, now, g.leeway);
+        cache.insert(token, &verified, Arc::clone(key), index, now, g.leeway);
     }
     Ok(verified)
 }

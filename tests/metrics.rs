@@ -108,4 +108,11 @@ async fn counts_validations_fetches_and_keys() {
         v[&format!("bearer_guard_jwks_keys{{issuer={issuer}}}")],
         1.0
     );
+    // The good token's second request was answered from the cache; every other
+    // lookup missed.
+    assert_eq!(v["bearer_guard_token_cache_lookups_total{result=hit}"], 1.0);
+    assert_eq!(
+        v["bearer_guard_token_cache_lookups_total{result=miss}"],
+        3.0
+    );
 }

@@ -43,6 +43,63 @@ async fn cached_token_is_reverified_when_its_key_leaves_the_key_set() {
         guard.validate(&token).await,
         Err(AuthError::InvalidToken(TokenProblem::UnknownKid { .. }))
     ));
+    let stats = guard.token_cache_stats().unwrap();
+    assert_eq!((stats.hits, stats.stale), (1, 1), "{stats:?}");
+    assert_eq!(stats.entries, 0, "the stale entry is dropped");
+}
+
+fn hits_and_misses(guard: &bearer_guard::Guard) -> (u64, u64) {
+    let stats = guard.token_cache_stats().expect("cache on");
+    assert_eq!(stats.stale, 0, "{stats:?}");
+    (stats.hits, stats.misses)
+}
+
+#[tokio::test]
+async fn cached_token_stays_cached_when_a_refresh_republishes_its_key() {
+    let (_clock, server, guard) = fixture().await;
+    let token = svc_token(&server).await;
+    assert!(guard.validate(&token).await.is_ok());
+    assert!(guard.validate(&token).await.is_ok());
+    assert_eq!(hits_and_misses(&guard), (1, 1));
+
+    let fetches = server.jwks_fetch_count();
+    guard.prefetch().await.unwrap();
+    assert_eq!(server.jwks_fetch_count(), fetches + 1, "a real refresh");
+    assert!(guard.validate(&token).await.is_ok());
+    assert_eq!(hits_and_misses(&guard), (2, 1));
+}
+
+#[tokio::test]
+async fn cached_token_stays_cached_when_another_key_is_rotated_in() {
+    let (_clock, server, guard) = fixture().await;
+    let old = svc_token(&server).await;
+    assert!(guard.validate(&old).await.is_ok());
+
+    server.rotate_signing_key(bearer_guard::authz_server::SigningAlgorithm::Es256);
+    let new = svc_token(&server).await;
+    guard.prefetch().await.unwrap();
+    assert!(guard.validate(&old).await.is_ok());
+    assert!(guard.validate(&new).await.is_ok());
+    assert!(guard.validate(&new).await.is_ok());
+    assert_eq!(hits_and_misses(&guard), (2, 2));
+}
+
+#[tokio::test]
+async fn the_cache_holds_at_most_max_entries_tokens() {
+    let clock = ManualClock::starting_now();
+    let server = authz_server(&clock, |b| b).await;
+    let guard = guard_builder(&server, &clock)
+        .token_cache_max_entries(3)
+        .build()
+        .unwrap();
+    for _ in 0..10 {
+        let token = svc_token(&server).await;
+        assert!(guard.validate(&token).await.is_ok());
+    }
+    let stats = guard.token_cache_stats().unwrap();
+    assert!(stats.entries <= 3, "{stats:?}");
+    assert!(stats.entries >= 1, "{stats:?}");
+    assert_eq!(stats.misses, 10);
 }
 
 #[tokio::test]
@@ -70,6 +127,7 @@ async fn answers_are_the_same_with_the_cache_off() {
         .disable_token_cache()
         .build()
         .unwrap();
+    assert!(uncached.token_cache_stats().is_none());
     let good = svc_token(&server).await;
     let expired = token_with(
         &server,

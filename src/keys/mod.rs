@@ -8,6 +8,8 @@
 pub(crate) mod fetch;
 pub(crate) mod store;
 
+use std::sync::Arc;
+
 use aws_lc_rs::hmac;
 use aws_lc_rs::signature::{
     self, ParsedPublicKey, RsaParameters, RsaPublicKeyComponents, VerificationAlgorithm,
@@ -28,6 +30,11 @@ pub(crate) struct VerifyingKey {
     /// The JWK's `issuer` member (Entra ID publishes one): binds the key to tokens
     /// of that issuer only.
     issuer: Option<Box<str>>,
+    /// The JWK as it was published (re-serialized, so white space does not
+    /// matter): two fetches that publish the same JWK keep the same
+    /// `Arc<VerifyingKey>`, so tokens it verified stay cached across refreshes.
+    /// Empty for keys that did not come from a JWKS.
+    jwk: Box<[u8]>,
     material: Material,
 }
 
@@ -100,7 +107,7 @@ impl VerifyingKey {
 /// The usable keys of one key source.
 #[derive(Default)]
 pub(crate) struct KeySet {
-    keys: Vec<VerifyingKey>,
+    keys: Vec<Arc<VerifyingKey>>,
 }
 
 /// Why a whole JWKS document was refused (single bad keys are only skipped).
@@ -138,7 +145,7 @@ impl KeySet {
         let mut skipped = 0;
         for value in doc.keys {
             match verifying_key(value, algorithms) {
-                Ok(key) => keys.push(key),
+                Ok(key) => keys.push(Arc::new(key)),
                 Err((kid, why)) => {
                     skipped += 1;
                     tracing::warn!(kid = kid.as_deref(), reason = %why, "skipping unusable JWK");
@@ -166,20 +173,57 @@ impl KeySet {
             })
             .collect();
         KeySet {
-            keys: vec![VerifyingKey {
+            keys: vec![Arc::new(VerifyingKey {
                 kid: None,
                 issuer: None,
+                jwk: Box::default(),
                 material: Material::Hmac(keys),
-            }],
+            })],
         }
     }
 
+    /// Takes over the keys of `previous` that are published unchanged (the same
+    /// JWK, byte for byte once re-serialized), so `contains` still finds them: a
+    /// refresh that republishes a key does not outdate what that key verified.
+    pub(crate) fn keep_unchanged(&mut self, previous: &KeySet) {
+        for key in &mut self.keys {
+            if key.jwk.is_empty() {
+                continue;
+            }
+            if let Some(same) = previous.keys.iter().find(|p| p.jwk == key.jwk) {
+                *key = Arc::clone(same);
+            }
+        }
+    }
+
+    /// Whether `key` (that very key, not an equal one) is in this set.
+    pub(crate) fn contains(&self, key: &Arc<VerifyingKey>) -> bool {
+        self.keys.iter().any(|k| Arc::ptr_eq(k, key))
+    }
+
+    /// The keys of `self` that `previous` does not hold (by identity, so after
+    /// `keep_unchanged` a republished key is not new).
+    pub(crate) fn not_in<'a>(
+        &'a self,
+        previous: &'a KeySet,
+    ) -> impl Iterator<Item = &'a VerifyingKey> {
+        self.keys
+            .iter()
+            .filter(|k| !previous.contains(k))
+            .map(|k| &**k)
+    }
+
     pub(crate) fn kids(&self) -> impl Iterator<Item = Option<&str>> {
-        self.keys.iter().map(VerifyingKey::kid)
+        self.keys.iter().map(|k| k.kid())
     }
 
     pub(crate) fn len(&self) -> usize {
         self.keys.len()
+    }
+
+    #[cfg(test)]
+    pub(crate) fn first(&self) -> Option<&Arc<VerifyingKey>> {
+        self.keys.first()
     }
 
     /// Verifies `sig` over `message` with the key the header designates and returns
@@ -191,7 +235,7 @@ impl KeySet {
         alg: Algorithm,
         message: &[u8],
         sig: &[u8],
-    ) -> Result<&VerifyingKey, TokenProblem> {
+    ) -> Result<&Arc<VerifyingKey>, TokenProblem> {
         let mut last = None;
         let mut tried = 0;
         for key in &self.keys {
@@ -224,6 +268,7 @@ fn verifying_key(value: serde_json::Value, algorithms: AlgorithmSet) -> Result<V
         .get("issuer")
         .and_then(serde_json::Value::as_str)
         .map(Box::from);
+    let published = serde_json::to_vec(&value).map_err(|e| (None, e.to_string()))?;
     let jwk: Jwk = serde_json::from_value(value).map_err(|e| (None, e.to_string()))?;
     let kid = jwk.common.key_id.clone();
     let skip = |why: String| (kid.clone(), why);
@@ -312,6 +357,7 @@ fn verifying_key(value: serde_json::Value, algorithms: AlgorithmSet) -> Result<V
     Ok(VerifyingKey {
         kid: kid.map(Box::from),
         issuer,
+        jwk: published.into(),
         material,
     })
 }
@@ -392,6 +438,50 @@ pub(crate) mod tests {
         let pk = key.public_key();
         let c = RsaPublicKeyComponents::<Vec<u8>>::from(pk);
         serde_json::json!({"kty":"RSA","kid":kid,"n":b64(&c.n),"e":b64(&c.e)})
+    }
+
+    #[test]
+    fn a_republished_key_stays_the_same_key_a_changed_one_does_not() {
+        let a = RsaKeyPair::generate(KeySize::Rsa2048).unwrap();
+        let b = RsaKeyPair::generate(KeySize::Rsa2048).unwrap();
+        let first = serde_json::json!({"keys": [rsa_jwk("a", &a), rsa_jwk("b", &b)]});
+        let old = KeySet::from_jwks(first.to_string().as_bytes(), all(), 10).unwrap();
+
+        // Same keys, other member order and white space, plus a new key: "a" and
+        // "b" are taken over, "c" is new.
+        let c = RsaKeyPair::generate(KeySize::Rsa2048).unwrap();
+        let jwk_a = rsa_jwk("a", &a);
+        let reordered = format!(
+            r#"{{ "keys": [ {{"e": {}, "n": {}, "kid": "a", "kty": "RSA"}}, {}, {} ] }}"#,
+            jwk_a["e"],
+            jwk_a["n"],
+            rsa_jwk("b", &b),
+            rsa_jwk("c", &c)
+        );
+        let mut new = KeySet::from_jwks(reordered.as_bytes(), all(), 10).unwrap();
+        new.keep_unchanged(&old);
+        assert!(old.keys.iter().all(|k| new.contains(k)));
+        let added: Vec<_> = new.not_in(&old).map(|k| k.kid()).collect();
+        assert_eq!(added, [Some("c")]);
+
+        // "b" republished with other material under the same kid, or with a
+        // changed member: not the same key.
+        let changed = serde_json::json!({"keys": [
+            rsa_jwk("a", &c),
+            {"kty": "RSA", "kid": "b", "use": "sig", "n": rsa_jwk("b", &b)["n"], "e": "AQAB"},
+        ]});
+        let mut new = KeySet::from_jwks(changed.to_string().as_bytes(), all(), 10).unwrap();
+        new.keep_unchanged(&old);
+        assert!(old.keys.iter().all(|k| !new.contains(k)));
+    }
+
+    #[test]
+    fn keys_of_a_shared_secret_are_never_taken_over() {
+        let algs = [HS256].into_iter().collect();
+        let old = KeySet::from_secret(b"0123456789abcdef0123456789abcdef", algs);
+        let mut new = KeySet::from_secret(b"0123456789abcdef0123456789abcdef", algs);
+        new.keep_unchanged(&old);
+        assert!(!new.contains(old.first().unwrap()));
     }
 
     #[test]

@@ -24,8 +24,8 @@ use futures_util::FutureExt;
 use futures_util::future::{BoxFuture, Shared};
 use reqwest::Url;
 
-use super::KeySet;
 use super::fetch::{self, FetchLimits, Fetched};
+use super::{KeySet, VerifyingKey};
 use crate::clock::SharedClock;
 use crate::discovery;
 use crate::error::AuthError;
@@ -300,7 +300,10 @@ impl KeyStore {
             let mut health = lock(&self.health);
             health.fetches += 1;
             match result {
-                Ok((keys, ttl)) => {
+                Ok((mut keys, ttl)) => {
+                    if let Some(previous) = self.current.load().as_deref() {
+                        keys.keep_unchanged(&previous.keys);
+                    }
                     let ttl = ttl.as_millis() as u64;
                     let loaded = Arc::new(Loaded {
                         keys: Arc::new(keys),
@@ -419,19 +422,20 @@ impl KeyStore {
 }
 
 fn log_changes(label: &str, previous: Option<&Loaded>, now: &Loaded) {
-    let kids = |l: &Loaded| -> Vec<String> {
-        l.keys
-            .kids()
-            .map(|k| k.unwrap_or("<no kid>").to_owned())
+    let kids = |keys: &mut dyn Iterator<Item = &VerifyingKey>| -> Vec<String> {
+        keys.map(|k| k.kid().unwrap_or("<no kid>").to_owned())
             .collect()
     };
-    let new = kids(now);
     match previous {
-        None => tracing::info!(issuer = label, kids = ?new, "JWKS loaded"),
+        None => {
+            let kids: Vec<_> = now.keys.kids().map(|k| k.unwrap_or("<no kid>")).collect();
+            tracing::info!(issuer = label, ?kids, "JWKS loaded");
+        }
         Some(prev) => {
-            let old = kids(prev);
-            let added: Vec<_> = new.iter().filter(|k| !old.contains(k)).collect();
-            let removed: Vec<_> = old.iter().filter(|k| !new.contains(k)).collect();
+            // By identity: a key republished unchanged is neither; a key whose
+            // material changed under the same kid is both.
+            let added = kids(&mut now.keys.not_in(&prev.keys));
+            let removed = kids(&mut prev.keys.not_in(&now.keys));
             if added.is_empty() && removed.is_empty() {
                 tracing::debug!(issuer = label, "JWKS refreshed, unchanged");
             } else {
