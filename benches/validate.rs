@@ -1,10 +1,11 @@
 //! Full validation of one token beside the raw signature check of the same key, per
 //! algorithm, so the overhead of everything that is not crypto shows as a ratio;
-//! with the verified-token cache off (every request verifies) and on (a reused
-//! token).
+//! with the verified-token cache off (every request verifies) and on: a reused
+//! token (a hit) and a token never seen before (a miss, then the insert).
 //!
 //! `cargo bench --bench validate`
 
+use std::cell::Cell;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use aws_lc_rs::rand::SystemRandom;
@@ -16,7 +17,7 @@ use aws_lc_rs::signature::{
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use bearer_guard::{Guard, Issuer};
-use criterion::{Criterion, criterion_group, criterion_main};
+use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use serde_json::{Value, json};
 
 const ISS: &str = "https://login.example.com";
@@ -124,13 +125,20 @@ fn bench(c: &mut Criterion) {
 
     for case in &cases {
         let header = json!({"alg": case.name, "kid": case.name, "typ": "at+jwt"});
-        let input = format!(
-            "{}.{}",
-            b64(header.to_string().as_bytes()),
-            b64(claims.to_string().as_bytes())
-        );
+        let header = b64(header.to_string().as_bytes());
+        let input = format!("{header}.{}", b64(claims.to_string().as_bytes()));
         let sig = (case.sign)(input.as_bytes());
         let token = format!("{input}.{}", b64(&sig));
+        // Tokens that differ from the bench token in their jti only, each new.
+        let serial = Cell::new(0u64);
+        let fresh = || {
+            let mut claims = claims.clone();
+            serial.set(serial.get() + 1);
+            claims["jti"] = json!(format!("fresh-{}", serial.get()));
+            let input = format!("{header}.{}", b64(claims.to_string().as_bytes()));
+            let sig = (case.sign)(input.as_bytes());
+            format!("{input}.{}", b64(&sig))
+        };
         for guard in [&cold, &warm] {
             rt.block_on(guard.validate(&token))
                 .expect("the bench token validates");
@@ -147,6 +155,27 @@ fn bench(c: &mut Criterion) {
         group.bench_function("validate, cache off", |b| {
             b.to_async(&rt)
                 .iter(|| async { cold.validate(&token).await.expect("valid") })
+        });
+        // Signing the new token is setup, not measured.
+        group.bench_function("validate, cache miss (new token)", |b| {
+            b.to_async(&rt).iter_batched(
+                fresh,
+                |t| {
+                    let warm = &warm;
+                    async move { warm.validate(&t).await.expect("valid") }
+                },
+                BatchSize::SmallInput,
+            )
+        });
+        group.bench_function("validate, cache off (new token)", |b| {
+            b.to_async(&rt).iter_batched(
+                fresh,
+                |t| {
+                    let cold = &cold;
+                    async move { cold.validate(&t).await.expect("valid") }
+                },
+                BatchSize::SmallInput,
+            )
         });
         group.bench_function("validate, cache hit", |b| {
             b.to_async(&rt)
