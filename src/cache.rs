@@ -11,10 +11,16 @@
 //!   verified it is still in its issuer's key set. A key that is rotated out,
 //!   revoked or republished with other material ends its entries; a refresh that
 //!   republishes the key unchanged does not (the key store keeps the same key).
+//! - **Admitted on second sight**: a token is cached the second time it is verified,
+//!   not the first. A cache insert costs ~2 µs (moka's), so a token used once (a
+//!   client that fetches a token per call) would pay it for nothing, and would
+//!   push reused tokens out. A small table of keyed 64-bit hashes remembers the
+//!   tokens seen once; it holds no token and never decides an answer.
 //! - **Bounded** by memory (a weigher counts each entry's bytes), by entries (no
 //!   entry weighs less than `max_bytes / max_entries`) and by time (an entry lives
 //!   until the token's `exp` plus leeway, at most `max_ttl`).
 
+use std::hash::{BuildHasher, RandomState};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -81,8 +87,43 @@ pub struct TokenCacheStats {
     pub stale: u64,
 }
 
+/// Slots of the second-sight table: 64 KiB. A token seen once is admitted on its
+/// next verification unless another token took its slot in between.
+const DOORKEEPER_SLOTS: usize = 8192;
+
+/// Tokens verified once and not cached yet, by a keyed hash: a direct-mapped table
+/// where each slot remembers the last token that landed in it.
+struct Doorkeeper {
+    slots: Box<[AtomicU64]>,
+    hasher: RandomState,
+}
+
+impl Doorkeeper {
+    fn new() -> Self {
+        Doorkeeper {
+            slots: (0..DOORKEEPER_SLOTS).map(|_| AtomicU64::new(0)).collect(),
+            hasher: RandomState::new(),
+        }
+    }
+
+    /// Whether `token` was seen since its slot last changed; remembers it if not.
+    /// (Two tokens with one 64-bit hash only mean an early admission.)
+    fn seen_before(&self, token: &str) -> bool {
+        let hash = self.hasher.hash_one(token) | 1; // 0 is an empty slot
+        let slot = &self.slots[(hash >> 1) as usize % DOORKEEPER_SLOTS];
+        if slot.load(Ordering::Relaxed) == hash {
+            slot.store(0, Ordering::Relaxed);
+            true
+        } else {
+            slot.store(hash, Ordering::Relaxed);
+            false
+        }
+    }
+}
+
 pub(crate) struct TokenCache {
     cache: Cache<Box<str>, Entry>,
+    doorkeeper: Doorkeeper,
     max_token_bytes: usize,
     max_ttl: Duration,
     hits: AtomicU64,
@@ -122,6 +163,7 @@ impl TokenCache {
             .build();
         Some(TokenCache {
             cache,
+            doorkeeper: Doorkeeper::new(),
             max_token_bytes: config.max_token_bytes,
             max_ttl: config.max_ttl,
             hits: AtomicU64::new(0),
@@ -157,7 +199,7 @@ impl TokenCache {
     }
 
     /// Caches a token verified at `now` (seconds) until `exp + leeway`, at most
-    /// `max_ttl`.
+    /// `max_ttl`, if this is the second time it was verified.
     pub(crate) fn insert(
         &self,
         token: &str,
@@ -175,7 +217,7 @@ impl TokenCache {
             .saturating_add(leeway)
             .saturating_sub(now);
         let lifetime = Duration::from_secs(remaining).min(self.max_ttl);
-        if lifetime.is_zero() {
+        if lifetime.is_zero() || !self.doorkeeper.seen_before(token) {
             return;
         }
         self.cache.insert(
@@ -244,11 +286,31 @@ mod tests {
         .expect("enabled")
     }
 
+    /// Inserts as a second verification does (the first is only remembered).
+    fn insert_twice(c: &TokenCache, token: &str, v: &VerifiedToken, now: u64) {
+        for _ in 0..2 {
+            c.insert(token, v, a_key(), 0, now, 60);
+        }
+    }
+
+    #[test]
+    fn a_token_is_cached_on_its_second_verification() {
+        let c = cache(100);
+        c.insert("a.b.c", &verified(1000), a_key(), 0, 900, 60);
+        assert!(c.get("a.b.c").is_none());
+        c.insert("a.b.c", &verified(1000), a_key(), 0, 900, 60);
+        assert!(c.get("a.b.c").is_some());
+        // One-off tokens never enter it.
+        for i in 0..100 {
+            c.insert(&format!("once.{i}.x"), &verified(1000), a_key(), 0, 900, 60);
+        }
+        assert_eq!(c.len(), 1);
+    }
+
     #[test]
     fn hits_only_on_the_exact_token() {
         let c = cache(100);
-        let keys = a_key();
-        c.insert("a.b.c", &verified(1000), keys, 0, 900, 60);
+        insert_twice(&c, "a.b.c", &verified(1000), 900);
         assert!(c.get("a.b.c").is_some());
         for other in ["a.b.", "a.b.cc", "A.b.c", "a.b.c "] {
             assert!(c.get(other).is_none(), "{other}");
@@ -258,20 +320,17 @@ mod tests {
     #[test]
     fn large_and_already_expired_tokens_are_not_cached() {
         let c = cache(8);
-        let keys = a_key();
-        let long = "x".repeat(9);
-        c.insert(&long, &verified(1000), keys.clone(), 0, 900, 60);
-        c.insert("a.b.c", &verified(1000), keys, 0, 1060, 60);
+        insert_twice(&c, &"x".repeat(9), &verified(1000), 900);
+        insert_twice(&c, "a.b.c", &verified(1000), 1060);
         assert_eq!(c.len(), 0);
     }
 
     #[test]
     fn lifetime_is_exp_plus_leeway_capped_by_max_ttl() {
         let c = cache(100);
-        let keys = a_key();
-        c.insert("a", &verified(1000), keys.clone(), 0, 900, 60);
+        insert_twice(&c, "a", &verified(1000), 900);
         assert_eq!(c.get("a").unwrap().lifetime, Duration::from_secs(160));
-        c.insert("b", &verified(100_000), keys, 0, 900, 60);
+        insert_twice(&c, "b", &verified(100_000), 900);
         assert_eq!(c.get("b").unwrap().lifetime, Duration::from_secs(3600));
     }
 

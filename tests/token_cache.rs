@@ -3,9 +3,9 @@
 
 mod common;
 
-use bearer_guard::AuthError;
 use bearer_guard::clock::{Clock, ManualClock};
 use bearer_guard::error::TokenProblem;
+use bearer_guard::{AuthError, Guard, TokenCacheStats};
 use common::*;
 use reqwest::StatusCode;
 use serde_json::json;
@@ -24,6 +24,31 @@ async fn cached_token_still_expires_on_the_clock() {
     ));
 }
 
+/// Verifies `token` twice: the second verification caches it.
+async fn verify_until_cached(guard: &Guard, token: &str) {
+    for _ in 0..2 {
+        assert!(guard.validate(token).await.is_ok());
+    }
+}
+
+fn stats(guard: &Guard) -> TokenCacheStats {
+    guard.token_cache_stats().expect("cache on")
+}
+
+#[tokio::test]
+async fn a_token_is_cached_on_its_second_verification_only() {
+    let (_clock, server, guard) = fixture().await;
+    let once = svc_token(&server).await;
+    assert!(guard.validate(&once).await.is_ok());
+    assert_eq!(stats(&guard).entries, 0, "a token used once is not cached");
+
+    let reused = svc_token(&server).await;
+    verify_until_cached(&guard, &reused).await;
+    assert!(guard.validate(&reused).await.is_ok());
+    let s = stats(&guard);
+    assert_eq!((s.entries, s.hits, s.misses), (1, 1, 3), "{s:?}");
+}
+
 #[tokio::test]
 async fn cached_token_is_reverified_when_its_key_leaves_the_key_set() {
     let (clock, server, guard) = fixture().await;
@@ -33,7 +58,7 @@ async fn cached_token_is_reverified_when_its_key_leaves_the_key_set() {
         json!({}),
         json!({"exp": clock.unix_seconds() + 100_000}),
     );
-    assert!(guard.validate(&token).await.is_ok());
+    verify_until_cached(&guard, &token).await;
     assert!(guard.validate(&token).await.is_ok());
     let old = server.active_kid();
     server.rotate_signing_key(bearer_guard::authz_server::SigningAlgorithm::Rs256);
@@ -43,45 +68,38 @@ async fn cached_token_is_reverified_when_its_key_leaves_the_key_set() {
         guard.validate(&token).await,
         Err(AuthError::InvalidToken(TokenProblem::UnknownKid { .. }))
     ));
-    let stats = guard.token_cache_stats().unwrap();
-    assert_eq!((stats.hits, stats.stale), (1, 1), "{stats:?}");
-    assert_eq!(stats.entries, 0, "the stale entry is dropped");
-}
-
-fn hits_and_misses(guard: &bearer_guard::Guard) -> (u64, u64) {
-    let stats = guard.token_cache_stats().expect("cache on");
-    assert_eq!(stats.stale, 0, "{stats:?}");
-    (stats.hits, stats.misses)
+    let s = stats(&guard);
+    assert_eq!((s.hits, s.stale), (1, 1), "{s:?}");
+    assert_eq!(s.entries, 0, "the stale entry is dropped");
 }
 
 #[tokio::test]
 async fn cached_token_stays_cached_when_a_refresh_republishes_its_key() {
     let (_clock, server, guard) = fixture().await;
     let token = svc_token(&server).await;
-    assert!(guard.validate(&token).await.is_ok());
-    assert!(guard.validate(&token).await.is_ok());
-    assert_eq!(hits_and_misses(&guard), (1, 1));
+    verify_until_cached(&guard, &token).await;
 
     let fetches = server.jwks_fetch_count();
     guard.prefetch().await.unwrap();
     assert_eq!(server.jwks_fetch_count(), fetches + 1, "a real refresh");
     assert!(guard.validate(&token).await.is_ok());
-    assert_eq!(hits_and_misses(&guard), (2, 1));
+    let s = stats(&guard);
+    assert_eq!((s.hits, s.stale), (1, 0), "{s:?}");
 }
 
 #[tokio::test]
 async fn cached_token_stays_cached_when_another_key_is_rotated_in() {
     let (_clock, server, guard) = fixture().await;
     let old = svc_token(&server).await;
-    assert!(guard.validate(&old).await.is_ok());
+    verify_until_cached(&guard, &old).await;
 
     server.rotate_signing_key(bearer_guard::authz_server::SigningAlgorithm::Es256);
     let new = svc_token(&server).await;
     guard.prefetch().await.unwrap();
     assert!(guard.validate(&old).await.is_ok());
     assert!(guard.validate(&new).await.is_ok());
-    assert!(guard.validate(&new).await.is_ok());
-    assert_eq!(hits_and_misses(&guard), (2, 2));
+    let s = stats(&guard);
+    assert_eq!((s.hits, s.stale), (1, 0), "{s:?}");
 }
 
 #[tokio::test]
@@ -94,12 +112,11 @@ async fn the_cache_holds_at_most_max_entries_tokens() {
         .unwrap();
     for _ in 0..10 {
         let token = svc_token(&server).await;
-        assert!(guard.validate(&token).await.is_ok());
+        verify_until_cached(&guard, &token).await;
     }
-    let stats = guard.token_cache_stats().unwrap();
-    assert!(stats.entries <= 3, "{stats:?}");
-    assert!(stats.entries >= 1, "{stats:?}");
-    assert_eq!(stats.misses, 10);
+    let s = stats(&guard);
+    assert!((1..=3).contains(&s.entries), "{s:?}");
+    assert_eq!(s.misses, 20);
 }
 
 #[tokio::test]
