@@ -1,14 +1,18 @@
 #!/usr/bin/env bash
 # Side-by-side HTTP load test of bearer-guard against jwt-authorizer and
-# tower-oauth2-resource-server, with a no-auth ceiling, on 127.0.0.1 only.
+# tower-oauth2-resource-server, with a hand-written reference validator and a
+# no-auth ceiling, on 127.0.0.1 only.
 #
-#   bash benches/load.sh                  # ~5 minutes with the defaults
+#   bash benches/load.sh                  # ~6 minutes with the defaults
 #   DURATION=3 bash benches/load.sh       # a quick check that everything works
 #
 # Every server has the contract of examples/bench_server.rs (env PORT, ISS, AUD,
 # JWKS_URL; GET /api/data needs scope `read:data`; 200 with {"data":[1,2,3]},
 # 401/403 otherwise); the others are in benches/compare, a Cargo project of its
-# own so their crates never enter bearer-guard's dependency tree. Each server runs
+# own so their crates never enter bearer-guard's dependency tree. `handwritten` is
+# the reference point of the issue: a minimal validator on aws-lc-rs with the keys
+# parsed once at startup, no cache, every check done on every request (what a
+# team would write by hand instead of using a library). Each server runs
 # a current_thread runtime pinned to one core (taskset -c $SERVER_CPU); wrk runs
 # pinned to the other (taskset -c $CLIENT_CPU, one thread, $CONNECTIONS
 # connections). Each is checked against the contract before it is measured.
@@ -29,7 +33,10 @@
 #           set of $TOKENS live tokens, not "every request a new token". The
 #           cache-off row is the every-request-verifies figure.
 # Then a peak-RSS check: bearer-guard (cache on) after all $TOKENS tokens have been
-# seen, against the same server after one token.
+# seen, against the same server after one token. Last, once, what moka itself costs
+# per entry (benches/compare's moka_footprint, $TOKENS entries, each case in a fresh
+# process): bearer-guard's cache configuration with a tiny value, 32-byte keys and
+# 716-byte token keys, as RssAnon growth.
 #
 # Reported: req/s, p50, p99 (wrk --latency), peak RSS (VmHWM from
 # /proc/PID/status after the run), req/s ratios vs jwt-authorizer and noauth, and
@@ -42,10 +49,10 @@
 # of the real ceiling and "× noauth" flatters the others.
 #
 # Knobs (env): DURATION (s, default 10), CONNECTIONS (32), TOKENS (10000),
-# ALGS ("RS256 ES256"), SERVERS ("bg-cache bg-nocache jwt-authorizer tower-oauth2
-# noauth"), RSS_DURATION (s, 5), AS_PORT (19180), SERVER_PORT (19181), SERVER_CPU (0),
-# CLIENT_CPU (1), CARGO_TARGET_DIR (target), COMPARE_TARGET_DIR (benches/compare/target),
-# NO_BUILD=1 to use the binaries already built.
+# ALGS ("RS256 ES256"), SERVERS ("bg-cache bg-nocache handwritten jwt-authorizer
+# tower-oauth2 noauth"), RSS_DURATION (s, 5), AS_PORT (19180), SERVER_PORT (19181),
+# SERVER_CPU (0), CLIENT_CPU (1), CARGO_TARGET_DIR (target), COMPARE_TARGET_DIR
+# (benches/compare/target), NO_BUILD=1 to use the binaries already built.
 
 set -euo pipefail
 
@@ -53,7 +60,7 @@ DURATION=${DURATION:-10}
 CONNECTIONS=${CONNECTIONS:-32}
 TOKENS=${TOKENS:-10000}
 ALGS=${ALGS:-"RS256 ES256"}
-SERVERS=${SERVERS:-"bg-cache bg-nocache jwt-authorizer tower-oauth2 noauth"}
+SERVERS=${SERVERS:-"bg-cache bg-nocache handwritten jwt-authorizer tower-oauth2 noauth"}
 RSS_DURATION=${RSS_DURATION:-5}
 AS_PORT=${AS_PORT:-19180}
 SERVER_PORT=${SERVER_PORT:-19181}
@@ -121,7 +128,8 @@ if [[ -z ${NO_BUILD:-} ]]; then
 fi
 BG=$TARGET/release/bearer-guard
 BENCH_SERVER=$TARGET/release/examples/bench_server
-for bin in "$BG" "$BENCH_SERVER" "$COMPARE_TARGET"/release/{jwt_authorizer,tower_oauth2,noauth}; do
+for bin in "$BG" "$BENCH_SERVER" \
+    "$COMPARE_TARGET"/release/{handwritten,jwt_authorizer,tower_oauth2,noauth,moka_footprint}; do
     [[ -x $bin ]] || die "missing $bin (build first, or unset NO_BUILD)"
 done
 
@@ -198,6 +206,7 @@ server_cmd() { # server_cmd NAME: the binary, and its extra environment
     case $1 in
     bg-cache) echo "$BENCH_SERVER" ;;
     bg-nocache) echo "$BENCH_SERVER" ;;
+    handwritten) echo "$COMPARE_TARGET/release/handwritten" ;;
     jwt-authorizer) echo "$COMPARE_TARGET/release/jwt_authorizer" ;;
     tower-oauth2) echo "$COMPARE_TARGET/release/tower_oauth2" ;;
     noauth) echo "$COMPARE_TARGET/release/noauth" ;;
@@ -344,6 +353,12 @@ for alg in $ALGS; do
     stop "$AS_PID"
     AS_PID=""
 done
+# Once, not per algorithm: it has no server and no token. Each case in a process of
+# its own, so one case's heap does not pollute the other.
+MOKA_LINES=()
+for case in array32 string716; do
+    MOKA_LINES+=("$("$COMPARE_TARGET/release/moka_footprint" "$case" "$TOKENS")")
+done
 say "done in $(($(date +%s) - START)) s; load average: $(cut -d' ' -f1-3 /proc/loadavg)"
 
 # -------------------------------------------------------------- the table
@@ -369,3 +384,7 @@ echo
 echo "| alg | 1 token MiB | $TOKENS tokens MiB | ≈ bytes per token | |"
 echo "|---|---:|---:|---:|---|"
 printf '%s\n' "${RSS_LINES[@]}"
+echo
+echo "moka itself per entry (benches/compare moka_footprint: bearer-guard's cache configuration, a tiny value; RssAnon growth over $TOKENS inserts):"
+echo
+printf '%s\n' "${MOKA_LINES[@]}"
