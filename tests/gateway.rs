@@ -387,6 +387,54 @@ async fn hop_by_hop_headers_are_removed_both_ways() {
 }
 
 #[tokio::test]
+async fn method_mismatch_is_405_with_allow_before_authentication() {
+    let env = env().await;
+    // Only POST and PUT reach /orders; GET on /health only.
+    let toml = config(&env, "")
+        .replace(
+            "path = \"/orders\"\nscopes_any",
+            "path = \"/orders\"\nmethods = [\"put\", \"POST\"]\nscopes_any",
+        )
+        .replace(
+            "path = \"/health\"\n",
+            "path = \"/health\"\nmethods = [\"GET\"]\n",
+        );
+    let gw = start(&toml).await;
+    let token = env.key.token(&env.issuer, unix_now(), "orders:read");
+    for t in [None, Some(token.as_str())] {
+        let a = get_path(gw.addr, "/orders/7", t).await;
+        assert_eq!(a.status, StatusCode::METHOD_NOT_ALLOWED, "token: {t:?}");
+        assert_eq!(
+            a.headers["allow"], "POST, PUT",
+            "deduplicated, config order"
+        );
+        assert_eq!(a.body["error"], "method_not_allowed");
+        assert!(a.headers.get("www-authenticate").is_none());
+        assert!(a.headers.get("x-upstream").is_none(), "never forwarded");
+    }
+    let a = send(gw.addr, Method::DELETE, "/health", &[]).await;
+    assert_eq!(a.status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(a.headers["allow"], "GET");
+    // A path no route covers stays a 404; a matching method still goes through.
+    let a = send(gw.addr, Method::DELETE, "/nowhere", &[]).await;
+    assert_eq!(a.status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        get_path(gw.addr, "/health", None).await.status,
+        StatusCode::OK
+    );
+    let auth = format!("Bearer {token}");
+    let put = send(
+        gw.addr,
+        Method::PUT,
+        "/orders/7",
+        &[("authorization", &auth)],
+    )
+    .await;
+    assert_eq!(put.status, StatusCode::OK);
+    assert_eq!(put.body["method"], "PUT");
+}
+
+#[tokio::test]
 async fn upstream_down_is_502() {
     let mut env = env().await;
     // A port that was just free: nothing listens there.

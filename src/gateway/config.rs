@@ -73,7 +73,8 @@ pub struct RouteConfig {
     /// A path prefix, matched segment by segment (`/orders` matches `/orders/7`,
     /// not `/ordersX`).
     pub path: String,
-    /// The methods this route applies to (default: all).
+    /// The methods this route applies to (default: all). A request whose path some
+    /// route covers but whose method none allows is a 405 with `Allow`.
     #[serde(default)]
     pub methods: Option<Vec<String>>,
     /// No token required.

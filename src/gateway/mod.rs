@@ -25,7 +25,9 @@
 //! 1. `/-/health`, `/-/ready`, `/-/metrics` are answered by the gateway itself
 //!    (on `admin_listen` when configured, otherwise on `listen`);
 //! 2. the path is normalised ([`path`]); a refused path is a 400;
-//! 3. the first route whose prefix and methods match is chosen; none is a 404;
+//! 3. the first route whose prefix and methods match is chosen; when routes match
+//!    the prefix but none the method, a 405 with `Allow` (before authentication,
+//!    like the 404 when no route matches the prefix);
 //! 4. unless the route is public, the token is validated (the guard's RFC 6750
 //!    answer on failure) and the route's scopes checked (403 `insufficient_scope`);
 //! 5. hop-by-hop headers and every configured claim header are removed, the claim
@@ -46,7 +48,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::FutureExt as _;
 use http::uri::{Authority, Scheme};
-use http::{HeaderValue, Request, Response, StatusCode, Uri, Version, header};
+use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, Version, header};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt as _, Full};
 use hyper::body::Incoming;
@@ -68,7 +70,7 @@ mod route;
 pub use config::{ConfigError, ForwardConfig, GatewayConfig, IssuerConfig, RouteConfig};
 
 use forward::{Forwarding, strip_hop_by_hop};
-use route::Route;
+use route::{Route, Selected};
 
 /// The body of every gateway response: the upstream's, streamed, or the gateway's own.
 pub type GatewayBody = BoxBody<Bytes, hyper::Error>;
@@ -312,16 +314,23 @@ impl Gateway {
                 );
             }
         };
-        let Some(route) = self
-            .shared
-            .routes
-            .iter()
-            .find(|r| r.matches(req.method(), &path))
-        else {
-            return count(
-                "not_found",
-                own(StatusCode::NOT_FOUND, "not_found", "no route for this path"),
-            );
+        // Like the 404, the 405 is answered before authentication: without a
+        // matching route there are no requirements to check a token against, and
+        // verifying a signature only to refuse the request anyway would be work
+        // an anonymous client could make the gateway do. What the 405 tells such
+        // a client (this path is routed, for these methods) is configuration,
+        // which the 404/401 difference already shows for paths.
+        let route = match route::select(&self.shared.routes, req.method(), &path) {
+            Selected::Route(route) => route,
+            Selected::MethodNotAllowed(allowed) => {
+                return count("method_not_allowed", method_not_allowed(&allowed));
+            }
+            Selected::NotFound => {
+                return count(
+                    "not_found",
+                    own(StatusCode::NOT_FOUND, "not_found", "no route for this path"),
+                );
+            }
         };
         let token = if route.public {
             None
@@ -619,6 +628,26 @@ fn json(status: StatusCode, body: &serde_json::Value) -> Response<GatewayBody> {
     );
     r.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
+/// 405, with `Allow` listing the methods of the routes covering the path (RFC 9110
+/// §15.5.6).
+fn method_not_allowed(allowed: &[Method]) -> Response<GatewayBody> {
+    let mut r = own(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "no route for this method on this path",
+    );
+    let list = allowed
+        .iter()
+        .map(Method::as_str)
+        .collect::<Vec<_>>()
+        .join(", ");
+    // Methods are tokens, so this always succeeds; left out rather than panic.
+    if let Ok(value) = HeaderValue::from_str(&list) {
+        r.headers_mut().insert(header::ALLOW, value);
+    }
     r
 }
 
