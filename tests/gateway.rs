@@ -300,6 +300,49 @@ async fn claim_headers_reach_upstream_and_cannot_be_spoofed() {
 }
 
 #[tokio::test]
+async fn x_forwarded_headers_are_the_gateways_own() {
+    let env = env().await;
+    let gw = start(&config(&env, "")).await;
+    let spoof = [
+        ("x-forwarded-for", "203.0.113.9"),
+        ("x-forwarded-proto", "https"),
+        ("x-forwarded-host", "admin.internal"),
+        ("forwarded", "for=203.0.113.9;proto=https"),
+    ];
+    let a = send(gw.addr, Method::GET, "/health", &spoof).await;
+    assert_eq!(a.status, StatusCode::OK);
+    let h = &a.body["headers"];
+    assert_eq!(h["x-forwarded-for"], "127.0.0.1", "the peer, not the claim");
+    assert_eq!(h["x-forwarded-proto"], "http");
+    assert_eq!(h["x-forwarded-host"], gw.addr.to_string().as_str());
+    assert!(h.get("forwarded").is_none(), "{h}");
+
+    // Behind a trusted proxy its values are kept and the peer appended.
+    let trusted = config(&env, "").replace("[forward]\n", "[forward]\ntrust_forwarded = true\n");
+    let gw = start(&trusted).await;
+    let a = send(gw.addr, Method::GET, "/health", &spoof).await;
+    let h = &a.body["headers"];
+    assert_eq!(h["x-forwarded-for"], "203.0.113.9, 127.0.0.1");
+    assert_eq!(h["x-forwarded-proto"], "https");
+    assert_eq!(h["x-forwarded-host"], "admin.internal");
+    assert_eq!(h["forwarded"], "for=203.0.113.9;proto=https");
+
+    // Off (and untrusted): nothing of the client's, nothing of ours.
+    let off = config(&env, "").replace("[forward]\n", "[forward]\nx_forwarded = false\n");
+    let gw = start(&off).await;
+    let a = send(gw.addr, Method::GET, "/health", &spoof).await;
+    let h = a.body["headers"].as_object().cloned().unwrap_or_default();
+    for name in [
+        "x-forwarded-for",
+        "x-forwarded-proto",
+        "x-forwarded-host",
+        "forwarded",
+    ] {
+        assert!(!h.contains_key(name), "{name}: {h:?}");
+    }
+}
+
+#[tokio::test]
 async fn strip_authorization_removes_the_token() {
     let env = env().await;
     let toml = config(&env, "").replace("[forward]\n", "[forward]\nstrip_authorization = true\n");

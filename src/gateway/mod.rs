@@ -31,7 +31,9 @@
 //! 4. unless the route is public, the token is validated (the guard's RFC 6750
 //!    answer on failure) and the route's scopes checked (403 `insufficient_scope`);
 //! 5. hop-by-hop headers and every configured claim header are removed, the claim
-//!    headers set from the verified token, and the request is sent to the upstream
+//!    headers set from the verified token, `X-Forwarded-For`/`-Proto`/`-Host` set
+//!    (`[forward] x_forwarded`, replacing the client's own unless
+//!    `trust_forwarded`), and the request is sent to the upstream
 //!    with the normalised path and the original query; a refused connection is a
 //!    502, no response headers within `upstream_timeout_secs` a 504.
 //!
@@ -41,7 +43,7 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -243,8 +245,8 @@ impl Gateway {
         loop {
             tokio::select! {
                 accepted = listener.accept() => {
-                    let stream = match accepted {
-                        Ok((stream, _peer)) => stream,
+                    let (stream, peer) = match accepted {
+                        Ok(accepted) => accepted,
                         Err(e) => {
                             // Out of descriptors and the like: pause rather than spin.
                             tracing::warn!(error = %e, "accept failed");
@@ -255,7 +257,7 @@ impl Gateway {
                     let this = self.clone();
                     let service = hyper::service::service_fn(move |req| {
                         let this = this.clone();
-                        async move { Ok::<_, Infallible>(this.handle_logged(req, mode).await) }
+                        async move { Ok::<_, Infallible>(this.handle_logged(req, mode, peer).await) }
                     });
                     let conn = builder.serve_connection(TokioIo::new(stream), service).into_owned();
                     let conn = graceful.watch(conn);
@@ -280,11 +282,16 @@ impl Gateway {
 
     /// One access-log line per request: method, path as received (no query, which
     /// may carry secrets), status and time. Never a header or a token.
-    async fn handle_logged(&self, req: Request<Incoming>, mode: Mode) -> Response<GatewayBody> {
+    async fn handle_logged(
+        &self,
+        req: Request<Incoming>,
+        mode: Mode,
+        peer: SocketAddr,
+    ) -> Response<GatewayBody> {
         let started = std::time::Instant::now();
         let method = req.method().clone();
         let path = req.uri().path().to_owned();
-        let response = self.handle(req, mode).await;
+        let response = self.handle(req, mode, peer).await;
         tracing::info!(
             %method,
             path,
@@ -295,7 +302,13 @@ impl Gateway {
         response
     }
 
-    async fn handle(&self, req: Request<Incoming>, mode: Mode) -> Response<GatewayBody> {
+    /// One request from `peer` (the TCP peer, i.e. the client or a proxy in front).
+    async fn handle(
+        &self,
+        req: Request<Incoming>,
+        mode: Mode,
+        peer: SocketAddr,
+    ) -> Response<GatewayBody> {
         if mode.admin && req.uri().path().starts_with("/-/") {
             return self.admin(req.uri().path()).await;
         }
@@ -351,7 +364,7 @@ impl Gateway {
             };
             return count("forbidden", self.refusal(&e, req.headers()));
         }
-        self.forward(req, &path, token.as_ref()).await
+        self.forward(req, &path, token.as_ref(), peer.ip()).await
     }
 
     fn refusal(&self, error: &AuthError, request: &http::HeaderMap) -> Response<GatewayBody> {
@@ -363,6 +376,7 @@ impl Gateway {
         req: Request<Incoming>,
         path: &str,
         token: Option<&VerifiedToken>,
+        peer: IpAddr,
     ) -> Response<GatewayBody> {
         let s = &self.shared;
         let (mut parts, body) = req.into_parts();
@@ -385,6 +399,13 @@ impl Gateway {
                 ),
             );
         };
+        // What the client asked for: the target's authority (HTTP/2, or an
+        // absolute-form target) or else its Host header; kept for X-Forwarded-Host.
+        let host = parts
+            .uri
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+            .or_else(|| parts.headers.get(header::HOST).cloned());
         parts.uri = uri;
         // The pool speaks HTTP/1.1 to the upstream whatever the client spoke.
         parts.version = Version::HTTP_11;
@@ -399,6 +420,7 @@ impl Gateway {
         if let Some(token) = token {
             s.forwarding.set_claim_headers(headers, token);
         }
+        s.forwarding.set_forwarded_headers(headers, peer, host);
         let sent = s.client.request(Request::from_parts(parts, body));
         match tokio::time::timeout(s.upstream_timeout, sent).await {
             Ok(Ok(response)) => {
