@@ -300,6 +300,49 @@ async fn claim_headers_reach_upstream_and_cannot_be_spoofed() {
 }
 
 #[tokio::test]
+async fn x_forwarded_headers_are_the_gateways_own() {
+    let env = env().await;
+    let gw = start(&config(&env, "")).await;
+    let spoof = [
+        ("x-forwarded-for", "203.0.113.9"),
+        ("x-forwarded-proto", "https"),
+        ("x-forwarded-host", "admin.internal"),
+        ("forwarded", "for=203.0.113.9;proto=https"),
+    ];
+    let a = send(gw.addr, Method::GET, "/health", &spoof).await;
+    assert_eq!(a.status, StatusCode::OK);
+    let h = &a.body["headers"];
+    assert_eq!(h["x-forwarded-for"], "127.0.0.1", "the peer, not the claim");
+    assert_eq!(h["x-forwarded-proto"], "http");
+    assert_eq!(h["x-forwarded-host"], gw.addr.to_string().as_str());
+    assert!(h.get("forwarded").is_none(), "{h}");
+
+    // Behind a trusted proxy its values are kept and the peer appended.
+    let trusted = config(&env, "").replace("[forward]\n", "[forward]\ntrust_forwarded = true\n");
+    let gw = start(&trusted).await;
+    let a = send(gw.addr, Method::GET, "/health", &spoof).await;
+    let h = &a.body["headers"];
+    assert_eq!(h["x-forwarded-for"], "203.0.113.9, 127.0.0.1");
+    assert_eq!(h["x-forwarded-proto"], "https");
+    assert_eq!(h["x-forwarded-host"], "admin.internal");
+    assert_eq!(h["forwarded"], "for=203.0.113.9;proto=https");
+
+    // Off (and untrusted): nothing of the client's, nothing of ours.
+    let off = config(&env, "").replace("[forward]\n", "[forward]\nx_forwarded = false\n");
+    let gw = start(&off).await;
+    let a = send(gw.addr, Method::GET, "/health", &spoof).await;
+    let h = a.body["headers"].as_object().cloned().unwrap_or_default();
+    for name in [
+        "x-forwarded-for",
+        "x-forwarded-proto",
+        "x-forwarded-host",
+        "forwarded",
+    ] {
+        assert!(!h.contains_key(name), "{name}: {h:?}");
+    }
+}
+
+#[tokio::test]
 async fn strip_authorization_removes_the_token() {
     let env = env().await;
     let toml = config(&env, "").replace("[forward]\n", "[forward]\nstrip_authorization = true\n");
@@ -384,6 +427,54 @@ async fn hop_by_hop_headers_are_removed_both_ways() {
         "response keep-alive removed"
     );
     assert_eq!(a.headers["x-upstream"], "echo");
+}
+
+#[tokio::test]
+async fn method_mismatch_is_405_with_allow_before_authentication() {
+    let env = env().await;
+    // Only POST and PUT reach /orders; GET on /health only.
+    let toml = config(&env, "")
+        .replace(
+            "path = \"/orders\"\nscopes_any",
+            "path = \"/orders\"\nmethods = [\"put\", \"POST\"]\nscopes_any",
+        )
+        .replace(
+            "path = \"/health\"\n",
+            "path = \"/health\"\nmethods = [\"GET\"]\n",
+        );
+    let gw = start(&toml).await;
+    let token = env.key.token(&env.issuer, unix_now(), "orders:read");
+    for t in [None, Some(token.as_str())] {
+        let a = get_path(gw.addr, "/orders/7", t).await;
+        assert_eq!(a.status, StatusCode::METHOD_NOT_ALLOWED, "token: {t:?}");
+        assert_eq!(
+            a.headers["allow"], "POST, PUT",
+            "deduplicated, config order"
+        );
+        assert_eq!(a.body["error"], "method_not_allowed");
+        assert!(a.headers.get("www-authenticate").is_none());
+        assert!(a.headers.get("x-upstream").is_none(), "never forwarded");
+    }
+    let a = send(gw.addr, Method::DELETE, "/health", &[]).await;
+    assert_eq!(a.status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(a.headers["allow"], "GET");
+    // A path no route covers stays a 404; a matching method still goes through.
+    let a = send(gw.addr, Method::DELETE, "/nowhere", &[]).await;
+    assert_eq!(a.status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        get_path(gw.addr, "/health", None).await.status,
+        StatusCode::OK
+    );
+    let auth = format!("Bearer {token}");
+    let put = send(
+        gw.addr,
+        Method::PUT,
+        "/orders/7",
+        &[("authorization", &auth)],
+    )
+    .await;
+    assert_eq!(put.status, StatusCode::OK);
+    assert_eq!(put.body["method"], "PUT");
 }
 
 #[tokio::test]

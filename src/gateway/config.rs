@@ -73,7 +73,8 @@ pub struct RouteConfig {
     /// A path prefix, matched segment by segment (`/orders` matches `/orders/7`,
     /// not `/ordersX`).
     pub path: String,
-    /// The methods this route applies to (default: all).
+    /// The methods this route applies to (default: all). A request whose path some
+    /// route covers but whose method none allows is a 405 with `Allow`.
     #[serde(default)]
     pub methods: Option<Vec<String>>,
     /// No token required.
@@ -87,8 +88,8 @@ pub struct RouteConfig {
     pub scopes_any: Vec<String>,
 }
 
-/// `[forward]`: what the upstream learns about the verified token.
-#[derive(Debug, Clone, Default, Deserialize)]
+/// `[forward]`: what the upstream learns about the verified token and the client.
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 #[non_exhaustive]
 pub struct ForwardConfig {
@@ -100,6 +101,37 @@ pub struct ForwardConfig {
     /// Remove `Authorization` before forwarding.
     #[serde(default)]
     pub strip_authorization: bool,
+    /// Tell the upstream who the client is (default `true`): `X-Forwarded-For` is
+    /// set to the peer's IP address, `X-Forwarded-Proto` to `http` (the gateway
+    /// listens on plain http) and `X-Forwarded-Host` to the `Host` the client
+    /// asked for. On by default because without it the upstream only ever sees
+    /// the gateway's address, and the values cannot be spoofed while
+    /// `trust_forwarded` is off.
+    #[serde(default = "yes")]
+    pub x_forwarded: bool,
+    /// The peer is a trusted proxy (default `false`). Off, the client's
+    /// `X-Forwarded-For`, `X-Forwarded-Proto`, `X-Forwarded-Host` and `Forwarded`
+    /// are always removed, so the upstream never mistakes a client's claim for the
+    /// gateway's. On, they are kept: the peer's address is appended to the
+    /// `X-Forwarded-For` list and the proxy's `-Proto` and `-Host` take precedence.
+    /// Only turn it on when nothing but that proxy can reach `listen`.
+    #[serde(default)]
+    pub trust_forwarded: bool,
+}
+
+impl Default for ForwardConfig {
+    fn default() -> Self {
+        ForwardConfig {
+            claims_to_headers: BTreeMap::new(),
+            strip_authorization: false,
+            x_forwarded: true,
+            trust_forwarded: false,
+        }
+    }
+}
+
+fn yes() -> bool {
+    true
 }
 
 impl GatewayConfig {

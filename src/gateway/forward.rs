@@ -1,8 +1,12 @@
 //! What the upstream receives: hop-by-hop headers removed (RFC 9110 §7.6.1),
-//! claim headers always replaced, never taken from the client.
+//! claim headers always replaced, never taken from the client, and the
+//! `X-Forwarded-*` headers the gateway's own unless a trusted proxy is in front.
+
+use std::net::IpAddr;
 
 use http::header::{
-    CONNECTION, HeaderMap, HeaderName, HeaderValue, TE, TRAILER, TRANSFER_ENCODING, UPGRADE,
+    CONNECTION, FORWARDED, HeaderMap, HeaderName, HeaderValue, TE, TRAILER, TRANSFER_ENCODING,
+    UPGRADE,
 };
 use serde_json::Value;
 
@@ -20,6 +24,10 @@ const HOP_BY_HOP: [&str; 7] = [
     "transfer-encoding",
     "upgrade",
 ];
+
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
 /// Removes the hop-by-hop headers, and those the `Connection` header names.
 pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
@@ -46,6 +54,8 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
 pub(crate) struct Forwarding {
     claims: Vec<(String, HeaderName)>,
     pub strip_authorization: bool,
+    x_forwarded: bool,
+    trust_forwarded: bool,
 }
 
 impl Forwarding {
@@ -58,7 +68,14 @@ impl Forwarding {
             let reserved = HOP_BY_HOP.contains(&name.as_str())
                 || matches!(
                     name.as_str(),
-                    "host" | "authorization" | "content-length" | "content-type"
+                    "host"
+                        | "authorization"
+                        | "content-length"
+                        | "content-type"
+                        | "forwarded"
+                        | "x-forwarded-for"
+                        | "x-forwarded-proto"
+                        | "x-forwarded-host"
                 );
             if reserved {
                 return Err(ConfigError::at(
@@ -71,7 +88,62 @@ impl Forwarding {
         Ok(Forwarding {
             claims,
             strip_authorization: c.strip_authorization,
+            x_forwarded: c.x_forwarded,
+            trust_forwarded: c.trust_forwarded,
         })
+    }
+
+    /// The `X-Forwarded-*` headers for a request from `peer`, whose target named
+    /// `host` (the URI's authority or the `Host` header, as the client sent it).
+    ///
+    /// Unless `trust_forwarded`, the client's `X-Forwarded-For`, `-Proto`, `-Host`
+    /// and `Forwarded` are removed first: whatever the upstream finds there is the
+    /// gateway's own. With `trust_forwarded`, the peer is a proxy whose values are
+    /// kept: the peer's address is appended to its `X-Forwarded-For` list (several
+    /// fields joined in order), and its `-Proto` and `-Host` win over ours.
+    pub fn set_forwarded_headers(
+        &self,
+        headers: &mut HeaderMap,
+        peer: IpAddr,
+        host: Option<HeaderValue>,
+    ) {
+        if !self.trust_forwarded {
+            for name in [
+                X_FORWARDED_FOR,
+                X_FORWARDED_PROTO,
+                X_FORWARDED_HOST,
+                FORWARDED,
+            ] {
+                headers.remove(name);
+            }
+        }
+        if !self.x_forwarded {
+            return;
+        }
+        // An IPv4 client of a dual-stack listener shows as `::ffff:a.b.c.d`.
+        let peer = peer.to_canonical().to_string();
+        let mut list: Vec<u8> = Vec::new();
+        for value in headers.get_all(&X_FORWARDED_FOR) {
+            let value = value.as_bytes().trim_ascii();
+            if !value.is_empty() {
+                list.extend_from_slice(value);
+                list.extend_from_slice(b", ");
+            }
+        }
+        list.extend_from_slice(peer.as_bytes());
+        // Joined from valid values and an address: cannot fail, but never panic.
+        if let Ok(value) = HeaderValue::from_bytes(&list) {
+            headers.insert(X_FORWARDED_FOR, value);
+        }
+        if !headers.contains_key(&X_FORWARDED_PROTO) {
+            // The gateway listens on plain http only.
+            headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+        }
+        if !headers.contains_key(&X_FORWARDED_HOST)
+            && let Some(host) = host
+        {
+            headers.insert(X_FORWARDED_HOST, host);
+        }
     }
 
     /// Removes every configured claim header, whatever the route: a client must
@@ -136,12 +208,103 @@ mod tests {
     fn refuses_reserved_or_invalid_claim_headers() {
         let config = |header: &str| ForwardConfig {
             claims_to_headers: [("sub".to_owned(), header.to_owned())].into(),
-            strip_authorization: false,
+            ..ForwardConfig::default()
         };
         assert!(Forwarding::from_config(&config("x-auth-sub")).is_ok());
-        for bad in ["host", "Transfer-Encoding", "x auth", ""] {
+        for bad in ["host", "Transfer-Encoding", "x-forwarded-for", "x auth", ""] {
             let e = Forwarding::from_config(&config(bad)).expect_err(bad);
             assert_eq!(e.key(), Some("forward.claims_to_headers.sub"));
         }
+    }
+
+    fn forwarding(x_forwarded: bool, trust_forwarded: bool) -> Forwarding {
+        Forwarding::from_config(&ForwardConfig {
+            x_forwarded,
+            trust_forwarded,
+            ..ForwardConfig::default()
+        })
+        .expect("forwarding")
+    }
+
+    /// A client's attempt at spoofing every forwarding header.
+    fn spoofed() -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in [
+            ("x-forwarded-for", "10.0.0.1"),
+            ("X-Forwarded-For", "10.0.0.2"),
+            ("x-forwarded-proto", "https"),
+            ("x-forwarded-host", "admin.internal"),
+            ("forwarded", "for=10.0.0.1"),
+        ] {
+            h.append(k, HeaderValue::from_static(v));
+        }
+        h
+    }
+
+    fn all(h: &HeaderMap, name: &str) -> Vec<String> {
+        h.get_all(name)
+            .iter()
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+            .collect()
+    }
+
+    #[test]
+    fn x_forwarded_defaults_on_and_untrusted() {
+        let c = ForwardConfig::default();
+        assert!(c.x_forwarded && !c.trust_forwarded);
+    }
+
+    #[test]
+    fn client_forwarding_headers_are_replaced_by_default() {
+        let mut h = spoofed();
+        let host = HeaderValue::from_static("api.example.com:8080");
+        forwarding(true, false).set_forwarded_headers(
+            &mut h,
+            "192.0.2.7".parse().expect("ip"),
+            Some(host),
+        );
+        assert_eq!(all(&h, "x-forwarded-for"), ["192.0.2.7"]);
+        assert_eq!(all(&h, "x-forwarded-proto"), ["http"]);
+        assert_eq!(all(&h, "x-forwarded-host"), ["api.example.com:8080"]);
+        assert!(h.get(FORWARDED).is_none());
+    }
+
+    #[test]
+    fn a_trusted_proxy_list_is_appended_to_and_its_values_kept() {
+        let mut h = spoofed();
+        forwarding(true, true).set_forwarded_headers(
+            &mut h,
+            "::ffff:192.0.2.7".parse().expect("ip"),
+            Some(HeaderValue::from_static("gw.local")),
+        );
+        assert_eq!(
+            all(&h, "x-forwarded-for"),
+            ["10.0.0.1, 10.0.0.2, 192.0.2.7"],
+            "fields joined in order, the peer (canonical IPv4) last"
+        );
+        assert_eq!(all(&h, "x-forwarded-proto"), ["https"]);
+        assert_eq!(all(&h, "x-forwarded-host"), ["admin.internal"]);
+        assert_eq!(all(&h, "forwarded"), ["for=10.0.0.1"]);
+
+        let mut fresh = HeaderMap::new();
+        forwarding(true, true).set_forwarded_headers(
+            &mut fresh,
+            "2001:db8::1".parse().expect("ip"),
+            None,
+        );
+        assert_eq!(all(&fresh, "x-forwarded-for"), ["2001:db8::1"]);
+        assert_eq!(all(&fresh, "x-forwarded-proto"), ["http"]);
+        assert!(fresh.get("x-forwarded-host").is_none(), "no host, none set");
+    }
+
+    #[test]
+    fn x_forwarded_off_still_removes_untrusted_values() {
+        let peer: IpAddr = "192.0.2.7".parse().expect("ip");
+        let mut h = spoofed();
+        forwarding(false, false).set_forwarded_headers(&mut h, peer, None);
+        assert!(h.is_empty(), "{h:?}");
+        let mut h = spoofed();
+        forwarding(false, true).set_forwarded_headers(&mut h, peer, None);
+        assert_eq!(h, spoofed(), "trusted and off: passed through untouched");
     }
 }

@@ -25,11 +25,15 @@
 //! 1. `/-/health`, `/-/ready`, `/-/metrics` are answered by the gateway itself
 //!    (on `admin_listen` when configured, otherwise on `listen`);
 //! 2. the path is normalised ([`path`]); a refused path is a 400;
-//! 3. the first route whose prefix and methods match is chosen; none is a 404;
+//! 3. the first route whose prefix and methods match is chosen; when routes match
+//!    the prefix but none the method, a 405 with `Allow` (before authentication,
+//!    like the 404 when no route matches the prefix);
 //! 4. unless the route is public, the token is validated (the guard's RFC 6750
 //!    answer on failure) and the route's scopes checked (403 `insufficient_scope`);
 //! 5. hop-by-hop headers and every configured claim header are removed, the claim
-//!    headers set from the verified token, and the request is sent to the upstream
+//!    headers set from the verified token, `X-Forwarded-For`/`-Proto`/`-Host` set
+//!    (`[forward] x_forwarded`, replacing the client's own unless
+//!    `trust_forwarded`), and the request is sent to the upstream
 //!    with the normalised path and the original query; a refused connection is a
 //!    502, no response headers within `upstream_timeout_secs` a 504.
 //!
@@ -39,14 +43,14 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::FutureExt as _;
 use http::uri::{Authority, Scheme};
-use http::{HeaderValue, Request, Response, StatusCode, Uri, Version, header};
+use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, Version, header};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt as _, Full};
 use hyper::body::Incoming;
@@ -68,7 +72,7 @@ mod route;
 pub use config::{ConfigError, ForwardConfig, GatewayConfig, IssuerConfig, RouteConfig};
 
 use forward::{Forwarding, strip_hop_by_hop};
-use route::Route;
+use route::{Route, Selected};
 
 /// The body of every gateway response: the upstream's, streamed, or the gateway's own.
 pub type GatewayBody = BoxBody<Bytes, hyper::Error>;
@@ -241,8 +245,8 @@ impl Gateway {
         loop {
             tokio::select! {
                 accepted = listener.accept() => {
-                    let stream = match accepted {
-                        Ok((stream, _peer)) => stream,
+                    let (stream, peer) = match accepted {
+                        Ok(accepted) => accepted,
                         Err(e) => {
                             // Out of descriptors and the like: pause rather than spin.
                             tracing::warn!(error = %e, "accept failed");
@@ -253,7 +257,7 @@ impl Gateway {
                     let this = self.clone();
                     let service = hyper::service::service_fn(move |req| {
                         let this = this.clone();
-                        async move { Ok::<_, Infallible>(this.handle_logged(req, mode).await) }
+                        async move { Ok::<_, Infallible>(this.handle_logged(req, mode, peer).await) }
                     });
                     let conn = builder.serve_connection(TokioIo::new(stream), service).into_owned();
                     let conn = graceful.watch(conn);
@@ -278,11 +282,16 @@ impl Gateway {
 
     /// One access-log line per request: method, path as received (no query, which
     /// may carry secrets), status and time. Never a header or a token.
-    async fn handle_logged(&self, req: Request<Incoming>, mode: Mode) -> Response<GatewayBody> {
+    async fn handle_logged(
+        &self,
+        req: Request<Incoming>,
+        mode: Mode,
+        peer: SocketAddr,
+    ) -> Response<GatewayBody> {
         let started = std::time::Instant::now();
         let method = req.method().clone();
         let path = req.uri().path().to_owned();
-        let response = self.handle(req, mode).await;
+        let response = self.handle(req, mode, peer).await;
         tracing::info!(
             %method,
             path,
@@ -293,7 +302,13 @@ impl Gateway {
         response
     }
 
-    async fn handle(&self, req: Request<Incoming>, mode: Mode) -> Response<GatewayBody> {
+    /// One request from `peer` (the TCP peer, i.e. the client or a proxy in front).
+    async fn handle(
+        &self,
+        req: Request<Incoming>,
+        mode: Mode,
+        peer: SocketAddr,
+    ) -> Response<GatewayBody> {
         if mode.admin && req.uri().path().starts_with("/-/") {
             return self.admin(req.uri().path()).await;
         }
@@ -312,16 +327,23 @@ impl Gateway {
                 );
             }
         };
-        let Some(route) = self
-            .shared
-            .routes
-            .iter()
-            .find(|r| r.matches(req.method(), &path))
-        else {
-            return count(
-                "not_found",
-                own(StatusCode::NOT_FOUND, "not_found", "no route for this path"),
-            );
+        // Like the 404, the 405 is answered before authentication: without a
+        // matching route there are no requirements to check a token against, and
+        // verifying a signature only to refuse the request anyway would be work
+        // an anonymous client could make the gateway do. What the 405 tells such
+        // a client (this path is routed, for these methods) is configuration,
+        // which the 404/401 difference already shows for paths.
+        let route = match route::select(&self.shared.routes, req.method(), &path) {
+            Selected::Route(route) => route,
+            Selected::MethodNotAllowed(allowed) => {
+                return count("method_not_allowed", method_not_allowed(&allowed));
+            }
+            Selected::NotFound => {
+                return count(
+                    "not_found",
+                    own(StatusCode::NOT_FOUND, "not_found", "no route for this path"),
+                );
+            }
         };
         let token = if route.public {
             None
@@ -342,7 +364,7 @@ impl Gateway {
             };
             return count("forbidden", self.refusal(&e, req.headers()));
         }
-        self.forward(req, &path, token.as_ref()).await
+        self.forward(req, &path, token.as_ref(), peer.ip()).await
     }
 
     fn refusal(&self, error: &AuthError, request: &http::HeaderMap) -> Response<GatewayBody> {
@@ -354,6 +376,7 @@ impl Gateway {
         req: Request<Incoming>,
         path: &str,
         token: Option<&VerifiedToken>,
+        peer: IpAddr,
     ) -> Response<GatewayBody> {
         let s = &self.shared;
         let (mut parts, body) = req.into_parts();
@@ -376,6 +399,13 @@ impl Gateway {
                 ),
             );
         };
+        // What the client asked for: the target's authority (HTTP/2, or an
+        // absolute-form target) or else its Host header; kept for X-Forwarded-Host.
+        let host = parts
+            .uri
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+            .or_else(|| parts.headers.get(header::HOST).cloned());
         parts.uri = uri;
         // The pool speaks HTTP/1.1 to the upstream whatever the client spoke.
         parts.version = Version::HTTP_11;
@@ -390,6 +420,7 @@ impl Gateway {
         if let Some(token) = token {
             s.forwarding.set_claim_headers(headers, token);
         }
+        s.forwarding.set_forwarded_headers(headers, peer, host);
         let sent = s.client.request(Request::from_parts(parts, body));
         match tokio::time::timeout(s.upstream_timeout, sent).await {
             Ok(Ok(response)) => {
@@ -619,6 +650,26 @@ fn json(status: StatusCode, body: &serde_json::Value) -> Response<GatewayBody> {
     );
     r.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
+/// 405, with `Allow` listing the methods of the routes covering the path (RFC 9110
+/// §15.5.6).
+fn method_not_allowed(allowed: &[Method]) -> Response<GatewayBody> {
+    let mut r = own(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "no route for this method on this path",
+    );
+    let list = allowed
+        .iter()
+        .map(Method::as_str)
+        .collect::<Vec<_>>()
+        .join(", ");
+    // Methods are tokens, so this always succeeds; left out rather than panic.
+    if let Ok(value) = HeaderValue::from_str(&list) {
+        r.headers_mut().insert(header::ALLOW, value);
+    }
     r
 }
 

@@ -1,5 +1,7 @@
 //! Routes: a path prefix matched segment by segment, optional methods, and what the
-//! token must carry. The first matching route wins; no match is a 404.
+//! token must carry. The first route matching path and method wins; when routes
+//! cover the path but none the method, it is a 405 with their methods in `Allow`;
+//! no route covering the path is a 404.
 
 use std::sync::Arc;
 
@@ -98,11 +100,50 @@ impl Route {
 
     /// Whether this route applies to `method` on the normalised `path`.
     pub fn matches(&self, method: &Method, path: &str) -> bool {
-        let path_matches = self.prefix == "/"
+        self.matches_path(path) && self.methods.as_ref().is_none_or(|m| m.contains(method))
+    }
+
+    /// Whether this route's prefix covers the normalised `path`, whatever the method.
+    fn matches_path(&self, path: &str) -> bool {
+        self.prefix == "/"
             || path
                 .strip_prefix(self.prefix.as_str())
-                .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'));
-        path_matches && self.methods.as_ref().is_none_or(|m| m.contains(method))
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+    }
+}
+
+/// What the routes make of a request.
+#[derive(Debug)]
+pub(crate) enum Selected<'a> {
+    /// The first route matching path and method.
+    Route(&'a Route),
+    /// Routes cover the path, none the method: the methods they allow, each once,
+    /// in the order they first appear in the configuration (for `Allow`).
+    MethodNotAllowed(Vec<Method>),
+    /// No route covers the path.
+    NotFound,
+}
+
+/// Chooses the route for `method` on the normalised `path`: first match wins.
+pub(crate) fn select<'a>(routes: &'a [Route], method: &Method, path: &str) -> Selected<'a> {
+    if let Some(route) = routes.iter().find(|r| r.matches(method, path)) {
+        return Selected::Route(route);
+    }
+    let mut allowed: Vec<Method> = Vec::new();
+    let mut covered = false;
+    for route in routes.iter().filter(|r| r.matches_path(path)) {
+        covered = true;
+        // A route covering the path with every method would have matched above.
+        for m in route.methods.iter().flatten() {
+            if !allowed.contains(m) {
+                allowed.push(m.clone());
+            }
+        }
+    }
+    if covered {
+        Selected::MethodNotAllowed(allowed)
+    } else {
+        Selected::NotFound
     }
 }
 
@@ -143,6 +184,62 @@ mod tests {
         assert!(r.matches(&Method::POST, "/orders"));
         assert!(r.matches(&Method::PUT, "/orders/1"));
         assert!(!r.matches(&Method::GET, "/orders"));
+    }
+
+    fn chosen<'a>(selected: Selected<'a>) -> Option<&'a Route> {
+        match selected {
+            Selected::Route(r) => Some(r),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn select_takes_the_first_route_matching_path_and_method() {
+        let routes = [
+            route("/orders", Some(&["POST"])).expect("route"),
+            route("/orders", None).expect("route"),
+        ];
+        let post = chosen(select(&routes, &Method::POST, "/orders/1")).expect("post");
+        assert_eq!(post.methods.as_deref(), Some(&[Method::POST][..]));
+        let get = chosen(select(&routes, &Method::GET, "/orders")).expect("get");
+        assert!(
+            get.methods.is_none(),
+            "falls through to the any-method route"
+        );
+    }
+
+    #[test]
+    fn select_tells_a_method_mismatch_from_an_unknown_path() {
+        let routes = [
+            route("/orders", Some(&["POST", "put"])).expect("route"),
+            route("/orders/archive", Some(&["GET"])).expect("route"),
+            route("/orders", Some(&["DELETE", "POST"])).expect("route"),
+            route("/health", Some(&["GET"])).expect("route"),
+        ];
+        match select(&routes, &Method::GET, "/orders/7") {
+            Selected::MethodNotAllowed(allowed) => assert_eq!(
+                allowed,
+                [Method::POST, Method::PUT, Method::DELETE],
+                "deduplicated, in configuration order"
+            ),
+            other => panic!("{other:?}"),
+        }
+        match select(&routes, &Method::PATCH, "/orders/archive/1") {
+            Selected::MethodNotAllowed(allowed) => assert_eq!(
+                allowed,
+                [Method::POST, Method::PUT, Method::GET, Method::DELETE]
+            ),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            select(&routes, &Method::GET, "/ordersX"),
+            Selected::NotFound
+        ));
+        assert!(matches!(
+            select(&routes, &Method::POST, "/"),
+            Selected::NotFound
+        ));
+        assert!(chosen(select(&routes, &Method::GET, "/orders/archive")).is_some());
     }
 
     #[test]
