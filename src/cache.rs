@@ -14,7 +14,7 @@
 //! - **Admitted on second sight**: a token is cached the second time it is verified,
 //!   not the first. A cache insert costs ~2 µs (moka's), so a token used once (a
 //!   client that fetches a token per call) would pay it for nothing, and would
-//!   push reused tokens out. A small table of keyed 64-bit hashes remembers the
+//!   push reused tokens out. A 128 KiB Bloom filter of keyed hashes remembers the
 //!   tokens seen once; it holds no token and never decides an answer.
 //! - **Bounded** by memory (a weigher counts each entry's bytes), by entries (no
 //!   entry weighs less than `max_bytes / max_entries`) and by time (an entry lives
@@ -87,37 +87,50 @@ pub struct TokenCacheStats {
     pub stale: u64,
 }
 
-/// Slots of the second-sight table: 64 KiB. A token seen once is admitted on its
-/// next verification unless another token took its slot in between.
-const DOORKEEPER_SLOTS: usize = 8192;
+/// Bits of the second-sight filter: 128 KiB.
+const DOORKEEPER_BITS: usize = 1 << 20;
 
-/// Tokens verified once and not cached yet, by a keyed hash: a direct-mapped table
-/// where each slot remembers the last token that landed in it.
+/// The filter is cleared once this many bits are set, so at most a quarter of
+/// the tokens it has never seen pass for seen (and are cached on their first
+/// verification: harmless, only the saving is lost).
+const DOORKEEPER_RESET: u64 = DOORKEEPER_BITS as u64 / 4;
+
+/// Tokens verified once and not cached yet: a one-hash Bloom filter over keyed
+/// 64-bit hashes, cleared when a quarter full (TinyLFU's "doorkeeper"). A working
+/// set of reused tokens far beyond the cache's size is remembered between two
+/// uses; a flood of one-off tokens costs a bit each until the next clear.
 struct Doorkeeper {
-    slots: Box<[AtomicU64]>,
+    words: Box<[AtomicU64]>,
     hasher: RandomState,
+    marked: AtomicU64,
 }
 
 impl Doorkeeper {
     fn new() -> Self {
         Doorkeeper {
-            slots: (0..DOORKEEPER_SLOTS).map(|_| AtomicU64::new(0)).collect(),
+            words: (0..DOORKEEPER_BITS / 64)
+                .map(|_| AtomicU64::new(0))
+                .collect(),
             hasher: RandomState::new(),
+            marked: AtomicU64::new(0),
         }
     }
 
-    /// Whether `token` was seen since its slot last changed; remembers it if not.
-    /// (Two tokens with one 64-bit hash only mean an early admission.)
+    /// Whether `token` (or one sharing its bit) was seen since the last clear;
+    /// marks it if not.
     fn seen_before(&self, token: &str) -> bool {
-        let hash = self.hasher.hash_one(token) | 1; // 0 is an empty slot
-        let slot = &self.slots[(hash >> 1) as usize % DOORKEEPER_SLOTS];
-        if slot.load(Ordering::Relaxed) == hash {
-            slot.store(0, Ordering::Relaxed);
-            true
-        } else {
-            slot.store(hash, Ordering::Relaxed);
-            false
+        let bit = self.hasher.hash_one(token) as usize % DOORKEEPER_BITS;
+        let mask = 1u64 << (bit % 64);
+        if self.words[bit / 64].fetch_or(mask, Ordering::Relaxed) & mask != 0 {
+            return true;
         }
+        if self.marked.fetch_add(1, Ordering::Relaxed) + 1 >= DOORKEEPER_RESET {
+            self.marked.store(0, Ordering::Relaxed);
+            for word in &self.words {
+                word.store(0, Ordering::Relaxed);
+            }
+        }
+        false
     }
 }
 
@@ -305,6 +318,24 @@ mod tests {
             c.insert(&format!("once.{i}.x"), &verified(1000), a_key(), 0, 900, 60);
         }
         assert_eq!(c.len(), 1);
+    }
+
+    #[test]
+    fn the_doorkeeper_remembers_a_large_working_set_and_clears_when_full() {
+        let d = Doorkeeper::new();
+        let tokens: Vec<String> = (0..20_000).map(|i| format!("token-{i}")).collect();
+        let first = tokens.iter().filter(|t| d.seen_before(t)).count();
+        // ~n²/2m = 190 expected collisions among 20,000 tokens in 2^20 bits.
+        assert!(first < 400, "{first} of 20,000 new tokens passed for seen");
+        let second = tokens.iter().filter(|t| d.seen_before(t)).count();
+        assert_eq!(second, 20_000, "every token is known on its second use");
+
+        // Enough one-off tokens to set a quarter of the bits (some collide).
+        for i in 0..DOORKEEPER_RESET + DOORKEEPER_RESET / 2 {
+            d.seen_before(&format!("flood-{i}"));
+        }
+        let after = tokens.iter().filter(|t| d.seen_before(t)).count();
+        assert!(after < 20_000 / 3, "cleared: {after} still passed for seen");
     }
 
     #[test]
