@@ -105,32 +105,29 @@ impl RequireScope {
         headers: &http::HeaderMap,
         extensions: &http::Extensions,
     ) -> Option<Response<Bytes>> {
-        let default = Responder::default();
-        let responder = extensions
-            .get::<GuardHandle>()
-            .map_or(&default, |h| &h.0.inner.responder);
-        let grpc = is_grpc(headers);
-        let respond = |e: &AuthError| responder.respond(e, grpc);
-        match extensions.get::<VerifiedToken>() {
-            Some(token) if self.is_satisfied_by(token) => None,
-            Some(token) => {
-                tracing::debug!(
-                    sub = token.subject(),
-                    required = ?self.scopes,
-                    any = self.any,
-                    "insufficient scope"
-                );
-                Some(respond(&AuthError::InsufficientScope {
-                    required: Arc::clone(&self.scopes),
-                }))
-            }
-            None => {
-                tracing::error!(
-                    "RequireScope found no verified token: is the Guard layer applied outside this route?"
-                );
-                Some(default.respond(&AuthError::MissingToken, grpc))
-            }
+        let Some(token) = extensions.get::<VerifiedToken>() else {
+            tracing::error!(
+                "RequireScope found no verified token: is the Guard layer applied outside this route?"
+            );
+            return Some(Responder::default().respond(&AuthError::MissingToken, is_grpc(headers)));
+        };
+        if self.is_satisfied_by(token) {
+            return None;
         }
+        let grpc = is_grpc(headers);
+        tracing::debug!(
+            sub = token.subject(),
+            required = ?self.scopes,
+            any = self.any,
+            "insufficient scope"
+        );
+        let error = AuthError::InsufficientScope {
+            required: Arc::clone(&self.scopes),
+        };
+        Some(match extensions.get::<GuardHandle>() {
+            Some(handle) => handle.0.inner.responder.respond(&error, grpc),
+            None => Responder::default().respond(&error, grpc),
+        })
     }
 }
 

@@ -129,21 +129,20 @@ pub(crate) fn select<'a>(routes: &'a [Route], method: &Method, path: &str) -> Se
     if let Some(route) = routes.iter().find(|r| r.matches(method, path)) {
         return Selected::Route(route);
     }
+    // A route covering the path with every method would have matched above, and a
+    // method list is never empty: the path is covered exactly when `allowed` is not.
     let mut allowed: Vec<Method> = Vec::new();
-    let mut covered = false;
     for route in routes.iter().filter(|r| r.matches_path(path)) {
-        covered = true;
-        // A route covering the path with every method would have matched above.
         for m in route.methods.iter().flatten() {
             if !allowed.contains(m) {
                 allowed.push(m.clone());
             }
         }
     }
-    if covered {
-        Selected::MethodNotAllowed(allowed)
-    } else {
+    if allowed.is_empty() {
         Selected::NotFound
+    } else {
+        Selected::MethodNotAllowed(allowed)
     }
 }
 

@@ -422,10 +422,9 @@ impl KeyStore {
 }
 
 fn log_changes(label: &str, previous: Option<&Loaded>, now: &Loaded) {
-    let kids = |keys: &mut dyn Iterator<Item = &VerifyingKey>| -> Vec<String> {
-        keys.map(|k| k.kid().unwrap_or("<no kid>").to_owned())
-            .collect()
-    };
+    fn kids<'a>(keys: impl Iterator<Item = &'a VerifyingKey>) -> Vec<&'a str> {
+        keys.map(|k| k.kid().unwrap_or("<no kid>")).collect()
+    }
     match previous {
         None => {
             let kids: Vec<_> = now.keys.kids().map(|k| k.unwrap_or("<no kid>")).collect();
@@ -434,8 +433,8 @@ fn log_changes(label: &str, previous: Option<&Loaded>, now: &Loaded) {
         Some(prev) => {
             // By identity: a key republished unchanged is neither; a key whose
             // material changed under the same kid is both.
-            let added = kids(&mut now.keys.not_in(&prev.keys));
-            let removed = kids(&mut prev.keys.not_in(&now.keys));
+            let added = kids(now.keys.not_in(&prev.keys));
+            let removed = kids(prev.keys.not_in(&now.keys));
             if added.is_empty() && removed.is_empty() {
                 tracing::debug!(issuer = label, "JWKS refreshed, unchanged");
             } else {
