@@ -371,9 +371,7 @@ async fn keeps_last_known_good_keys_when_refresh_fails() {
         JwksBehavior::EmptySet,
         JwksBehavior::Oversized(600 * 1024),
     ] {
-        let clock = ManualClock::starting_now();
-        let server = authz_server(&clock, |b| b).await;
-        let guard = guard_builder(&server, &clock).build().unwrap();
+        let (clock, server, guard) = fixture().await;
         let token = token_with(
             &server,
             &clock,
@@ -408,10 +406,8 @@ async fn keeps_last_known_good_keys_when_refresh_fails() {
 
 #[tokio::test]
 async fn issuer_down_from_the_start_gets_503_with_retry_after() {
-    let clock = ManualClock::starting_now();
-    let server = authz_server(&clock, |b| b).await;
+    let (clock, server, guard) = fixture().await;
     server.set_jwks_behavior(JwksBehavior::Status(503));
-    let guard = guard_builder(&server, &clock).build().unwrap();
     let api = serve(orders_api(&guard)).await;
     let token = svc_token(&server).await;
     let r = get_with(format!("{api}/orders"), &token).await;
@@ -438,13 +434,9 @@ async fn issuer_down_from_the_start_gets_503_with_retry_after() {
 
 #[tokio::test]
 async fn slow_issuer_times_out_and_never_hangs_a_request() {
-    let clock = ManualClock::starting_now();
-    let server = authz_server(&clock, |b| b).await;
+    let (_clock, server, guard) =
+        fixture_with(|g| g.fetch_timeout(Duration::from_millis(200))).await;
     server.set_jwks_behavior(JwksBehavior::Delay(Duration::from_secs(30)));
-    let guard = guard_builder(&server, &clock)
-        .fetch_timeout(Duration::from_millis(200))
-        .build()
-        .unwrap();
     let token = svc_token(&server).await;
     let e = guard.validate(&token).await.unwrap_err();
     assert!(
@@ -455,12 +447,7 @@ async fn slow_issuer_times_out_and_never_hangs_a_request() {
 
 #[tokio::test]
 async fn refresh_ahead_never_makes_a_request_wait() {
-    let clock = ManualClock::starting_now();
-    let server = authz_server(&clock, |b| b).await;
-    let guard = guard_builder(&server, &clock)
-        .fetch_timeout(Duration::from_secs(60))
-        .build()
-        .unwrap();
+    let (clock, server, guard) = fixture_with(|g| g.fetch_timeout(Duration::from_secs(60))).await;
     let token = token_with(
         &server,
         &clock,
@@ -676,18 +663,16 @@ async fn insufficient_scope_gets_403_with_scope() {
 
 #[tokio::test]
 async fn error_handler_replaces_the_whole_response() {
-    let clock = ManualClock::starting_now();
-    let server = authz_server(&clock, |b| b).await;
-    let guard = guard_builder(&server, &clock)
-        .error_handler(|e| {
+    let (_clock, _server, guard) = fixture_with(|g| {
+        g.error_handler(|e| {
             http::Response::builder()
                 .status(e.status())
                 .header("x-reason", e.reason())
                 .body(bytes::Bytes::from_static(b"nope"))
                 .unwrap()
         })
-        .build()
-        .unwrap();
+    })
+    .await;
     let api = serve(orders_api(&guard)).await;
     let r = get_with(format!("{api}/orders"), "x.y.z").await;
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);

@@ -104,12 +104,7 @@ async fn cached_token_stays_cached_when_another_key_is_rotated_in() {
 
 #[tokio::test]
 async fn the_cache_holds_at_most_max_entries_tokens() {
-    let clock = ManualClock::starting_now();
-    let server = authz_server(&clock, |b| b).await;
-    let guard = guard_builder(&server, &clock)
-        .token_cache_max_entries(3)
-        .build()
-        .unwrap();
+    let (_clock, server, guard) = fixture_with(|g| g.token_cache_max_entries(3)).await;
     for _ in 0..10 {
         let token = svc_token(&server).await;
         verify_until_cached(&guard, &token).await;

@@ -100,9 +100,18 @@ pub fn http() -> reqwest::Client {
 /// The usual test world: a manual clock, the bundled server on it, and a guard
 /// trusting that server.
 pub async fn fixture() -> (ManualClock, AuthorizationServerHandle, Guard) {
+    fixture_with(|g| g).await
+}
+
+/// [`fixture`] with the guard's builder adjusted by `configure`.
+pub async fn fixture_with(
+    configure: impl FnOnce(GuardBuilder) -> GuardBuilder,
+) -> (ManualClock, AuthorizationServerHandle, Guard) {
     let clock = ManualClock::starting_now();
     let server = authz_server(&clock, |b| b).await;
-    let guard = guard_builder(&server, &clock).build().expect("guard");
+    let guard = configure(guard_builder(&server, &clock))
+        .build()
+        .expect("guard");
     (clock, server, guard)
 }
 
