@@ -48,6 +48,7 @@ mod jws;
 mod keys;
 mod layer;
 mod metrics;
+mod require;
 mod scope;
 mod token;
 mod validate;
@@ -78,7 +79,7 @@ pub use issuer::Issuer;
 pub use jws::{Algorithm, TokenHeader, TypPolicy, UnknownAlgorithm};
 pub use keys::store::KeyStoreStatus;
 pub use layer::{GuardBody, GuardLayer, GuardService};
-pub use scope::{RequireScope, RequireScopeService};
+pub use require::{InvalidScope, Require, RequireScope, RequireScopeService, RequireService};
 
 // The README's examples compile and run as doctests, so they cannot rot.
 #[cfg(all(doctest, feature = "authz-server"))]
