@@ -54,13 +54,17 @@ mod token;
 mod validate;
 
 #[cfg(feature = "axum")]
+#[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
 pub mod axum;
 
 #[cfg(feature = "authz-server")]
+#[cfg_attr(docsrs, doc(cfg(feature = "authz-server")))]
 pub mod authz_server;
 #[cfg(feature = "cli")]
+#[cfg_attr(docsrs, doc(cfg(feature = "cli")))]
 pub mod cli;
 #[cfg(feature = "gateway")]
+#[cfg_attr(docsrs, doc(cfg(feature = "gateway")))]
 pub mod gateway;
 
 // Fuzzing entry points. Behind an internal feature rather than `cfg(fuzzing)`:
