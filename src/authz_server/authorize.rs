@@ -135,7 +135,7 @@ pub(super) async fn login(
     };
     let browser = match checked_browser(&shared, &headers, &params, Form::Login, request_id) {
         Ok(browser) => browser,
-        Err(response) => return response,
+        Err((status, message)) => return error_page(status, message),
     };
     let now = shared.now();
     let mut store = lock(&shared.store);
@@ -188,8 +188,10 @@ pub(super) async fn consent(
     let Ok(Some(request_id)) = params.get("request") else {
         return error_page(StatusCode::BAD_REQUEST, EXPIRED_REQUEST);
     };
-    if let Err(response) = checked_browser(&shared, &headers, &params, Form::Consent, request_id) {
-        return response;
+    if let Err((status, message)) =
+        checked_browser(&shared, &headers, &params, Form::Consent, request_id)
+    {
+        return error_page(status, message);
     }
     let allow = match params.get("decision") {
         Ok(Some("allow")) => true,
@@ -236,20 +238,21 @@ pub(super) async fn consent(
 }
 
 /// The browser that posted `form` for `request_id`, if the form's CSRF token
-/// was made for this very browser (its cookie) and request; else the error page.
+/// was made for this very browser (its cookie) and request; else the status
+/// and message of the error page.
 fn checked_browser(
     shared: &Shared,
     headers: &HeaderMap,
     params: &Params,
     form: Form,
     request_id: &str,
-) -> Result<String, Response> {
+) -> Result<String, (StatusCode, &'static str)> {
     let Ok(Some(given)) = params.get("csrf") else {
-        return Err(error_page(StatusCode::BAD_REQUEST, "Missing CSRF token."));
+        return Err((StatusCode::BAD_REQUEST, "Missing CSRF token."));
     };
     match browser_id(headers) {
         Some(browser) if shared.form_key.verify(form, &browser, request_id, given) => Ok(browser),
-        _ => Err(error_page(
+        _ => Err((
             StatusCode::FORBIDDEN,
             "This form was not opened in this browser (CSRF token mismatch). \
              Start again from the application.",
