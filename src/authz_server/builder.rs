@@ -289,6 +289,18 @@ impl AuthorizationServerBuilder {
     /// was pushed out sees "unknown or expired" and starts again;
     /// [`stored_state`](AuthorizationServerHandle::stored_state) counts
     /// evictions.
+    ///
+    /// ```
+    /// use bearer_guard::authz_server::AuthorizationServer;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let server = AuthorizationServer::builder().max_state_entries(1_000).start().await?;
+    /// let state = server.stored_state();
+    /// assert_eq!((state.pending_authorizations, state.evicted), (0, 0));
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn max_state_entries(mut self, entries: usize) -> Self {
         self.max_state_entries = entries;
         self

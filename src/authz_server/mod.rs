@@ -12,7 +12,10 @@
 //! tokens and [`set_jwks_behavior`] makes `/jwks` misbehave.
 //!
 //! It is not meant to face the internet: it serves plain HTTP, keeps everything in
-//! memory, and its users and clients are fixed at start.
+//! memory, and its users and clients are fixed at start. It is strict all the
+//! same: login and consent forms are bound to the browser (CSRF), a refused
+//! `/token` request consumes nothing, and every table of its state is bounded
+//! by count and age ([`max_state_entries`]).
 //!
 //! ```
 //! use std::time::Duration;
@@ -38,6 +41,7 @@
 //! ```
 //!
 //! [`mint`]: AuthorizationServerHandle::mint
+//! [`max_state_entries`]: AuthorizationServerBuilder::max_state_entries
 //! [`set_jwks_behavior`]: AuthorizationServerHandle::set_jwks_behavior
 
 mod authorize;
