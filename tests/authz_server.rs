@@ -1113,6 +1113,31 @@ async fn refused_code_exchange_consumes_nothing() {
     assert_eq!(status, StatusCode::OK, "{body}");
 }
 
+/// Concurrent redemptions of one code: exactly one succeeds, and because the
+/// others are replays, what it issued is revoked (check and redeem are one step).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_redemptions_of_one_code_issue_exactly_once() {
+    let server = start(&ManualClock::starting_now()).await;
+    let code = code_for_spa(&server).await;
+    let attempts = (0..8).map(|_| redeem(&server, &code, VERIFIER, REDIRECT));
+    let results = futures_util::future::join_all(attempts).await;
+    let issued: Vec<&Value> = results
+        .iter()
+        .filter(|(status, _)| *status == StatusCode::OK)
+        .map(|(_, body)| body)
+        .collect();
+    assert_eq!(issued.len(), 1, "{results:?}");
+    for (status, body) in results.iter().filter(|(s, _)| *s != StatusCode::OK) {
+        assert_oauth_error(
+            &(*status, body.clone()),
+            StatusCode::BAD_REQUEST,
+            "invalid_grant",
+        );
+    }
+    let access = issued[0]["access_token"].as_str().expect("token");
+    assert!(server.is_revoked(&jti_of(access)));
+}
+
 /// A refused refresh request neither rotates nor revokes: the same refresh
 /// token still works afterwards, and the family's tokens stay valid.
 #[tokio::test]
