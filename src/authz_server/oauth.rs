@@ -181,11 +181,7 @@ pub(crate) fn parse_scope(value: Option<&str>) -> Result<Option<Vec<String>>, OA
     };
     let mut scopes: Vec<String> = Vec::new();
     for token in value.split(' ').filter(|t| !t.is_empty()) {
-        // scope-token = 1*( %x21 / %x23-5B / %x5D-7E )
-        let well_formed = token
-            .bytes()
-            .all(|b| b == 0x21 || (0x23..=0x5B).contains(&b) || (0x5D..=0x7E).contains(&b));
-        if !well_formed {
+        if !crate::scope::is_scope_token(token) {
             return Err(OAuthError::new(
                 ErrorCode::InvalidScope,
                 "scope contains characters RFC 6749 does not allow",

@@ -1,5 +1,7 @@
 //! `POST /token`: client authentication and the three grants.
 
+use headers::HeaderMapExt as _;
+use headers::authorization::{Authorization, Basic};
 use std::sync::Arc;
 
 use aws_lc_rs::digest::{SHA256, digest};
@@ -10,7 +12,7 @@ use axum::extract::rejection::BytesRejection;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
-use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::{Value, json};
 
 use super::builder::ClientConfig;
@@ -148,16 +150,20 @@ fn basic_credentials(headers: &HeaderMap) -> Result<Option<(String, String)>, OA
         ));
     }
     let malformed = || invalid_client("malformed HTTP Basic credentials");
-    let value = value.to_str().map_err(|_| malformed())?;
-    let (scheme, encoded) = value.split_once(' ').ok_or_else(malformed)?;
-    if !scheme.eq_ignore_ascii_case("basic") {
+    let is_basic = value
+        .as_bytes()
+        .get(..6)
+        .is_some_and(|p| p.eq_ignore_ascii_case(b"basic "));
+    if !is_basic {
         return Err(invalid_client(
             "only HTTP Basic client authentication is supported",
         ));
     }
-    let decoded = STANDARD.decode(encoded.trim()).map_err(|_| malformed())?;
-    let decoded = String::from_utf8(decoded).map_err(|_| malformed())?;
-    let (id, secret) = decoded.split_once(':').ok_or_else(malformed)?;
+    // The headers crate decodes the base64 and splits at the first ':'.
+    let basic = headers
+        .typed_get::<Authorization<Basic>>()
+        .ok_or_else(malformed)?;
+    let (id, secret) = (basic.0.username(), basic.0.password());
     let form_decode = |s: &str| {
         percent_encoding::percent_decode_str(&s.replace('+', " "))
             .decode_utf8()
