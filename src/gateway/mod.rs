@@ -30,10 +30,15 @@
 //!    like the 404 when no route matches the prefix);
 //! 4. unless the route is public, the token is validated (the guard's RFC 6750
 //!    answer on failure) and the route's scopes checked (403 `insufficient_scope`);
-//! 5. hop-by-hop headers and every configured claim header are removed, the claim
-//!    headers set from the verified token, `X-Forwarded-For`/`-Proto`/`-Host` set
-//!    (`[forward] x_forwarded`, replacing the client's own unless
-//!    `trust_forwarded`), and the request is sent to the upstream
+//! 5. the claim headers are computed from the verified token; a claim the
+//!    upstream would read differently (whitespace at either end, a control or
+//!    non-ASCII character, not a string) refuses the request with 401
+//!    `invalid_token` rather than forwarding an altered or missing header;
+//! 6. hop-by-hop headers are removed, and every client header that must not reach
+//!    the upstream (claim headers and reserved names also as look-alikes with `_`,
+//!    route and method overrides, client-address headers unless `trust_forwarded`:
+//!    see `forward.rs`); the claim headers and `X-Forwarded-For`/`-Proto`/`-Host`
+//!    (`[forward] x_forwarded`) are set, and the request is sent to the upstream
 //!    with the normalised path and the original query; a refused connection is a
 //!    502, no response headers within `upstream_timeout_secs` a 504.
 //!
@@ -50,7 +55,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::FutureExt as _;
 use http::uri::{Authority, Scheme};
-use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, Version, header};
+use http::{HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri, Version, header};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt as _, Full};
 use hyper::body::Incoming;
@@ -62,7 +67,8 @@ use hyper_util::server::graceful::GracefulShutdown;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 
-use crate::{Algorithm, AuthError, BuildError, Guard, Issuer, VerifiedToken};
+use crate::error::TokenProblem;
+use crate::{Algorithm, AuthError, BuildError, Guard, Issuer};
 
 pub mod config;
 mod forward;
@@ -333,7 +339,8 @@ impl Gateway {
         // an anonymous client could make the gateway do. What the 405 tells such
         // a client (this path is routed, for these methods) is configuration,
         // which the 404/401 difference already shows for paths.
-        let route = match route::select(&self.shared.routes, req.method(), &path) {
+        let key = path::match_key(&path);
+        let route = match route::select(&self.shared.routes, req.method(), &key) {
             Selected::Route(route) => route,
             Selected::MethodNotAllowed(allowed) => {
                 return count("method_not_allowed", method_not_allowed(&allowed));
@@ -364,7 +371,21 @@ impl Gateway {
             };
             return count("forbidden", self.refusal(&e, req.headers()));
         }
-        self.forward(req, &path, token.as_ref(), peer.ip()).await
+        let claims = match token
+            .as_ref()
+            .map(|t| self.shared.forwarding.claim_headers(t))
+        {
+            None => Vec::new(),
+            Some(Ok(claims)) => claims,
+            Some(Err(e)) => {
+                // A verified token the upstream would read differently: refused as
+                // an invalid token (README, "What happens to a request").
+                tracing::warn!(error = %e, "refused: a claim cannot be forwarded as is");
+                let e = AuthError::InvalidToken(TokenProblem::BadClaims(e.to_string()));
+                return count("rejected", self.refusal(&e, req.headers()));
+            }
+        };
+        self.forward(req, &path, claims, peer.ip()).await
     }
 
     fn refusal(&self, error: &AuthError, request: &http::HeaderMap) -> Response<GatewayBody> {
@@ -375,7 +396,7 @@ impl Gateway {
         &self,
         req: Request<Incoming>,
         path: &str,
-        token: Option<&VerifiedToken>,
+        claims: Vec<(HeaderName, HeaderValue)>,
         peer: IpAddr,
     ) -> Response<GatewayBody> {
         let s = &self.shared;
@@ -413,12 +434,12 @@ impl Gateway {
         strip_hop_by_hop(headers);
         // The client sets Host from the upstream URI.
         headers.remove(header::HOST);
-        s.forwarding.remove_claim_headers(headers);
+        s.forwarding.remove_untrusted(headers);
         if s.forwarding.strip_authorization {
             headers.remove(header::AUTHORIZATION);
         }
-        if let Some(token) = token {
-            s.forwarding.set_claim_headers(headers, token);
+        for (name, value) in claims {
+            headers.insert(name, value);
         }
         s.forwarding.set_forwarded_headers(headers, peer, host);
         let sent = s.client.request(Request::from_parts(parts, body));
