@@ -525,20 +525,28 @@ async fn readiness_follows_key_loading() {
     .await;
     let upstream = spawn_echo().await;
     let toml = minimal_config(upstream, &format!("http://{jwks_server}/jwks"), "");
-    let gw = start(&toml).await;
+    let clock = bearer_guard::clock::ManualClock::starting_now();
+    let c = clock.clone();
+    let gateway = Gateway::from_config_with(GatewayConfig::from_toml(&toml).expect("parse"), |b| {
+        b.clock(c)
+    })
+    .expect("config");
+    let (addr, _stop, _served) = spawn_gateway(gateway).await;
     assert_eq!(
-        get_path(gw.addr, "/-/health", None).await.status,
+        get_path(addr, "/-/health", None).await.status,
         StatusCode::OK
     );
-    let not_ready = get_path(gw.addr, "/-/ready", None).await;
+    let not_ready = get_path(addr, "/-/ready", None).await;
     assert_eq!(not_ready.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(not_ready.body["ready"], false);
     up.store(true, Ordering::SeqCst);
-    let ready = get_path(gw.addr, "/-/ready", None).await;
+    // The next probe after the retry back-off loads the keys.
+    clock.advance(Duration::from_secs(5));
+    let ready = get_path(addr, "/-/ready", None).await;
     assert_eq!(ready.status, StatusCode::OK, "{:?}", ready.body);
-    let token = key.token("https://login.example.com", unix_now(), "");
+    let token = key.token("https://login.example.com", common::unix_now(), "");
     assert_eq!(
-        get_path(gw.addr, "/x", Some(&token)).await.status,
+        get_path(addr, "/x", Some(&token)).await.status,
         StatusCode::OK
     );
 }
@@ -984,4 +992,57 @@ async fn route_method_and_address_overrides_are_removed_by_default() {
     ] {
         assert!(h.get(name).is_none(), "{name}: {h}");
     }
+}
+
+#[tokio::test]
+async fn readiness_probes_retry_the_key_load_only_after_the_back_off() {
+    use bearer_guard::authz_server::{AuthorizationServer, JwksBehavior};
+    use bearer_guard::clock::ManualClock;
+
+    let clock = ManualClock::starting_now();
+    let idp = AuthorizationServer::builder()
+        .audience(AUDIENCE)
+        .clock(clock.clone())
+        .start()
+        .await
+        .expect("authorization server");
+    idp.set_jwks_behavior(JwksBehavior::Status(503));
+    let toml = minimal_config(spawn_echo().await, idp.jwks_uri().as_ref(), "public = true")
+        .replace("https://login.example.com", idp.issuer().as_ref());
+    let c = clock.clone();
+    let gateway = Gateway::from_config_with(GatewayConfig::from_toml(&toml).expect("parse"), |b| {
+        b.clock(c)
+    })
+    .expect("config");
+    assert!(gateway.guard().prefetch().await.is_err());
+    assert_eq!(idp.jwks_fetch_count(), 1);
+    let (addr, _stop, _served) = spawn_gateway(gateway).await;
+    let probe = || async move { get_path(addr, "/-/ready", None).await.status };
+
+    for _ in 0..20 {
+        assert_eq!(probe().await, StatusCode::SERVICE_UNAVAILABLE);
+    }
+    assert_eq!(idp.jwks_fetch_count(), 1, "probes within the 5 s back-off");
+    clock.advance(Duration::from_millis(4_900));
+    assert_eq!(probe().await, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(idp.jwks_fetch_count(), 1, "still within the back-off");
+
+    clock.advance(Duration::from_millis(100));
+    for _ in 0..10 {
+        assert_eq!(probe().await, StatusCode::SERVICE_UNAVAILABLE);
+    }
+    assert_eq!(idp.jwks_fetch_count(), 2, "one retry per back-off period");
+
+    idp.set_jwks_behavior(JwksBehavior::Normal);
+    assert_eq!(
+        probe().await,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "not yet retried"
+    );
+    clock.advance(Duration::from_secs(5));
+    assert_eq!(probe().await, StatusCode::OK);
+    for _ in 0..10 {
+        assert_eq!(probe().await, StatusCode::OK);
+    }
+    assert_eq!(idp.jwks_fetch_count(), 3, "ready probes fetch nothing");
 }

@@ -23,7 +23,8 @@
 //!
 //! Per request, in order:
 //! 1. `/-/health`, `/-/ready`, `/-/metrics` are answered by the gateway itself
-//!    (on `admin_listen` when configured, otherwise on `listen`);
+//!    (on `admin_listen` when configured, otherwise on `listen`); a `/-/ready`
+//!    probe while keys are missing retries the load, within the retry back-off;
 //! 2. the path is normalised ([`path`]); a refused path is a 400;
 //! 3. the first route whose prefix and methods match is chosen; when routes match
 //!    the prefix but none the method, a 405 with `Allow` (before authentication,
@@ -68,7 +69,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 
 use crate::error::TokenProblem;
-use crate::{Algorithm, AuthError, BuildError, Guard, Issuer};
+use crate::{Algorithm, AuthError, BuildError, Guard, GuardBuilder, Issuer};
 
 pub mod config;
 mod forward;
@@ -126,10 +127,40 @@ impl Gateway {
     /// Checks the configuration's meaning and builds the gateway (and its guard).
     /// Errors name the offending key. Nothing is fetched or bound yet.
     pub fn from_config(config: GatewayConfig) -> Result<Gateway, ConfigError> {
+        Self::from_config_with(config, |builder| builder)
+    }
+
+    /// [`from_config`](Self::from_config), with the guard's builder adjusted by
+    /// `configure` after the configuration was applied: an HTTP client with a
+    /// private CA for the issuers, or a clock in tests.
+    ///
+    /// ```
+    /// use bearer_guard::clock::ManualClock;
+    /// use bearer_guard::gateway::{Gateway, GatewayConfig};
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let config = GatewayConfig::from_toml(r#"
+    ///     listen = "127.0.0.1:8080"
+    ///     upstream = "http://127.0.0.1:9000"
+    ///     [[issuer]]
+    ///     issuer = "https://login.example.com"
+    ///     audiences = ["https://api.example.com"]
+    ///     [[route]]
+    ///     path = "/"
+    /// "#)?;
+    /// let clock = ManualClock::starting_now();
+    /// let gateway = Gateway::from_config_with(config, |b| b.clock(clock.clone()))?;
+    /// assert!(!gateway.guard().ready());
+    /// # Ok(()) }
+    /// ```
+    pub fn from_config_with(
+        config: GatewayConfig,
+        configure: impl FnOnce(GuardBuilder) -> GuardBuilder,
+    ) -> Result<Gateway, ConfigError> {
         let upstream = parse_upstream(&config.upstream)?;
         let upstream_timeout = seconds("upstream_timeout_secs", config.upstream_timeout_secs)?;
         let shutdown_timeout = seconds("shutdown_timeout_secs", config.shutdown_timeout_secs)?;
-        let guard = build_guard(&config)?;
+        let guard = build_guard(&config, configure)?;
         if config.routes.is_empty() {
             return Err(ConfigError::at(
                 "route",
@@ -189,7 +220,8 @@ impl Gateway {
 
     /// Serves the proxy on `listener` until `shutdown` completes, then lets
     /// in-flight requests finish (bounded by `shutdown_timeout_secs`). Also starts
-    /// loading the issuers' keys in the background, so `/-/ready` turns green early.
+    /// loading the issuers' keys in the background, so `/-/ready` turns green early
+    /// (unless a load failed less than the retry back-off ago).
     pub async fn serve(
         &self,
         listener: TcpListener,
@@ -197,7 +229,7 @@ impl Gateway {
     ) -> io::Result<()> {
         let guard = self.shared.guard.clone();
         tokio::spawn(async move {
-            if let Err(e) = guard.prefetch().await {
+            if let Err(e) = guard.load_missing_keys().await {
                 tracing::warn!(error = %e, "initial key load failed; retried on demand");
             }
         });
@@ -477,9 +509,11 @@ impl Gateway {
             "/-/health" => own(StatusCode::OK, "ok", "alive"),
             "/-/ready" => {
                 if !guard.ready() {
-                    // A probe while keys are missing is a load attempt: the issuer
-                    // may be back, and probes are rare enough not to hammer it.
-                    let _ = guard.prefetch().await;
+                    // A probe while keys are missing is a load attempt (the issuer
+                    // may be back), but no more often than the key store's retry
+                    // back-off allows: anyone who can reach the probe could
+                    // otherwise make the gateway hammer a down issuer.
+                    let _ = guard.load_missing_keys().await;
                 }
                 let issuers: Vec<_> = guard
                     .key_status()
@@ -591,7 +625,10 @@ fn seconds(key: &str, value: Option<f64>) -> Result<Duration, ConfigError> {
     }
 }
 
-fn build_guard(config: &GatewayConfig) -> Result<Guard, ConfigError> {
+fn build_guard(
+    config: &GatewayConfig,
+    configure: impl FnOnce(GuardBuilder) -> GuardBuilder,
+) -> Result<Guard, ConfigError> {
     if config.issuers.is_empty() {
         return Err(ConfigError::at(
             "issuer",
@@ -633,7 +670,7 @@ fn build_guard(config: &GatewayConfig) -> Result<Guard, ConfigError> {
     if config.allow_insecure_http {
         builder = builder.allow_insecure_http();
     }
-    builder
+    configure(builder)
         .build()
         .map_err(|e| ConfigError::at(build_error_key(&e, config), e.to_string()))
 }
