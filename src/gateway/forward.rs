@@ -17,6 +17,7 @@ use serde_json::Value;
 
 use super::config::{ConfigError, ForwardConfig};
 use crate::VerifiedToken;
+use crate::scope::is_scope_token;
 
 /// Headers that describe one connection, not the message (RFC 9110 §7.6.1, plus
 /// the legacy `Keep-Alive` and `Proxy-Connection`).
@@ -269,6 +270,11 @@ impl Forwarding {
             };
             let value: Cow<'_, str> = match claim.as_str() {
                 "scope" if token.scopes().is_empty() => continue,
+                // Space-joined, so a scope holding a space (`scp: ["a b"]`) would
+                // read as two: each must be an RFC 6749 scope token.
+                "scope" if !token.scopes().iter().all(is_scope_token) => {
+                    return Err(fail("a scope that is not a scope token"));
+                }
                 "scope" => Cow::Owned(token.scopes().to_string()),
                 "iss" => Cow::Borrowed(token.issuer()),
                 other => {
