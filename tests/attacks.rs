@@ -853,3 +853,136 @@ async fn rejects_an_id_token_used_as_an_access_token() {
     let token = strict.token(id_token_header, id_token_claims);
     strict.refused(&token, TYP).await;
 }
+
+// ------------------------------------------------- a hostile or broken JWKS
+
+/// An orders API whose guard trusts an issuer publishing exactly `jwks`.
+async fn api_trusting(jwks: &Value) -> (String, String) {
+    let issuer = spawn_issuer(jwks.to_string()).await;
+    let guard = bearer_guard::Guard::builder()
+        .issuer(issuer.as_str())
+        .audience(API)
+        .clock(ManualClock::starting_now())
+        .build()
+        .unwrap();
+    (serve(orders_api(&guard)).await, issuer)
+}
+
+async fn answer_to(base: &str, token: &str) -> Answer {
+    let response = http()
+        .get(format!("{base}/orders"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("an answer");
+    answer(&response)
+}
+
+/// `header.claims` signed by `sign` over the signing input.
+fn signed_by(header: &Value, claims: &Value, sign: impl FnOnce(&[u8]) -> Vec<u8>) -> String {
+    let input = format!("{}.{}", b64(header.to_string()), b64(claims.to_string()));
+    let signature = sign(input.as_bytes());
+    format!("{input}.{}", b64(signature))
+}
+
+/// PKCS#1 v1.5 "signature" of `input` with SHA-256 under a key whose e = 1:
+/// the encoded message itself (RFC 8017 §9.2).
+fn rsa_e1_forgery(input: &[u8], modulus_len: usize) -> Vec<u8> {
+    const SHA256_DIGEST_INFO: [u8; 19] = [
+        0x30, 0x31, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x01,
+        0x05, 0x00, 0x04, 0x20,
+    ];
+    let hash = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, input);
+    let tail = [&SHA256_DIGEST_INFO[..], hash.as_ref()].concat();
+    let mut em = vec![0xff; modulus_len];
+    em[0] = 0x00;
+    em[1] = 0x01;
+    em[modulus_len - tail.len() - 1] = 0x00;
+    em[modulus_len - tail.len()..].copy_from_slice(&tail);
+    em
+}
+
+#[tokio::test]
+async fn a_jwks_cannot_publish_keys_that_forge_or_leak() {
+    use aws_lc_rs::rsa::{KeyPair as RsaKeyPair, KeySize};
+
+    let control = TestKey::new("control");
+    let misused = TestKey::new("key-ops-sign");
+    let leaked = TestKey::new("leaks-d");
+    let okp =
+        |kid: &str, x: &[u8]| json!({"kty": "OKP", "crv": "Ed25519", "kid": kid, "x": b64(x)});
+    let public_x = |jwks: String| -> Vec<u8> {
+        let doc: Value = serde_json::from_str(&jwks).unwrap();
+        unb64(doc["keys"][0]["x"].as_str().unwrap())
+    };
+    // y = 1 (the identity), canonically and as y = p + 1.
+    let mut identity = [0u8; 32];
+    identity[0] = 1;
+    let mut identity_p_plus_1 = [0xffu8; 32];
+    identity_p_plus_1[0] = 0xee;
+    identity_p_plus_1[31] = 0x7f;
+    let order_8 = unb64("JuiVj8KyJ7BFw_SJ8u-Y8NXfrAXTxjM5sTgCiG1T_AU");
+    let rsa = RsaKeyPair::generate(KeySize::Rsa2048).unwrap();
+    let n =
+        RsaPublicKeyComponents::<Vec<u8>>::from(aws_lc_rs::signature::KeyPair::public_key(&rsa)).n;
+    let mut even_n = n.clone();
+    *even_n.last_mut().unwrap() &= 0xfe;
+
+    let mut with_ops = okp("key-ops-sign", &public_x(misused.jwks()));
+    with_ops["key_ops"] = json!(["sign"]);
+    let mut with_d = okp("leaks-d", &public_x(leaked.jwks()));
+    with_d["d"] = json!(b64([7u8; 32]));
+    let jwks = json!({"keys": [
+        okp("control", &public_x(control.jwks())),
+        okp("ed-identity", &identity),
+        okp("ed-identity-non-canonical", &identity_p_plus_1),
+        okp("ed-order-8", &order_8),
+        {"kty": "RSA", "kid": "rsa-e1", "n": b64(&n), "e": b64([1])},
+        {"kty": "RSA", "kid": "rsa-e2", "n": b64(&n), "e": b64([2])},
+        {"kty": "RSA", "kid": "rsa-even-n", "n": b64(&even_n), "e": "AQAB"},
+        {"kty": "EC", "crv": "P-256", "kid": "ec-zero", "x": b64([0; 32]), "y": b64([0; 32])},
+        with_ops,
+        with_d,
+    ]});
+    let (base, iss) = api_trusting(&jwks).await;
+    let claims = json!({
+        "iss": iss, "sub": "mallory", "aud": API, "scope": "orders:read",
+        "iat": unix_now(), "exp": unix_now() + 300,
+    });
+    let header = |alg: &str, kid: &str| json!({"alg": alg, "kid": kid, "typ": "at+jwt"});
+
+    let ok = answer_to(&base, &control.sign(&claims)).await;
+    assert_eq!(ok.status, StatusCode::OK, "{ok:?}");
+
+    // With a small-order key, R = identity and s = 0 verify every message.
+    let small_order_signature = |_: &[u8]| [&identity[..], &[0u8; 32]].concat();
+    let mut forged = Vec::new();
+    for kid in ["ed-identity", "ed-identity-non-canonical", "ed-order-8"] {
+        forged.push(signed_by(
+            &header("EdDSA", kid),
+            &claims,
+            small_order_signature,
+        ));
+    }
+    forged.push(signed_by(&header("RS256", "rsa-e1"), &claims, |input| {
+        rsa_e1_forgery(input, n.len())
+    }));
+    for kid in ["rsa-e2", "rsa-even-n"] {
+        forged.push(signed_by(&header("RS256", kid), &claims, |_| {
+            vec![1; n.len()]
+        }));
+    }
+    forged.push(signed_by(&header("ES256", "ec-zero"), &claims, |_| {
+        vec![1; 64]
+    }));
+    // Genuine signatures, by keys the JWKS must not be trusted with.
+    forged.push(misused.sign(&claims));
+    forged.push(leaked.sign(&claims));
+    for token in forged {
+        assert_eq!(
+            answer_to(&base, &token).await,
+            invalid_token(KEY_NOT_FOUND),
+            "token {token:.120}"
+        );
+    }
+}
