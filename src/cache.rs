@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use moka::sync::Cache;
 
-use crate::claims::VerifiedToken;
+use crate::claims::{NumericDate, VerifiedToken};
 use crate::keys::VerifyingKey;
 
 /// Settings of the verified-token cache.
@@ -211,25 +211,29 @@ impl TokenCache {
         self.cache.invalidate(token);
     }
 
-    /// Caches a token verified at `now` (seconds) until `exp + leeway`, at most
-    /// `max_ttl`, if this is the second time it was verified.
+    /// Caches a token verified at `now` (since the Unix epoch) until
+    /// `exp + leeway`, at most `max_ttl`, if this is the second time it was
+    /// verified.
     pub(crate) fn insert(
         &self,
         token: &str,
         verified: &VerifiedToken,
         key: Arc<VerifyingKey>,
         issuer: usize,
-        now: u64,
-        leeway: u64,
+        now: Duration,
+        leeway: Duration,
     ) {
         if token.len() > self.max_token_bytes {
             return;
         }
-        let remaining = verified
-            .expires_at()
+        let exp = verified
+            .registered()
+            .exp
+            .map_or(Duration::ZERO, NumericDate::since_epoch);
+        let lifetime = exp
             .saturating_add(leeway)
-            .saturating_sub(now);
-        let lifetime = Duration::from_secs(remaining).min(self.max_ttl);
+            .saturating_sub(now)
+            .min(self.max_ttl);
         if lifetime.is_zero() || !self.doorkeeper.seen_before(token) {
             return;
         }
@@ -284,7 +288,7 @@ mod tests {
             typ: None,
         };
         let claims = RegisteredClaims {
-            exp: Some(exp),
+            exp: Some(NumericDate::from_secs(exp)),
             ..Default::default()
         };
         VerifiedToken::new(header, claims, "{}".into(), 0, None)
@@ -302,20 +306,31 @@ mod tests {
     /// Inserts as a second verification does (the first is only remembered).
     fn insert_twice(c: &TokenCache, token: &str, v: &VerifiedToken, now: u64) {
         for _ in 0..2 {
-            c.insert(token, v, a_key(), 0, now, 60);
+            c.insert(token, v, a_key(), 0, secs(now), secs(60));
         }
+    }
+
+    fn secs(s: u64) -> Duration {
+        Duration::from_secs(s)
     }
 
     #[test]
     fn a_token_is_cached_on_its_second_verification() {
         let c = cache(100);
-        c.insert("a.b.c", &verified(1000), a_key(), 0, 900, 60);
+        c.insert("a.b.c", &verified(1000), a_key(), 0, secs(900), secs(60));
         assert!(c.get("a.b.c").is_none());
-        c.insert("a.b.c", &verified(1000), a_key(), 0, 900, 60);
+        c.insert("a.b.c", &verified(1000), a_key(), 0, secs(900), secs(60));
         assert!(c.get("a.b.c").is_some());
         // One-off tokens never enter it.
         for i in 0..100 {
-            c.insert(&format!("once.{i}.x"), &verified(1000), a_key(), 0, 900, 60);
+            c.insert(
+                &format!("once.{i}.x"),
+                &verified(1000),
+                a_key(),
+                0,
+                secs(900),
+                secs(60),
+            );
         }
         assert_eq!(c.len(), 1);
     }

@@ -42,7 +42,7 @@ pub struct Guard {
 pub(crate) struct GuardInner {
     pub issuers: IssuerPolicy,
     pub cache: Option<TokenCache>,
-    pub leeway: u64,
+    pub leeway: Duration,
     pub typ: TypPolicy,
     pub tokens: TokenSource,
     pub clock: SharedClock,
@@ -497,7 +497,7 @@ impl GuardBuilder {
             inner: Arc::new(GuardInner {
                 issuers: IssuerPolicy::new(entries),
                 cache: TokenCache::new(&self.cache),
-                leeway: self.leeway.as_secs(),
+                leeway: self.leeway,
                 typ: self.typ,
                 tokens: TokenSource {
                     max_len: self.max_token_bytes,

@@ -986,3 +986,153 @@ async fn a_jwks_cannot_publish_keys_that_forge_or_leak() {
         );
     }
 }
+
+// ------------------------------------------------------- strict token text
+
+#[tokio::test]
+async fn rejects_a_signed_header_with_invalid_utf8_in_a_member_we_skip() {
+    use aws_lc_rs::signature::Ed25519KeyPair;
+
+    let key = Ed25519KeyPair::generate().unwrap();
+    let jwks = json!({"keys": [{
+        "kty": "OKP", "crv": "Ed25519", "kid": "k", "x": b64(key.public_key().as_ref()),
+    }]});
+    let (base, iss) = api_trusting(&jwks).await;
+    let claims = json!({
+        "iss": iss, "sub": "alice", "aud": API, "scope": "orders:read",
+        "iat": unix_now(), "exp": unix_now() + 300,
+    });
+    // Signed for real, so only the UTF-8 rule can refuse them.
+    let sign = |header: &[u8], payload: &[u8]| {
+        let input = format!("{}.{}", b64(header), b64(payload));
+        let signature = key.sign(input.as_bytes());
+        format!("{input}.{}", b64(signature))
+    };
+    let payload = claims.to_string();
+    let good_header = br#"{"alg":"EdDSA","kid":"k","x-vendor":"ok"}"#;
+    let ok = answer_to(&base, &sign(good_header, payload.as_bytes())).await;
+    assert_eq!(ok.status, StatusCode::OK, "{ok:?}");
+
+    // A lone continuation byte, an overlong '/', an encoded surrogate, a
+    // truncated sequence; in a skipped member's value, in its name, in an array.
+    for bad in [&b"\x80"[..], b"\xc0\xaf", b"\xed\xa0\x80", b"\xe2\x82"] {
+        for template in [
+            r#"{"alg":"EdDSA","kid":"k","x-vendor":"@"}"#,
+            r#"{"alg":"EdDSA","kid":"k","@":1}"#,
+            r#"{"alg":"EdDSA","kid":"k","x-vendor":["@"]}"#,
+        ] {
+            let (before, after) = template.split_once('@').unwrap();
+            let header = [before.as_bytes(), bad, after.as_bytes()].concat();
+            let token = sign(&header, payload.as_bytes());
+            assert_eq!(
+                answer_to(&base, &token).await,
+                invalid_token(HEADER_INVALID),
+                "{header:?}"
+            );
+            // The same bytes in a claim nobody reads.
+            let text = claims.to_string();
+            let (open, _) = text.split_at(text.len() - 1);
+            let payload = [open.as_bytes(), br#","x-vendor":""#, bad, b"\"}"].concat();
+            let token = sign(good_header, &payload);
+            assert_eq!(
+                answer_to(&base, &token).await,
+                invalid_token(CLAIMS_INVALID),
+                "{payload:?}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn null_or_mistyped_nbf_and_iat_are_refused_like_exp() {
+    let api = Api::start(SigningAlgorithm::Rs256).await;
+    for claim in ["exp", "nbf", "iat"] {
+        for bad in [
+            Value::Null,
+            json!(""),
+            json!("0"),
+            json!(false),
+            json!([]),
+            json!({}),
+            json!(-1),
+            json!(1e300),
+        ] {
+            let mut c = claims(&api.server, &api.clock);
+            c[claim] = bad.clone();
+            let token = api.server.mint(json!({}), c, SignWith::Active);
+            api.refused(&token, CLAIMS_INVALID).await;
+        }
+    }
+}
+
+#[tokio::test]
+async fn fractional_numeric_dates_are_compared_without_flooring() {
+    let api = Api::start_with(SigningAlgorithm::Rs256, |g| g.leeway(Duration::ZERO)).await;
+    // A whole second, so the half below is exactly half a second away.
+    let now = api.clock.unix_seconds();
+    api.clock.set_unix(now);
+    let half_past = now as f64 + 0.5;
+    let token = |claim: &str| {
+        let mut c = claims(&api.server, &api.clock);
+        c[claim] = json!(half_past);
+        if claim != "exp" {
+            c["exp"] = json!(now + 300);
+        }
+        api.server.mint(json!({}), c, SignWith::Active)
+    };
+    // exp = now + 0.5: valid now; nbf = now + 0.5, iat = now + 0.5: not yet.
+    let exp = token("exp");
+    api.accepted(&exp).await;
+    api.refused(&token("nbf"), "token not yet valid").await;
+    api.refused(&token("iat"), "token issued in the future")
+        .await;
+    // Half a second later the exp has passed, nbf and iat have come.
+    api.clock.advance(Duration::from_millis(500));
+    api.refused(&exp, "token expired").await;
+    api.accepted(&token("nbf")).await;
+    api.accepted(&token("iat")).await;
+}
+
+// ------------------------------------------------ the verified-token cache
+
+#[tokio::test]
+async fn a_cached_token_still_passes_the_tenant_filter_on_every_request() {
+    use std::collections::HashSet;
+    use std::sync::{Arc, Mutex};
+
+    let denied: Arc<Mutex<HashSet<String>>> = Arc::default();
+    let deny_list = Arc::clone(&denied);
+    let clock = ManualClock::starting_now();
+    let server = authz_server(&clock, |b| b).await;
+    let template = bearer_guard::Issuer::tenant_template(format!("{}/{{tenant}}", server.issuer()))
+        .jwks_uri(server.jwks_uri())
+        .tenant_filter(move |tenant| !deny_list.lock().unwrap().contains(tenant));
+    let guard = bearer_guard::Guard::builder()
+        .issuer(template)
+        .audience(API)
+        .clock(clock.clone())
+        .build()
+        .unwrap();
+    let base = serve(orders_api(&guard)).await;
+    let mut c = claims(&server, &clock);
+    c["iss"] = json!(format!("{}/acme", server.issuer()));
+    let token = server.mint(json!({}), c, SignWith::Active);
+
+    // Verified twice (the second admits it to the cache), then answered from it.
+    for _ in 0..3 {
+        let ok = answer_to(&base, &token).await;
+        assert_eq!(ok.status, StatusCode::OK, "{ok:?}");
+    }
+    let stats = guard.token_cache_stats().unwrap();
+    assert!(
+        stats.hits >= 1,
+        "the token was answered from the cache: {stats:?}"
+    );
+
+    // The deny list changes, the token and keys do not: refused at once.
+    denied.lock().unwrap().insert("acme".into());
+    assert_eq!(answer_to(&base, &token).await, invalid_token(ISSUER));
+    denied.lock().unwrap().clear();
+    let ok = answer_to(&base, &token).await;
+    assert_eq!(ok.status, StatusCode::OK, "{ok:?}");
+}
