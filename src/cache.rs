@@ -5,7 +5,8 @@
 //!   collision can let a different token through.
 //! - **Only successes** are cached, so an attacker cannot fill it with garbage, and
 //!   tokens over a size bound are not cached at all.
-//! - **Every hit re-checks** `exp`/`nbf`/`iat` against the clock; the route's scope
+//! - **Every hit re-checks** `exp`/`nbf`/`iat` against the clock and a tenant
+//!   template's tenant policy (a predicate may change its mind); the route's scope
 //!   check runs as always, after the layer.
 //! - **Bound to its signing key**: an entry counts only while the very key that
 //!   verified it is still in its issuer's key set. A key that is rotated out,

@@ -333,22 +333,22 @@ mod tests {
         // exp = now + 0.5: still valid at now, expired half a second later.
         let c = fractional("exp", 1000.5);
         assert!(check_times(&c, S(1000), zero).is_ok());
-        assert!(check_times(&c, Duration::from_millis(1000_499), zero).is_ok());
-        assert!(check_times(&c, Duration::from_millis(1000_500), zero).is_err());
+        assert!(check_times(&c, Duration::from_millis(1_000_499), zero).is_ok());
+        assert!(check_times(&c, Duration::from_millis(1_000_500), zero).is_err());
         // nbf = now + 0.5: not yet valid at now, valid half a second later.
         let c = fractional("nbf", 1000.5);
         assert!(matches!(
             check_times(&c, S(1000), zero),
             Err(TokenProblem::NotYetValid { .. })
         ));
-        assert!(check_times(&c, Duration::from_millis(1000_500), zero).is_ok());
+        assert!(check_times(&c, Duration::from_millis(1_000_500), zero).is_ok());
         // iat = now + 0.5: issued in the future at now.
         let c = fractional("iat", 1000.5);
         assert!(matches!(
             check_times(&c, S(1000), zero),
             Err(TokenProblem::IssuedInFuture { .. })
         ));
-        assert!(check_times(&c, Duration::from_millis(1000_500), zero).is_ok());
+        assert!(check_times(&c, Duration::from_millis(1_000_500), zero).is_ok());
     }
 
     #[test]
