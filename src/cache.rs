@@ -5,7 +5,8 @@
 //!   collision can let a different token through.
 //! - **Only successes** are cached, so an attacker cannot fill it with garbage, and
 //!   tokens over a size bound are not cached at all.
-//! - **Every hit re-checks** `exp`/`nbf`/`iat` against the clock; the route's scope
+//! - **Every hit re-checks** `exp`/`nbf`/`iat` against the clock and a tenant
+//!   template's tenant policy (a predicate may change its mind); the route's scope
 //!   check runs as always, after the layer.
 //! - **Bound to its signing key**: an entry counts only while the very key that
 //!   verified it is still in its issuer's key set. A key that is rotated out,
@@ -27,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use moka::sync::Cache;
 
-use crate::claims::VerifiedToken;
+use crate::claims::{NumericDate, VerifiedToken};
 use crate::keys::VerifyingKey;
 
 /// Settings of the verified-token cache.
@@ -217,25 +218,29 @@ impl TokenCache {
         self.cache.invalidate(token);
     }
 
-    /// Caches a token verified at `now` (seconds) until `exp + leeway`, at most
-    /// `max_ttl`, if this is the second time it was verified.
+    /// Caches a token verified at `now` (since the Unix epoch) until
+    /// `exp + leeway`, at most `max_ttl`, if this is the second time it was
+    /// verified.
     pub(crate) fn insert(
         &self,
         token: &str,
         verified: &VerifiedToken,
         key: Arc<VerifyingKey>,
         issuer: usize,
-        now: u64,
-        leeway: u64,
+        now: Duration,
+        leeway: Duration,
     ) {
         if token.len() > self.max_token_bytes {
             return;
         }
-        let remaining = verified
-            .expires_at()
+        let exp = verified
+            .registered()
+            .exp
+            .map_or(Duration::ZERO, NumericDate::since_epoch);
+        let lifetime = exp
             .saturating_add(leeway)
-            .saturating_sub(now);
-        let lifetime = Duration::from_secs(remaining).min(self.max_ttl);
+            .saturating_sub(now)
+            .min(self.max_ttl);
         if lifetime.is_zero() || !self.doorkeeper.seen_before(token) {
             return;
         }
@@ -290,7 +295,7 @@ mod tests {
             typ: None,
         };
         let claims = RegisteredClaims {
-            exp: Some(exp),
+            exp: Some(NumericDate::from_secs(exp)),
             ..Default::default()
         };
         VerifiedToken::new(header, claims, "{}".into(), 0, None)
@@ -308,20 +313,31 @@ mod tests {
     /// Inserts as a second verification does (the first is only remembered).
     fn insert_twice(c: &TokenCache, token: &str, v: &VerifiedToken, now: u64) {
         for _ in 0..2 {
-            c.insert(token, v, a_key(), 0, now, 60);
+            c.insert(token, v, a_key(), 0, secs(now), secs(60));
         }
+    }
+
+    fn secs(s: u64) -> Duration {
+        Duration::from_secs(s)
     }
 
     #[test]
     fn a_token_is_cached_on_its_second_verification() {
         let c = cache(100);
-        c.insert("a.b.c", &verified(1000), a_key(), 0, 900, 60);
+        c.insert("a.b.c", &verified(1000), a_key(), 0, secs(900), secs(60));
         assert!(c.get("a.b.c").is_none());
-        c.insert("a.b.c", &verified(1000), a_key(), 0, 900, 60);
+        c.insert("a.b.c", &verified(1000), a_key(), 0, secs(900), secs(60));
         assert!(c.get("a.b.c").is_some());
         // One-off tokens never enter it.
         for i in 0..100 {
-            c.insert(&format!("once.{i}.x"), &verified(1000), a_key(), 0, 900, 60);
+            c.insert(
+                &format!("once.{i}.x"),
+                &verified(1000),
+                a_key(),
+                0,
+                secs(900),
+                secs(60),
+            );
         }
         assert_eq!(c.len(), 1);
     }
