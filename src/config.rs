@@ -52,7 +52,7 @@ pub(crate) struct GuardInner {
 impl fmt::Debug for Guard {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Guard")
-            .field("issuers", &self.inner.issuers.identifiers())
+            .field("issuers", &self.inner.issuers.len())
             .field("leeway", &self.inner.leeway)
             .field("typ", &self.inner.typ)
             .finish_non_exhaustive()
