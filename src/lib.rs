@@ -60,6 +60,10 @@ pub mod authz_server;
 #[cfg(feature = "cli")]
 pub mod cli;
 #[cfg(feature = "gateway")]
+pub mod decision;
+#[cfg(feature = "ext-authz")]
+pub mod ext_authz;
+#[cfg(feature = "gateway")]
 pub mod gateway;
 
 // Fuzzing entry points. Behind an internal feature rather than `cfg(fuzzing)`:
