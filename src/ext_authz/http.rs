@@ -21,9 +21,11 @@
 //! **Allowed**: 200, empty body, the claim headers (for `auth_request_set`,
 //! `copy_headers`, `authResponseHeaders`, Envoy's `allowed_upstream_headers`), and
 //! `x-envoy-auth-headers-to-remove` naming the client-sent claim-like headers
-//! Envoy must remove. nginx, Caddy and Traefik cannot remove request headers on
-//! the check's word: their configurations overwrite or delete them (see
-//! `examples/proxies/`).
+//! Envoy must remove. For Caddy and Traefik every configured claim header is in
+//! the answer, empty when the token has no such claim or the route is public
+//! (Caddy 2.6 would otherwise copy its unresolved placeholder text). nginx, Caddy
+//! and Traefik cannot remove request headers on the check's word: their
+//! configurations overwrite or delete them (see `examples/proxies/`).
 //!
 //! **Refused**: the decision's response (status, `WWW-Authenticate`,
 //! `Retry-After`, `Allow`, JSON body), which Caddy, Traefik and Envoy hand to the
@@ -136,6 +138,16 @@ impl HttpCheck {
                 let h = r.headers_mut();
                 for (name, value) in allow.headers_to_set {
                     h.insert(name, value);
+                }
+                if convention == Convention::ForwardAuth {
+                    // Caddy 2.6 copies a header missing from this answer as its
+                    // literal placeholder (`{http.reverse_proxy.header.X-Auth-Sub}`):
+                    // name every claim header, empty when there is no such claim.
+                    for name in self.core.decider.claim_headers() {
+                        if !h.contains_key(name) {
+                            h.insert(name.clone(), HeaderValue::from_static(""));
+                        }
+                    }
                 }
                 let remove = allow
                     .headers_to_remove

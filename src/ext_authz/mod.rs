@@ -326,6 +326,17 @@ impl ExtAuthz {
             bind(l.http).await?,
             bind(l.admin).await?,
         );
+        let addr = |l: &Option<TcpListener>| {
+            l.as_ref()
+                .and_then(|l| l.local_addr().ok())
+                .map_or_else(|| "-".to_owned(), |a| a.to_string())
+        };
+        tracing::info!(
+            grpc = addr(&grpc),
+            http = addr(&http),
+            admin = addr(&admin),
+            "ext-authz listening"
+        );
         let guard = self.guard().clone();
         tokio::spawn(async move {
             if let Err(e) = guard.prefetch().await {
