@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
-use crate::{Algorithm, BuildError, Guard, Issuer};
+use crate::{Algorithm, BuildError, Guard, GuardBuilder, Issuer};
 
 /// One `[[issuer]]`.
 #[derive(Debug, Clone, Deserialize)]
@@ -118,11 +118,13 @@ pub(crate) fn load<T: DeserializeOwned>(path: &Path) -> Result<T, ConfigError> {
     from_toml(&text).map_err(|e| e.in_file(path))
 }
 
-/// The guard of `[[issuer]]`, `realm` and `allow_insecure_http`.
+/// The guard of `[[issuer]]`, `realm` and `allow_insecure_http`, its builder
+/// adjusted by `configure` last (an HTTP client, a clock in tests).
 pub(crate) fn build_guard(
     issuers: &[IssuerConfig],
     realm: Option<&str>,
     allow_insecure_http: bool,
+    configure: impl FnOnce(GuardBuilder) -> GuardBuilder,
 ) -> Result<Guard, ConfigError> {
     if issuers.is_empty() {
         return Err(ConfigError::at(
@@ -165,7 +167,7 @@ pub(crate) fn build_guard(
     if allow_insecure_http {
         builder = builder.allow_insecure_http();
     }
-    builder
+    configure(builder)
         .build()
         .map_err(|e| ConfigError::at(build_error_key(&e, issuers), e.to_string()))
 }

@@ -9,15 +9,21 @@
 //! response for the client), in this order:
 //!
 //! 1. the target's path is normalised ([`path`]); a refused path is a 400;
-//! 2. the first route whose prefix (whole segments) and methods match is taken;
+//! 2. the first route whose prefix (whole segments, compared on the decoded
+//!    path: [`path::match_key`]) and methods match is taken;
 //!    routes covering the path but not the method: 405 with `Allow`; none: 404;
 //!    both before the token is looked at;
 //! 3. unless the route is public, the token is validated by the guard (its RFC 6750
 //!    answer on failure: 400, 401, 503 with `Retry-After`), then the route's scopes
 //!    (403 `insufficient_scope` with `scope=`);
-//! 4. allowed: the claim headers to set from the verified token, and every
-//!    client-sent header to remove whose name folds (any case, `_` for `-`) to a
-//!    claim header or a forwarding header, on public routes too.
+//! 4. allowed: the claim headers to set from the verified token (a claim the
+//!    upstream would read differently, not a string or not printable ASCII
+//!    without a space at either end, refuses the request with 401
+//!    `invalid_token`), and the client-sent headers to remove, on public routes
+//!    too: claim headers in any case and with `_` for `-`, route and method
+//!    overrides (`X-Original-URL`, `X-HTTP-Method-Override`...), look-alikes of
+//!    reserved names, and unless [`HeaderRules::trust_forwarded`] the
+//!    client-address headers (`Forwarded`, `X-Forwarded-*`, `X-Real-IP`...).
 //!
 //! Refusals are the layer's responses byte for byte (realm and error hook applied).
 //!
@@ -42,7 +48,7 @@
 //!     scopes_all = ["orders:read"]
 //! "#)?["route"].clone().try_into()?;
 //! let claims = [("sub".to_owned(), "x-auth-sub".to_owned())].into();
-//! let decider = Decider::from_config(guard, &routes, &claims, false)?;
+//! let decider = Decider::from_config(guard, &routes, &claims, Default::default())?;
 //!
 //! let headers = http::HeaderMap::new();
 //! let health = decider.decide(&CheckRequest::new(&http::Method::GET, "/health", &headers)).await;
@@ -60,11 +66,11 @@ use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Response, StatusCode, Uri};
 
-use crate::error::is_grpc;
+use crate::error::{TokenProblem, is_grpc};
 use crate::{AuthError, Guard, VerifiedToken};
 
 pub mod config;
-mod headers;
+pub(crate) mod headers;
 pub mod path;
 mod route;
 
@@ -75,13 +81,25 @@ pub(crate) use headers::HOP_BY_HOP;
 use route::{Route, Selected};
 
 /// The route table, the claim headers and the guard: decides every request.
-/// Cheap to clone? No: share it in an `Arc`.
+/// Share it in an `Arc`.
 #[derive(Debug)]
 pub struct Decider {
     guard: Guard,
     routes: Vec<Route>,
     claims: ClaimHeaders,
-    strip_authorization: bool,
+    rules: HeaderRules,
+}
+
+/// How the client's own headers are treated besides the claim headers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HeaderRules {
+    /// Remove `Authorization` from allowed requests (`[forward] strip_authorization`).
+    pub strip_authorization: bool,
+    /// Keep `Forwarded`, `X-Forwarded-*` and the client-IP headers (`X-Real-IP`...)
+    /// under their exact names: the peer is a trusted proxy that set them
+    /// (`[forward] trust_forwarded`; always for the check services, whose proxy
+    /// sets them itself). Their `_` look-alikes are removed either way.
+    pub trust_forwarded: bool,
 }
 
 /// The request to decide on, as a front door received it.
@@ -187,13 +205,12 @@ impl Outcome {
 }
 
 impl Decider {
-    /// Checks `[[route]]` and `[forward] claims_to_headers` (errors name the key);
-    /// `strip_authorization` removes `Authorization` from allowed requests.
+    /// Checks `[[route]]` and `[forward] claims_to_headers` (errors name the key).
     pub fn from_config(
         guard: Guard,
         routes: &[RouteConfig],
         claims_to_headers: &BTreeMap<String, String>,
-        strip_authorization: bool,
+        rules: HeaderRules,
     ) -> Result<Decider, ConfigError> {
         if routes.is_empty() {
             return Err(ConfigError::at(
@@ -210,7 +227,7 @@ impl Decider {
             guard,
             routes,
             claims: ClaimHeaders::from_config(claims_to_headers)?,
-            strip_authorization,
+            rules,
         })
     }
 
@@ -240,7 +257,8 @@ impl Decider {
         // an anonymous client could make us do. What the 405 tells such a client
         // (this path is routed, for these methods) is configuration, which the
         // 404/401 difference already shows for paths.
-        let route = match route::select(&self.routes, request.method, &path) {
+        let key = path::match_key(&path);
+        let route = match route::select(&self.routes, request.method, &key) {
             Selected::Route(route) => route,
             Selected::MethodNotAllowed(allowed) => {
                 return deny(Outcome::MethodNotAllowed, method_not_allowed(&allowed));
@@ -271,12 +289,26 @@ impl Decider {
             };
             return deny(Outcome::Forbidden, self.refusal(&e, request));
         }
-        let headers_to_set = token
-            .as_ref()
-            .map(|t| self.claims.values(t))
-            .unwrap_or_default();
-        let mut headers_to_remove = self.claims.to_remove(request.headers, &headers_to_set);
-        if self.strip_authorization && request.headers.contains_key(header::AUTHORIZATION) {
+        let headers_to_set = match token.as_ref().map(|t| self.claims.values(t)) {
+            None => Vec::new(),
+            Some(Ok(claims)) => claims,
+            Some(Err(e)) => {
+                // A verified token the upstream would read differently: refused
+                // as an invalid token rather than forwarded altered or without.
+                tracing::warn!(error = %e, "refused: a claim cannot be forwarded as is");
+                let e = AuthError::InvalidToken(TokenProblem::BadClaims(e.to_string()));
+                return deny(Outcome::Rejected, self.refusal(&e, request));
+            }
+        };
+        // Setting a header replaces every copy of it, so those names are not also
+        // removed (Envoy applies `headers_to_remove` after the headers it sets).
+        let mut headers_to_remove: Vec<HeaderName> = self
+            .claims
+            .untrusted(request.headers, self.rules.trust_forwarded)
+            .into_iter()
+            .filter(|name| !headers_to_set.iter().any(|(set, _)| set == name))
+            .collect();
+        if self.rules.strip_authorization && request.headers.contains_key(header::AUTHORIZATION) {
             headers_to_remove.push(header::AUTHORIZATION);
         }
         Decision::Allow(Allow {

@@ -61,7 +61,7 @@ use tokio::net::TcpListener;
 
 use crate::Guard;
 use crate::decision::config::{build_guard, from_toml, load};
-use crate::decision::{ConfigError, Decider, IssuerConfig, RouteConfig};
+use crate::decision::{ConfigError, Decider, HeaderRules, IssuerConfig, RouteConfig};
 
 pub mod grpc;
 pub mod http;
@@ -179,12 +179,18 @@ impl ExtAuthz {
             &config.issuers,
             config.realm.as_deref(),
             config.allow_insecure_http,
+            |builder| builder,
         )?;
+        // The proxy sets Forwarded/X-Forwarded-* itself: its values are kept.
+        let rules = HeaderRules {
+            strip_authorization: config.forward.strip_authorization,
+            trust_forwarded: true,
+        };
         let decider = Decider::from_config(
             guard,
             &config.routes,
             &config.forward.claims_to_headers,
-            config.forward.strip_authorization,
+            rules,
         )?;
         let mut service = ExtAuthz::new(decider, trusted);
         service.listeners = Listeners {

@@ -1,12 +1,13 @@
-//! What the upstream receives: hop-by-hop headers removed (RFC 9110 §7.6.1),
-//! claim headers always replaced, never taken from the client, and the
-//! `X-Forwarded-*` headers the gateway's own unless a trusted proxy is in front.
+//! What the upstream receives besides the decision's header changes: hop-by-hop
+//! headers removed (RFC 9110 §7.6.1) and the `X-Forwarded-*` headers the
+//! gateway's own, unless a trusted proxy is in front. Which client headers never
+//! reach the upstream, and the claim headers, are the decision's
+//! (`decision/headers.rs`).
 
 use std::net::IpAddr;
 
 use http::header::{
-    CONNECTION, FORWARDED, HeaderMap, HeaderName, HeaderValue, TE, TRAILER, TRANSFER_ENCODING,
-    UPGRADE,
+    CONNECTION, HeaderMap, HeaderName, HeaderValue, TE, TRAILER, TRANSFER_ENCODING, UPGRADE,
 };
 
 use super::config::{ConfigError, ForwardConfig};
@@ -36,46 +37,31 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-/// `[forward]`, checked.
+/// `[forward]`'s forwarding switches, checked.
 #[derive(Debug, Clone)]
 pub(crate) struct Forwarding {
     x_forwarded: bool,
-    trust_forwarded: bool,
 }
 
 impl Forwarding {
-    /// `[forward]`'s forwarding switches (its claim headers are the decision's).
     pub fn from_config(c: &ForwardConfig) -> Result<Forwarding, ConfigError> {
         Ok(Forwarding {
             x_forwarded: c.x_forwarded,
-            trust_forwarded: c.trust_forwarded,
         })
     }
 
     /// The `X-Forwarded-*` headers for a request from `peer`, whose target named
     /// `host` (the URI's authority or the `Host` header, as the client sent it).
-    ///
-    /// Unless `trust_forwarded`, the client's `X-Forwarded-For`, `-Proto`, `-Host`
-    /// and `Forwarded` are removed first: whatever the upstream finds there is the
-    /// gateway's own. With `trust_forwarded`, the peer is a proxy whose values are
-    /// kept: the peer's address is appended to its `X-Forwarded-For` list (several
-    /// fields joined in order), and its `-Proto` and `-Host` win over ours.
+    /// Called after the decision's removals: what is left of
+    /// these headers is a trusted proxy's, so the peer's address is appended to
+    /// its `X-Forwarded-For` list (several fields joined in order), and its
+    /// `-Proto` and `-Host` win over ours.
     pub fn set_forwarded_headers(
         &self,
         headers: &mut HeaderMap,
         peer: IpAddr,
         host: Option<HeaderValue>,
     ) {
-        if !self.trust_forwarded {
-            for name in [
-                X_FORWARDED_FOR,
-                X_FORWARDED_PROTO,
-                X_FORWARDED_HOST,
-                FORWARDED,
-            ] {
-                headers.remove(name);
-            }
-        }
         if !self.x_forwarded {
             return;
         }
@@ -109,6 +95,7 @@ impl Forwarding {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::decision::headers::ClaimHeaders;
 
     #[test]
     fn removes_hop_by_hop_and_connection_named_headers() {
@@ -131,13 +118,29 @@ mod tests {
         assert_eq!(h["x-end-to-end"], "kept");
     }
 
-    fn forwarding(x_forwarded: bool, trust_forwarded: bool) -> Forwarding {
-        Forwarding::from_config(&ForwardConfig {
+    /// The forwarding of `[forward]`, and its `trust_forwarded` for the decision.
+    fn forwarding(x_forwarded: bool, trust_forwarded: bool) -> (Forwarding, bool) {
+        let config = ForwardConfig {
             x_forwarded,
             trust_forwarded,
             ..ForwardConfig::default()
-        })
-        .expect("forwarding")
+        };
+        let f = Forwarding::from_config(&config).expect("forwarding");
+        (f, trust_forwarded)
+    }
+
+    /// What the gateway does to the forwarding headers: the decision's removals
+    /// (no claim headers configured), then its own.
+    fn forwarded(
+        (f, trust): &(Forwarding, bool),
+        h: &mut HeaderMap,
+        peer: IpAddr,
+        host: Option<HeaderValue>,
+    ) {
+        for name in ClaimHeaders::default().untrusted(h, *trust) {
+            h.remove(name);
+        }
+        f.set_forwarded_headers(h, peer, host);
     }
 
     /// A client's attempt at spoofing every forwarding header.
@@ -172,7 +175,8 @@ mod tests {
     fn client_forwarding_headers_are_replaced_by_default() {
         let mut h = spoofed();
         let host = HeaderValue::from_static("api.example.com:8080");
-        forwarding(true, false).set_forwarded_headers(
+        forwarded(
+            &forwarding(true, false),
             &mut h,
             "192.0.2.7".parse().expect("ip"),
             Some(host),
@@ -180,13 +184,14 @@ mod tests {
         assert_eq!(all(&h, "x-forwarded-for"), ["192.0.2.7"]);
         assert_eq!(all(&h, "x-forwarded-proto"), ["http"]);
         assert_eq!(all(&h, "x-forwarded-host"), ["api.example.com:8080"]);
-        assert!(h.get(FORWARDED).is_none());
+        assert!(h.get(http::header::FORWARDED).is_none());
     }
 
     #[test]
     fn a_trusted_proxy_list_is_appended_to_and_its_values_kept() {
         let mut h = spoofed();
-        forwarding(true, true).set_forwarded_headers(
+        forwarded(
+            &forwarding(true, true),
             &mut h,
             "::ffff:192.0.2.7".parse().expect("ip"),
             Some(HeaderValue::from_static("gw.local")),
@@ -201,7 +206,8 @@ mod tests {
         assert_eq!(all(&h, "forwarded"), ["for=10.0.0.1"]);
 
         let mut fresh = HeaderMap::new();
-        forwarding(true, true).set_forwarded_headers(
+        forwarded(
+            &forwarding(true, true),
             &mut fresh,
             "2001:db8::1".parse().expect("ip"),
             None,
@@ -215,10 +221,10 @@ mod tests {
     fn x_forwarded_off_still_removes_untrusted_values() {
         let peer: IpAddr = "192.0.2.7".parse().expect("ip");
         let mut h = spoofed();
-        forwarding(false, false).set_forwarded_headers(&mut h, peer, None);
+        forwarded(&forwarding(false, false), &mut h, peer, None);
         assert!(h.is_empty(), "{h:?}");
         let mut h = spoofed();
-        forwarding(false, true).set_forwarded_headers(&mut h, peer, None);
+        forwarded(&forwarding(false, true), &mut h, peer, None);
         assert_eq!(h, spoofed(), "trusted and off: passed through untouched");
     }
 }

@@ -23,17 +23,23 @@
 //!
 //! Per request, in order:
 //! 1. `/-/health`, `/-/ready`, `/-/metrics` are answered by the gateway itself
-//!    (on `admin_listen` when configured, otherwise on `listen`);
+//!    (on `admin_listen` when configured, otherwise on `listen`); a `/-/ready`
+//!    probe while keys are missing retries the load, within the retry back-off;
 //! 2. the path is normalised ([`path`]); a refused path is a 400;
 //! 3. the first route whose prefix and methods match is chosen; when routes match
 //!    the prefix but none the method, a 405 with `Allow` (before authentication,
 //!    like the 404 when no route matches the prefix);
 //! 4. unless the route is public, the token is validated (the guard's RFC 6750
 //!    answer on failure) and the route's scopes checked (403 `insufficient_scope`);
-//! 5. hop-by-hop headers and every configured claim header are removed, the claim
-//!    headers set from the verified token, `X-Forwarded-For`/`-Proto`/`-Host` set
-//!    (`[forward] x_forwarded`, replacing the client's own unless
-//!    `trust_forwarded`), and the request is sent to the upstream
+//! 5. the claim headers are computed from the verified token; a claim the
+//!    upstream would read differently (whitespace at either end, a control or
+//!    non-ASCII character, not a string) refuses the request with 401
+//!    `invalid_token` rather than forwarding an altered or missing header;
+//! 6. hop-by-hop headers are removed, and every client header that must not reach
+//!    the upstream (claim headers and reserved names also as look-alikes with `_`,
+//!    route and method overrides, client-address headers unless `trust_forwarded`:
+//!    see `forward.rs`); the claim headers and `X-Forwarded-For`/`-Proto`/`-Host`
+//!    (`[forward] x_forwarded`) are set, and the request is sent to the upstream
 //!    with the normalised path and the original query; a refused connection is a
 //!    502, no response headers within `upstream_timeout_secs` a 504.
 //!
@@ -62,8 +68,8 @@ use hyper_util::server::graceful::GracefulShutdown;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 
-use crate::Guard;
-use crate::decision::{Allow, CheckRequest, Decider, Decision};
+use crate::decision::{Allow, CheckRequest, Decider, Decision, HeaderRules};
+use crate::{Guard, GuardBuilder};
 
 pub mod config;
 mod forward;
@@ -119,6 +125,36 @@ impl Gateway {
     /// Checks the configuration's meaning and builds the gateway (and its guard).
     /// Errors name the offending key. Nothing is fetched or bound yet.
     pub fn from_config(config: GatewayConfig) -> Result<Gateway, ConfigError> {
+        Self::from_config_with(config, |builder| builder)
+    }
+
+    /// [`from_config`](Self::from_config), with the guard's builder adjusted by
+    /// `configure` after the configuration was applied: an HTTP client with a
+    /// private CA for the issuers, or a clock in tests.
+    ///
+    /// ```
+    /// use bearer_guard::clock::ManualClock;
+    /// use bearer_guard::gateway::{Gateway, GatewayConfig};
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let config = GatewayConfig::from_toml(r#"
+    ///     listen = "127.0.0.1:8080"
+    ///     upstream = "http://127.0.0.1:9000"
+    ///     [[issuer]]
+    ///     issuer = "https://login.example.com"
+    ///     audiences = ["https://api.example.com"]
+    ///     [[route]]
+    ///     path = "/"
+    /// "#)?;
+    /// let clock = ManualClock::starting_now();
+    /// let gateway = Gateway::from_config_with(config, |b| b.clock(clock.clone()))?;
+    /// assert!(!gateway.guard().ready());
+    /// # Ok(()) }
+    /// ```
+    pub fn from_config_with(
+        config: GatewayConfig,
+        configure: impl FnOnce(GuardBuilder) -> GuardBuilder,
+    ) -> Result<Gateway, ConfigError> {
         let upstream = parse_upstream(&config.upstream)?;
         let upstream_timeout = seconds("upstream_timeout_secs", config.upstream_timeout_secs)?;
         let shutdown_timeout = seconds("shutdown_timeout_secs", config.shutdown_timeout_secs)?;
@@ -126,12 +162,16 @@ impl Gateway {
             &config.issuers,
             config.realm.as_deref(),
             config.allow_insecure_http,
+            configure,
         )?;
         let decider = Decider::from_config(
             guard,
             &config.routes,
             &config.forward.claims_to_headers,
-            config.forward.strip_authorization,
+            HeaderRules {
+                strip_authorization: config.forward.strip_authorization,
+                trust_forwarded: config.forward.trust_forwarded,
+            },
         )?;
         let forwarding = Forwarding::from_config(&config.forward)?;
         // The pool keeps upstream connections open between requests.
@@ -164,7 +204,7 @@ impl Gateway {
 
     /// The guard validating the tokens.
     pub fn guard(&self) -> &Guard {
-        &self.shared.decider.guard()
+        self.shared.decider.guard()
     }
 
     /// The configured `listen` address.
@@ -179,7 +219,8 @@ impl Gateway {
 
     /// Serves the proxy on `listener` until `shutdown` completes, then lets
     /// in-flight requests finish (bounded by `shutdown_timeout_secs`). Also starts
-    /// loading the issuers' keys in the background, so `/-/ready` turns green early.
+    /// loading the issuers' keys in the background, so `/-/ready` turns green early
+    /// (unless a load failed less than the retry back-off ago).
     pub async fn serve(
         &self,
         listener: TcpListener,
@@ -187,7 +228,7 @@ impl Gateway {
     ) -> io::Result<()> {
         let guard = self.shared.decider.guard().clone();
         tokio::spawn(async move {
-            if let Err(e) = guard.prefetch().await {
+            if let Err(e) = guard.load_missing_keys().await {
                 tracing::warn!(error = %e, "initial key load failed; retried on demand");
             }
         });
@@ -379,9 +420,11 @@ pub(crate) async fn admin(
         "/-/health" => own(StatusCode::OK, "ok", "alive"),
         "/-/ready" => {
             if !guard.ready() {
-                // A probe while keys are missing is a load attempt: the issuer
-                // may be back, and probes are rare enough not to hammer it.
-                let _ = guard.prefetch().await;
+                // A probe while keys are missing is a load attempt (the issuer
+                // may be back), but no more often than the key store's retry
+                // back-off allows: anyone who can reach the probe could
+                // otherwise make the gateway hammer a down issuer.
+                let _ = guard.load_missing_keys().await;
             }
             let issuers: Vec<_> = guard
                 .key_status()
