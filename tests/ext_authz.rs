@@ -63,6 +63,8 @@ const SPOOF: &[(&str, &str)] = &[
     ("X-Auth-Sub", "admin"),
     ("x_auth_sub", "admin"),
     ("X_Auth_Scope", "orders:admin"),
+    ("X-Original-URL", "/admin"),
+    ("X-HTTP-Method-Override", "DELETE"),
 ];
 
 fn table() -> Vec<Row> {

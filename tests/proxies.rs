@@ -232,7 +232,12 @@ const SPOOF: &[(&str, &str)] = &[
     ("x_auth_sub", "admin"),
     ("X_Auth_Scope", "orders:admin"),
     ("x-auth-client-id", "evil"),
+    ("X-Original-URL", "/admin"),
+    ("X-HTTP-Method-Override", "DELETE"),
 ];
+
+/// Route and method overrides: the upstream must not see them either.
+const OVERRIDES: [&str; 2] = ["x-original-url", "x-http-method-override"];
 
 /// No client-sent copy of a claim header reached the upstream.
 fn assert_no_spoof(p: &Proxy, a: &Answer) {
@@ -250,6 +255,11 @@ fn assert_no_spoof(p: &Proxy, a: &Answer) {
         }
         assert!(
             !name.contains('_'),
+            "{}: {name} reached the upstream",
+            p.name
+        );
+        assert!(
+            !OVERRIDES.contains(&name.as_str()),
             "{}: {name} reached the upstream",
             p.name
         );
