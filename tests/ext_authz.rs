@@ -857,3 +857,50 @@ fn configuration_errors_name_the_key() {
     let e = ExtAuthz::from_config(scope).expect_err("scope");
     assert_eq!(e.key(), Some("route[0].scopes_all[0]"));
 }
+
+#[tokio::test]
+async fn grpc_check_reads_raw_header_maps_too() {
+    use envoy_types::pb::envoy::config::core::v3::{
+        HeaderMap as PbHeaderMap, HeaderValue as PbHeader,
+    };
+    let issuer = Issuer::start().await;
+    let checks = start_checks(&issuer.url, "").await;
+    let raw = |key: &str, value: &str| PbHeader {
+        key: key.to_owned(),
+        raw_value: value.as_bytes().to_vec(),
+        ..PbHeader::default()
+    };
+    // Envoy with `encode_raw_headers: true`: `header_map`, raw bytes, `headers` empty.
+    let mut request = envoy_check(&Method::GET, "/orders", vec![]);
+    if let Some(http) = request
+        .attributes
+        .as_mut()
+        .and_then(|a| a.request.as_mut())
+        .and_then(|r| r.http.as_mut())
+    {
+        http.headers.clear();
+        http.header_map = Some(PbHeaderMap {
+            headers: vec![
+                raw(":method", "GET"),
+                raw(":path", "/orders"),
+                raw(
+                    "authorization",
+                    &format!("Bearer {}", issuer.token("orders:read")),
+                ),
+                raw("x_auth_sub", "admin"),
+            ],
+        });
+    }
+    let response = grpc_check(checks.grpc, request).await;
+    match response.http_response {
+        Some(HttpResponse::OkResponse(ok)) => {
+            assert!(ok.headers.iter().any(|h| {
+                h.header
+                    .as_ref()
+                    .is_some_and(|h| h.key == "x-auth-sub" && h.value == "alice")
+            }));
+            assert_eq!(ok.headers_to_remove, ["x_auth_sub"]);
+        }
+        other => panic!("{other:?}"),
+    }
+}
