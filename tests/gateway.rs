@@ -901,6 +901,8 @@ async fn claim_values_the_upstream_would_read_differently_refuse_the_request() {
         ("tenant", json!(42)),
         ("tenant", json!(["acme"])),
         ("tenant", json!(null)),
+        ("scp", json!(["orders:read", "orders:admin x"])),
+        ("scp", json!(["orders:read", "a\"b"])),
     ];
     for (claim, value) in refused {
         let token = token_with(claim, value.clone());

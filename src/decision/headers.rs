@@ -14,6 +14,7 @@ use serde_json::Value;
 
 use super::config::ConfigError;
 use crate::VerifiedToken;
+use crate::scope::is_scope_token;
 
 /// Headers that describe one connection, not the message (RFC 9110 §7.6.1, plus
 /// the legacy `Keep-Alive` and `Proxy-Connection`).
@@ -199,8 +200,22 @@ impl ClaimHeaders {
             };
             let value: Cow<'_, str> = match claim.as_str() {
                 "scope" if token.scopes().is_empty() => continue,
+                // Space-joined, so a scope holding a space (`scp: ["a b"]`) would
+                // read as two: each must be an RFC 6749 scope token.
+                "scope" if !token.scopes().iter().all(is_scope_token) => {
+                    return Err(fail("a scope that is not a scope token"));
+                }
                 "scope" => Cow::Owned(token.scopes().to_string()),
                 "iss" => Cow::Borrowed(token.issuer()),
+                // Verified as strings with the token: no second parse per request.
+                "sub" => match token.subject() {
+                    Some(sub) => Cow::Borrowed(sub),
+                    None => continue,
+                },
+                "client_id" => match token.client_id() {
+                    Some(id) => Cow::Borrowed(id),
+                    None => continue,
+                },
                 other => {
                     let claims = raw.get_or_insert_with(|| {
                         serde_json::from_str(token.raw_claims()).unwrap_or(Value::Null)

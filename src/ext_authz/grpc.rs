@@ -6,7 +6,9 @@
 //! headers folded into one comma-separated value; the HTTP/2 pseudo-headers
 //! `:method`, `:path`, `:authority` are skipped, the `method` and `path` fields
 //! being the one source), or `header_map` when Envoy is told to send raw headers.
-//! `host` and `scheme` are not used: routes match paths only.
+//! `host` and `scheme` are not used: routes match paths only. Every caller is
+//! believed (the request *is* the caller's description, and a `CheckResponse`
+//! opens nothing by itself): expose the gRPC listener to the proxies only.
 //!
 //! **Allowed**: `status` OK, an `OkHttpResponse` whose `headers` are the claim
 //! headers (`OVERWRITE_IF_EXISTS_OR_ADD`, so a client's copy is replaced) and
