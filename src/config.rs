@@ -329,6 +329,7 @@ impl GuardBuilder {
     /// Also accepts the token from this cookie (a request must not carry both a
     /// header and the cookie). Off by default.
     #[cfg(feature = "cookie")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "cookie")))]
     pub fn token_cookie(mut self, name: impl Into<String>) -> Self {
         self.token_cookie = Some(name.into());
         self

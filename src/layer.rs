@@ -11,7 +11,10 @@ use pin_project_lite::pin_project;
 use tower_layer::Layer;
 use tower_service::Service;
 
+use crate::claims::VerifiedToken;
 use crate::config::Guard;
+use crate::error::AuthError;
+use crate::validate::Early;
 
 /// The guard's handle, left in the extensions so that [`RequireScope`] and the
 /// axum extractors answer with the same realm and error hook.
@@ -25,6 +28,7 @@ impl Guard {
     pub fn layer(&self) -> GuardLayer {
         GuardLayer {
             guard: self.clone(),
+            credentials: Credentials::Required,
         }
     }
 }
@@ -57,6 +61,45 @@ impl Guard {
 #[derive(Clone, Debug)]
 pub struct GuardLayer {
     guard: Guard,
+    credentials: Credentials,
+}
+
+/// Whether a request must bring credentials.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Credentials {
+    Required,
+    /// No credentials: pass without a token. Bad credentials: refused as ever.
+    Optional,
+}
+
+impl GuardLayer {
+    /// Lets a request **without** credentials through, with no
+    /// [`VerifiedToken`](crate::VerifiedToken) in its extensions, while a request
+    /// with bad credentials (an invalid, expired or malformed token) is still
+    /// refused. Handlers then take `Option<VerifiedToken>`, which is `None` for
+    /// anonymous requests; a [`Require`](crate::Require) on a route, or a handler
+    /// that takes `VerifiedToken`, answers an anonymous request with 401 and the
+    /// challenge.
+    ///
+    /// ```
+    /// use axum::{Router, routing::get};
+    /// use bearer_guard::{Guard, VerifiedToken};
+    ///
+    /// async fn greet(token: Option<VerifiedToken>) -> String {
+    ///     match token {
+    ///         Some(t) => format!("hello {}", t.subject().unwrap_or("?")),
+    ///         None => "hello stranger".to_owned(),
+    ///     }
+    /// }
+    ///
+    /// # fn app(guard: Guard) -> Router {
+    /// Router::new().route("/", get(greet)).layer(guard.layer().optional())
+    /// # }
+    /// ```
+    pub fn optional(mut self) -> Self {
+        self.credentials = Credentials::Optional;
+        self
+    }
 }
 
 impl<S> Layer<S> for GuardLayer {
@@ -66,6 +109,7 @@ impl<S> Layer<S> for GuardLayer {
         GuardService {
             inner,
             guard: self.guard.clone(),
+            credentials: self.credentials,
         }
     }
 }
@@ -75,44 +119,178 @@ impl<S> Layer<S> for GuardLayer {
 pub struct GuardService<S> {
     inner: S,
     guard: Guard,
+    credentials: Credentials,
 }
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for GuardService<S>
 where
-    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-    ReqBody: Send + 'static,
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone,
 {
     type Response = Response<GuardBody<ResBody>>;
     type Error = S::Error;
-    type Future = BoxFuture<Result<Self::Response, Self::Error>>;
+    type Future = ResponseFuture<S, ReqBody>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
+        // Most traffic is a reused token: the cache answers it here, and the inner
+        // service is called at once, with no allocation and nothing awaited.
+        let token = match self.guard.validate_headers_early(req.headers()) {
+            Early::Done(result) => {
+                return match self.refusal(result, &mut req) {
+                    None => ResponseFuture::inner(self.inner.call(req)),
+                    Some(response) => ResponseFuture::refused(response),
+                };
+            }
+            Early::Verify(token) => token.to_owned(),
+        };
         // The clone is the one that was not driven to readiness; keep the ready one.
         let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let inner = std::mem::replace(&mut self.inner, clone);
         let guard = self.guard.clone();
-        Box::pin(async move {
-            match guard.validate_headers(req.headers()).await {
-                Ok(token) => {
-                    let extensions = req.extensions_mut();
-                    extensions.insert(token);
-                    extensions.insert(GuardHandle(guard));
-                    let response = inner.call(req).await?;
-                    Ok(response.map(GuardBody::inner))
-                }
-                Err(error) => {
-                    let response = guard.error_response(&error, req.headers());
-                    Ok(response.map(GuardBody::full))
-                }
+        ResponseFuture {
+            state: State::Verifying {
+                verify: Box::pin(async move { guard.verify_uncached(&token).await }),
+                pending: Some(Pending {
+                    req,
+                    inner,
+                    service: self.clone_config(),
+                }),
+            },
+        }
+    }
+}
+
+impl<S> GuardService<S> {
+    /// A copy of the settings without the inner service, for the verifying future.
+    fn clone_config(&self) -> GuardService<()> {
+        GuardService {
+            inner: (),
+            guard: self.guard.clone(),
+            credentials: self.credentials,
+        }
+    }
+
+    /// Puts the outcome into the request and returns `None`, or returns the
+    /// refusal.
+    fn refusal<B>(
+        &self,
+        result: Result<VerifiedToken, AuthError>,
+        req: &mut Request<B>,
+    ) -> Option<Response<Bytes>> {
+        match result {
+            Ok(token) => {
+                let extensions = req.extensions_mut();
+                extensions.insert(token);
+                extensions.insert(GuardHandle(self.guard.clone()));
+                None
             }
-        })
+            Err(AuthError::MissingToken) if self.credentials == Credentials::Optional => {
+                // The handle without a token: requirements and extractors then
+                // answer 401 with this guard's challenge, not a 500.
+                req.extensions_mut().insert(GuardHandle(self.guard.clone()));
+                None
+            }
+            Err(error) => Some(self.guard.error_response(&error, req.headers())),
+        }
+    }
+}
+
+struct Pending<S, B> {
+    req: Request<B>,
+    inner: S,
+    service: GuardService<()>,
+}
+
+pin_project! {
+    /// The future of [`GuardService`]: the inner service's future directly when
+    /// the token was answered without waiting (a cache hit, or a refusal of the
+    /// credentials); a boxed verification first otherwise.
+    pub struct ResponseFuture<S, B>
+    where
+        S: Service<Request<B>>,
+    {
+        #[pin]
+        state: State<S, B>,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<S, B>
+    where
+        S: Service<Request<B>>,
+    {
+        Verifying {
+            verify: BoxFuture<Result<VerifiedToken, AuthError>>,
+            pending: Option<Pending<S, B>>,
+        },
+        Inner { #[pin] future: S::Future },
+        Refused { response: Option<Response<Bytes>> },
+    }
+}
+
+impl<S: Service<Request<B>>, B> ResponseFuture<S, B> {
+    fn inner(future: S::Future) -> Self {
+        ResponseFuture {
+            state: State::Inner { future },
+        }
+    }
+
+    fn refused(response: Response<Bytes>) -> Self {
+        ResponseFuture {
+            state: State::Refused {
+                response: Some(response),
+            },
+        }
+    }
+}
+
+impl<S, B, ResBody> Future for ResponseFuture<S, B>
+where
+    S: Service<Request<B>, Response = Response<ResBody>>,
+{
+    type Output = Result<Response<GuardBody<ResBody>>, S::Error>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        loop {
+            let next = match self.as_mut().project().state.project() {
+                StateProj::Inner { future } => {
+                    return future
+                        .poll(cx)
+                        .map(|r| r.map(|resp| resp.map(GuardBody::inner)));
+                }
+                StateProj::Refused { response } => {
+                    let response = response
+                        .take()
+                        .expect("ResponseFuture polled after completion");
+                    return Poll::Ready(Ok(response.map(GuardBody::full)));
+                }
+                StateProj::Verifying { verify, pending } => {
+                    let result = std::task::ready!(verify.as_mut().poll(cx));
+                    let Pending {
+                        mut req,
+                        mut inner,
+                        service,
+                    } = pending
+                        .take()
+                        .expect("ResponseFuture polled after completion");
+                    match service.refusal(result, &mut req) {
+                        None => State::Inner {
+                            future: inner.call(req),
+                        },
+                        Some(response) => State::Refused {
+                            response: Some(response),
+                        },
+                    }
+                }
+            };
+            self.as_mut().project().state.set(next);
+        }
     }
 }
 

@@ -28,18 +28,15 @@ use crate::jws;
 impl Guard {
     /// Validates a bearer token (the credentials, without `Bearer `).
     pub async fn validate(&self, token: &str) -> Result<VerifiedToken, AuthError> {
-        traced(&self.inner, token, self.inner.clock.unix_seconds(), true).await
+        let now = self.inner.clock.unix_seconds();
+        traced(&self.inner, token, now, CacheUse::LookupAndInsert).await
     }
 
     /// Validates the bearer token of a request's headers, as the layer does.
     pub async fn validate_headers(&self, headers: &HeaderMap) -> Result<VerifiedToken, AuthError> {
-        match self.inner.tokens.extract(headers) {
-            Ok(token) => self.validate(token).await,
-            Err(e) => {
-                tracing::debug!(reason = e.reason(), "bearer token refused");
-                crate::metrics::validation(Some(e.reason()));
-                Err(e)
-            }
+        match self.validate_headers_early(headers) {
+            Early::Done(result) => result,
+            Early::Verify(token) => self.verify_uncached(token).await,
         }
     }
 
@@ -47,18 +44,63 @@ impl Guard {
     /// this token valid then?" for recorded tokens (`bearer-guard verify --now`).
     /// The verified-token cache is neither read nor filled.
     pub async fn validate_at(&self, token: &str, now: u64) -> Result<VerifiedToken, AuthError> {
-        traced(&self.inner, token, now, false).await
+        traced(&self.inner, token, now, CacheUse::Off).await
+    }
+
+    /// What can be answered without waiting: credentials that extraction refuses,
+    /// and tokens the cache answers (keys loaded, the verifying key still
+    /// published). Everything else must be verified by [`Guard::verify_uncached`].
+    pub(crate) fn validate_headers_early<'h>(&self, headers: &'h HeaderMap) -> Early<'h> {
+        let g = &self.inner;
+        let token = match g.tokens.extract(headers) {
+            Ok(token) => token,
+            Err(e) => {
+                tracing::debug!(reason = e.reason(), "bearer token refused");
+                crate::metrics::validation(Some(e.reason()));
+                return Early::Done(Err(e));
+            }
+        };
+        let Some(cache) = &g.cache else {
+            return Early::Verify(token);
+        };
+        let span = span();
+        match cached(g, cache, token, g.clock.unix_seconds(), &span) {
+            Some(result) => {
+                finish(&span, &result);
+                Early::Done(result)
+            }
+            None => Early::Verify(token),
+        }
+    }
+
+    /// The full verification of a token the cache did not answer (it is inserted
+    /// when it is admitted).
+    pub(crate) async fn verify_uncached(&self, token: &str) -> Result<VerifiedToken, AuthError> {
+        let now = self.inner.clock.unix_seconds();
+        traced(&self.inner, token, now, CacheUse::InsertOnly).await
     }
 }
 
-/// One span per validation: outcome, reason, issuer, kid, subject; never the token.
-async fn traced(
-    g: &GuardInner,
-    token: &str,
-    now: u64,
-    use_cache: bool,
-) -> Result<VerifiedToken, AuthError> {
-    let span = tracing::debug_span!(
+/// The answer of [`Guard::validate_headers_early`].
+pub(crate) enum Early<'h> {
+    /// Answered without waiting.
+    Done(Result<VerifiedToken, AuthError>),
+    /// This token needs the full, asynchronous verification.
+    Verify(&'h str),
+}
+
+/// How one validation uses the verified-token cache.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum CacheUse {
+    /// Neither read nor filled (`validate_at`: another time than the clock's).
+    Off,
+    LookupAndInsert,
+    /// The lookup already missed (the layer's early answer).
+    InsertOnly,
+}
+
+fn span() -> tracing::Span {
+    tracing::debug_span!(
         "bearer_guard.validate",
         outcome = Empty,
         reason = Empty,
@@ -66,10 +108,12 @@ async fn traced(
         kid = Empty,
         sub = Empty,
         client_id = Empty,
-    );
-    let cache = g.cache.as_ref().filter(|_| use_cache);
-    let result = validate(g, token, now, cache, &span).await;
-    match &result {
+    )
+}
+
+/// Records the outcome on the validation's span and in the metrics.
+fn finish(span: &tracing::Span, result: &Result<VerifiedToken, AuthError>) {
+    match result {
         Ok(t) => {
             span.record("outcome", "accepted");
             span.record("sub", t.subject());
@@ -83,7 +127,59 @@ async fn traced(
             crate::metrics::validation(Some(e.reason()));
         }
     }
+}
+
+/// One span per validation: outcome, reason, issuer, kid, subject; never the token.
+async fn traced(
+    g: &GuardInner,
+    token: &str,
+    now: u64,
+    cache_use: CacheUse,
+) -> Result<VerifiedToken, AuthError> {
+    let span = span();
+    let cache = g.cache.as_ref().filter(|_| cache_use != CacheUse::Off);
+    let early = match cache {
+        Some(cache) if cache_use == CacheUse::LookupAndInsert => {
+            cached(g, cache, token, now, &span)
+        }
+        _ => None,
+    };
+    let result = match early {
+        Some(result) => result,
+        None => validate(g, token, now, cache, &span).await,
+    };
+    finish(&span, &result);
     result
+}
+
+/// The cache's answer for `token`: `None` when it has none to give (a miss, keys
+/// that would have to be waited for, or a verifying key no longer published).
+fn cached(
+    g: &GuardInner,
+    cache: &TokenCache,
+    token: &str,
+    now: u64,
+    span: &tracing::Span,
+) -> Option<Result<VerifiedToken, AuthError>> {
+    if token.len() > g.tokens.max_len {
+        return None;
+    }
+    let hit = cache.get(token)?;
+    // Is the key that verified it still published? Then only time can have changed.
+    let loaded = g.issuers.entries()[hit.issuer].store.keys_now()?;
+    if !loaded.keys.contains(&hit.key) {
+        cache.stale(token);
+        return None;
+    }
+    span.record("iss", hit.token.issuer());
+    span.record("kid", hit.token.key_id());
+    // Answered from the cache, an expired token's refusal included.
+    cache.hit();
+    Some(
+        check_times(hit.token.registered(), now, g.leeway)
+            .map(|()| hit.token)
+            .map_err(AuthError::InvalidToken),
+    )
 }
 
 async fn validate(
@@ -100,23 +196,6 @@ async fn validate(
             len: token.len(),
             max,
         }));
-    }
-    if let Some(cache) = cache
-        && let Some(hit) = cache.get(token)
-    {
-        // Is the key that verified it still published? Then only time can have
-        // changed.
-        let store = &g.issuers.entries()[hit.issuer].store;
-        let loaded = store.keys().await?;
-        if loaded.keys.contains(&hit.key) {
-            span.record("iss", hit.token.issuer());
-            span.record("kid", hit.token.key_id());
-            // Answered from the cache, an expired token's refusal included.
-            cache.hit();
-            check_times(hit.token.registered(), now, g.leeway).map_err(invalid)?;
-            return Ok(hit.token);
-        }
-        cache.stale(token);
     }
     let jws = jws::parse(token, g.typ).map_err(invalid)?;
     let claims = RegisteredClaims::parse(&jws.payload)
