@@ -14,6 +14,7 @@
 //! Only this module builds a [`VerifiedToken`].
 
 use std::sync::Arc;
+use std::time::{Duration, UNIX_EPOCH};
 
 use http::HeaderMap;
 use tracing::field::Empty;
@@ -28,8 +29,13 @@ use crate::jws;
 impl Guard {
     /// Validates a bearer token (the credentials, without `Bearer `).
     pub async fn validate(&self, token: &str) -> Result<VerifiedToken, AuthError> {
-        let now = self.inner.clock.unix_seconds();
-        traced(&self.inner, token, now, CacheUse::LookupAndInsert).await
+        traced(
+            &self.inner,
+            token,
+            now(&self.inner),
+            CacheUse::LookupAndInsert,
+        )
+        .await
     }
 
     /// Validates the bearer token of a request's headers, as the layer does.
@@ -44,7 +50,7 @@ impl Guard {
     /// this token valid then?" for recorded tokens (`bearer-guard verify --now`).
     /// The verified-token cache is neither read nor filled.
     pub async fn validate_at(&self, token: &str, now: u64) -> Result<VerifiedToken, AuthError> {
-        traced(&self.inner, token, now, CacheUse::Off).await
+        traced(&self.inner, token, Duration::from_secs(now), CacheUse::Off).await
     }
 
     /// What can be answered without waiting: credentials that extraction refuses,
@@ -64,7 +70,7 @@ impl Guard {
             return Early::Verify(token);
         };
         let span = span();
-        match cached(g, cache, token, g.clock.unix_seconds(), &span) {
+        match cached(g, cache, token, now(g), &span) {
             Some(result) => {
                 finish(&span, &result);
                 Early::Done(result)
@@ -76,9 +82,13 @@ impl Guard {
     /// The full verification of a token the cache did not answer (it is inserted
     /// when it is admitted).
     pub(crate) async fn verify_uncached(&self, token: &str) -> Result<VerifiedToken, AuthError> {
-        let now = self.inner.clock.unix_seconds();
-        traced(&self.inner, token, now, CacheUse::InsertOnly).await
+        traced(&self.inner, token, now(&self.inner), CacheUse::InsertOnly).await
     }
+}
+
+/// The clock's time since the epoch, fraction kept: NumericDates may be fractional.
+fn now(g: &GuardInner) -> Duration {
+    g.clock.now().duration_since(UNIX_EPOCH).unwrap_or_default()
 }
 
 /// The answer of [`Guard::validate_headers_early`].
@@ -133,7 +143,7 @@ fn finish(span: &tracing::Span, result: &Result<VerifiedToken, AuthError>) {
 async fn traced(
     g: &GuardInner,
     token: &str,
-    now: u64,
+    now: Duration,
     cache_use: CacheUse,
 ) -> Result<VerifiedToken, AuthError> {
     let span = span();
@@ -158,13 +168,32 @@ fn cached(
     g: &GuardInner,
     cache: &TokenCache,
     token: &str,
-    now: u64,
+    now: Duration,
     span: &tracing::Span,
 ) -> Option<Result<VerifiedToken, AuthError>> {
     if token.len() > g.tokens.max_len {
         return None;
     }
     let hit = cache.get(token)?;
+    // What can change without the token changing: the time, the key set, and the
+    // issuer's tenant policy (a predicate may be a live deny list). The rest (typ,
+    // alg, audiences, the key's issuer binding, tid) is fixed by the token, the
+    // guard's configuration and the key, all unchanged.
+    match g.issuers.find(hit.token.issuer()) {
+        Ok(m) if m.index == hit.issuer => {}
+        Err(TenantRefusal::NotAllowed(tenant)) => {
+            cache.hit();
+            return Some(Err(AuthError::InvalidToken(
+                TokenProblem::TenantNotAllowed {
+                    tenant: tenant.to_owned(),
+                },
+            )));
+        }
+        Ok(_) | Err(TenantRefusal::NoEntry) => {
+            cache.stale(token);
+            return None;
+        }
+    }
     // Is the key that verified it still published? Then only time can have changed.
     let loaded = g.issuers.entries()[hit.issuer].store.keys_now()?;
     if !loaded.keys.contains(&hit.key) {
@@ -185,7 +214,7 @@ fn cached(
 async fn validate(
     g: &GuardInner,
     token: &str,
-    now: u64,
+    now: Duration,
     cache: Option<&TokenCache>,
     span: &tracing::Span,
 ) -> Result<VerifiedToken, AuthError> {
@@ -198,7 +227,13 @@ async fn validate(
         }));
     }
     let jws = jws::parse(token, g.typ).map_err(invalid)?;
-    let claims = RegisteredClaims::parse(&jws.payload)
+    // The whole payload, claims we skip included, must be UTF-8 (RFC 8259 §8.1).
+    let raw = String::from_utf8(jws.payload).map_err(|_| {
+        invalid(TokenProblem::BadClaims(
+            "the payload is not UTF-8".to_owned(),
+        ))
+    })?;
+    let claims = RegisteredClaims::parse(&raw)
         .map_err(|e| invalid(TokenProblem::BadClaims(e.to_string())))?;
 
     let iss = claims
@@ -272,13 +307,8 @@ async fn validate(
         }));
     }
 
-    let raw = String::from_utf8(jws.payload).map_err(|_| {
-        invalid(TokenProblem::BadClaims(
-            "the payload is not UTF-8".to_owned(),
-        ))
-    })?;
     let tenant = tenant.map(Box::from);
-    let verified = VerifiedToken::new(jws.header, claims, raw.into(), index, tenant);
+    let verified = VerifiedToken::new(jws.header, claims, raw.into(), token.into(), index, tenant);
     if let Some(cache) = cache {
         cache.insert(token, &verified, Arc::clone(key), index, now, g.leeway);
     }
@@ -286,21 +316,40 @@ async fn validate(
 }
 
 /// `exp` is required; a token is valid while `now < exp + leeway`, once
-/// `now + leeway >= nbf`, and if `iat <= now + leeway`.
-pub(crate) fn check_times(c: &RegisteredClaims, now: u64, leeway: u64) -> Result<(), TokenProblem> {
+/// `now + leeway >= nbf`, and if `iat <= now + leeway`. Compared to the
+/// nanosecond: a fractional NumericDate is never rounded.
+pub(crate) fn check_times(
+    c: &RegisteredClaims,
+    now: Duration,
+    leeway: Duration,
+) -> Result<(), TokenProblem> {
+    let secs = |d: Duration| d.as_secs();
+    let (now_s, leeway_s) = (secs(now), secs(leeway));
     let exp = c.exp.ok_or(TokenProblem::ExpirationMissing)?;
-    if now >= exp.saturating_add(leeway) {
-        return Err(TokenProblem::Expired { exp, now, leeway });
+    if now >= exp.since_epoch().saturating_add(leeway) {
+        return Err(TokenProblem::Expired {
+            exp: exp.secs(),
+            now: now_s,
+            leeway: leeway_s,
+        });
     }
     if let Some(nbf) = c.nbf
-        && now.saturating_add(leeway) < nbf
+        && now.saturating_add(leeway) < nbf.since_epoch()
     {
-        return Err(TokenProblem::NotYetValid { nbf, now, leeway });
+        return Err(TokenProblem::NotYetValid {
+            nbf: nbf.secs(),
+            now: now_s,
+            leeway: leeway_s,
+        });
     }
     if let Some(iat) = c.iat
-        && iat > now.saturating_add(leeway)
+        && iat.since_epoch() > now.saturating_add(leeway)
     {
-        return Err(TokenProblem::IssuedInFuture { iat, now, leeway });
+        return Err(TokenProblem::IssuedInFuture {
+            iat: iat.secs(),
+            now: now_s,
+            leeway: leeway_s,
+        });
     }
     Ok(())
 }
@@ -308,20 +357,29 @@ pub(crate) fn check_times(c: &RegisteredClaims, now: u64, leeway: u64) -> Result
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::claims::NumericDate;
+
+    const S: fn(u64) -> Duration = Duration::from_secs;
 
     fn claims(exp: Option<u64>, nbf: Option<u64>, iat: Option<u64>) -> RegisteredClaims {
         RegisteredClaims {
-            exp,
-            nbf,
-            iat,
+            exp: exp.map(NumericDate::from_secs),
+            nbf: nbf.map(NumericDate::from_secs),
+            iat: iat.map(NumericDate::from_secs),
             ..Default::default()
         }
+    }
+
+    fn fractional(claim: &str, secs: f64) -> RegisteredClaims {
+        let exp = if claim == "exp" { "" } else { r#""exp":5000,"# };
+        let json = format!(r#"{{{exp}"{claim}":{secs}}}"#);
+        RegisteredClaims::parse(&json).unwrap()
     }
 
     #[test]
     fn exp_is_required() {
         assert_eq!(
-            check_times(&claims(None, None, None), 100, 60),
+            check_times(&claims(None, None, None), S(100), S(60)),
             Err(TokenProblem::ExpirationMissing)
         );
     }
@@ -329,13 +387,13 @@ mod tests {
     #[test]
     fn exp_with_leeway_boundaries() {
         let c = claims(Some(1000), None, None);
-        assert!(check_times(&c, 1059, 60).is_ok());
+        assert!(check_times(&c, S(1059), S(60)).is_ok());
         assert!(matches!(
-            check_times(&c, 1060, 60),
+            check_times(&c, S(1060), S(60)),
             Err(TokenProblem::Expired { .. })
         ));
         assert!(matches!(
-            check_times(&c, 1000, 0),
+            check_times(&c, S(1000), S(0)),
             Err(TokenProblem::Expired { .. })
         ));
     }
@@ -343,22 +401,46 @@ mod tests {
     #[test]
     fn nbf_and_iat_with_leeway() {
         let c = claims(Some(5000), Some(1060), Some(1060));
-        assert!(check_times(&c, 1000, 60).is_ok());
+        assert!(check_times(&c, S(1000), S(60)).is_ok());
         assert!(matches!(
-            check_times(&c, 999, 60),
+            check_times(&c, S(999), S(60)),
             Err(TokenProblem::NotYetValid { .. })
         ));
         let c = claims(Some(5000), None, Some(1061));
         assert!(matches!(
-            check_times(&c, 1000, 60),
+            check_times(&c, S(1000), S(60)),
             Err(TokenProblem::IssuedInFuture { .. })
         ));
     }
 
     #[test]
+    fn fractional_dates_are_compared_without_flooring() {
+        let zero = Duration::ZERO;
+        // exp = now + 0.5: still valid at now, expired half a second later.
+        let c = fractional("exp", 1000.5);
+        assert!(check_times(&c, S(1000), zero).is_ok());
+        assert!(check_times(&c, Duration::from_millis(1_000_499), zero).is_ok());
+        assert!(check_times(&c, Duration::from_millis(1_000_500), zero).is_err());
+        // nbf = now + 0.5: not yet valid at now, valid half a second later.
+        let c = fractional("nbf", 1000.5);
+        assert!(matches!(
+            check_times(&c, S(1000), zero),
+            Err(TokenProblem::NotYetValid { .. })
+        ));
+        assert!(check_times(&c, Duration::from_millis(1_000_500), zero).is_ok());
+        // iat = now + 0.5: issued in the future at now.
+        let c = fractional("iat", 1000.5);
+        assert!(matches!(
+            check_times(&c, S(1000), zero),
+            Err(TokenProblem::IssuedInFuture { .. })
+        ));
+        assert!(check_times(&c, Duration::from_millis(1_000_500), zero).is_ok());
+    }
+
+    #[test]
     fn huge_exp_does_not_overflow() {
         let c = claims(Some(crate::claims::MAX_NUMERIC_DATE), None, None);
-        assert!(check_times(&c, u64::MAX, u64::MAX).is_err());
-        assert!(check_times(&c, 0, u64::MAX).is_ok());
+        assert!(check_times(&c, Duration::MAX, Duration::MAX).is_err());
+        assert!(check_times(&c, Duration::ZERO, Duration::MAX).is_ok());
     }
 }
