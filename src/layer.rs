@@ -99,7 +99,10 @@ where
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let guard = self.guard.clone();
         Box::pin(async move {
-            match guard.validate_headers(req.headers()).await {
+            let verdict = guard
+                .validate_request(req.method(), req.uri(), req.headers(), req.extensions())
+                .await;
+            match verdict {
                 Ok(token) => {
                     let extensions = req.extensions_mut();
                     extensions.insert(token);

@@ -38,6 +38,7 @@
 
 pub mod clock;
 pub mod error;
+pub mod sender;
 
 mod cache;
 mod claims;
@@ -71,7 +72,7 @@ pub mod gateway;
 pub mod __fuzz;
 
 pub use cache::TokenCacheStats;
-pub use claims::{Scopes, VerifiedToken};
+pub use claims::{Binding, Scopes, VerifiedToken};
 pub use config::{BuildError, Guard, GuardBuilder};
 pub use error::AuthError;
 pub use issuer::Issuer;

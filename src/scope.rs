@@ -125,7 +125,7 @@ impl RequireScope {
             required: Arc::clone(&self.scopes),
         };
         Some(match extensions.get::<GuardHandle>() {
-            Some(handle) => handle.0.inner.responder.respond(&error, grpc),
+            Some(handle) => handle.0.inner.responder.respond_to(&error, headers),
             None => Responder::default().respond(&error, grpc),
         })
     }

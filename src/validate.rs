@@ -24,11 +24,42 @@ use crate::config::{Guard, GuardInner};
 use crate::error::{AuthError, TokenProblem};
 use crate::issuer::{TenantRefusal, key_admits};
 use crate::jws;
+use crate::sender::{Presentation, confirm};
 
 impl Guard {
-    /// Validates a bearer token (the credentials, without `Bearer `).
+    /// Validates a bearer token (the credentials, without `Bearer `). A
+    /// sender-constrained token (`cnf`) is refused: it needs its proof, which only
+    /// [`validate_request`](Self::validate_request) can see.
     pub async fn validate(&self, token: &str) -> Result<VerifiedToken, AuthError> {
-        traced(&self.inner, token, self.inner.clock.unix_seconds(), true).await
+        let now = self.inner.clock.unix_seconds();
+        traced(&self.inner, token, now, true, &Presentation::bearer()).await
+    }
+
+    /// Validates a request as the layer does: the `Bearer` or (with
+    /// [`GuardBuilder::dpop`](crate::GuardBuilder::dpop)) `DPoP` credentials, the
+    /// DPoP proof against `method` and the path of `uri`, and a certificate-bound
+    /// token against the [`ClientCertificate`](crate::sender::ClientCertificate)
+    /// in `extensions`. For services that see requests in other shapes (an
+    /// external-authorization check, a proxy): pass the original method and URI.
+    pub async fn validate_request(
+        &self,
+        method: &http::Method,
+        uri: &http::Uri,
+        headers: &HeaderMap,
+        extensions: &http::Extensions,
+    ) -> Result<VerifiedToken, AuthError> {
+        let g = &self.inner;
+        match g.tokens.extract_scheme(headers, g.dpop.is_some()) {
+            Ok((scheme, token)) => {
+                let presented = Presentation::request(scheme, method, uri, headers, extensions);
+                traced(g, token, g.clock.unix_seconds(), true, &presented).await
+            }
+            Err(e) => {
+                tracing::debug!(reason = e.reason(), "credentials refused");
+                crate::metrics::validation(Some(e.reason()));
+                Err(e)
+            }
+        }
     }
 
     /// Validates the bearer token of a request's headers, as the layer does.
@@ -47,7 +78,7 @@ impl Guard {
     /// this token valid then?" for recorded tokens (`bearer-guard verify --now`).
     /// The verified-token cache is neither read nor filled.
     pub async fn validate_at(&self, token: &str, now: u64) -> Result<VerifiedToken, AuthError> {
-        traced(&self.inner, token, now, false).await
+        traced(&self.inner, token, now, false, &Presentation::bearer()).await
     }
 }
 
@@ -57,6 +88,7 @@ async fn traced(
     token: &str,
     now: u64,
     use_cache: bool,
+    presented: &Presentation<'_>,
 ) -> Result<VerifiedToken, AuthError> {
     let span = tracing::debug_span!(
         "bearer_guard.validate",
@@ -68,7 +100,12 @@ async fn traced(
         client_id = Empty,
     );
     let cache = g.cache.as_ref().filter(|_| use_cache);
-    let result = validate(g, token, now, cache, &span).await;
+    let result = match validate(g, token, now, cache, &span).await {
+        Ok(verified) => confirm(g.dpop.as_ref(), &verified, token, presented, now)
+            .await
+            .map(|()| verified),
+        Err(e) => Err(e),
+    };
     match &result {
         Ok(t) => {
             span.record("outcome", "accepted");

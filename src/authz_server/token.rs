@@ -46,13 +46,61 @@ pub(super) async fn token(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    match respond(&shared, &headers, &body) {
+    let jkt = match dpop_key(&shared, &headers).await {
+        Ok(jkt) => jkt,
+        Err(response) => return response,
+    };
+    match respond(&shared, &headers, &body, jkt.as_deref()) {
         Ok(body) => (no_store(), Json(body)).into_response(),
         Err(error) => error.into_response(),
     }
 }
 
-fn respond(shared: &Shared, headers: &HeaderMap, body: &[u8]) -> Result<Value, OAuthError> {
+/// The thumbprint of the key of the request's DPoP proof (RFC 9449 §5), if it
+/// has one: the proof is checked as a resource server would (one header,
+/// `dpop+jwt`, a public key that verifies it, `htm` POST, `htu` this endpoint,
+/// `iat`, the nonce when demanded, never replayed), without `ath`.
+async fn dpop_key(shared: &Shared, headers: &HeaderMap) -> Result<Option<String>, Response> {
+    if !headers.contains_key("dpop") {
+        return Ok(None);
+    }
+    let now = shared.now();
+    let path = http::Uri::from_static(super::TOKEN_PATH);
+    let checked = shared
+        .dpop
+        .check_proof(headers, &http::Method::POST, &path, now)
+        .and_then(|proof| {
+            shared.dpop.check_nonce(proof.nonce.as_deref(), now)?;
+            Ok(proof)
+        });
+    let refusal = |error: crate::AuthError| {
+        let code = match error {
+            crate::AuthError::UseDpopNonce { .. } => ErrorCode::UseDpopNonce,
+            _ => ErrorCode::InvalidDpopProof,
+        };
+        let mut response = OAuthError::new(code, error.description()).into_response();
+        if let crate::AuthError::UseDpopNonce { nonce } = &error
+            && let Ok(value) = http::HeaderValue::from_str(nonce)
+        {
+            response.headers_mut().insert("dpop-nonce", value);
+        }
+        response
+    };
+    let proof = checked.map_err(refusal)?;
+    shared
+        .dpop
+        .record(&proof.jkt, &proof.jti, now)
+        .await
+        .map_err(refusal)?;
+    Ok(Some(proof.jkt))
+}
+
+fn respond(
+    shared: &Shared,
+    headers: &HeaderMap,
+    body: &[u8],
+    jkt: Option<&str>,
+) -> Result<Value, OAuthError> {
     if !is_form(headers) {
         return Err(OAuthError::invalid_request(
             "body must be application/x-www-form-urlencoded",
@@ -63,9 +111,9 @@ fn respond(shared: &Shared, headers: &HeaderMap, body: &[u8]) -> Result<Value, O
     let grant_type = GrantType::parse(params.require("grant_type")?)?;
     let client = authenticate(shared, headers, &params)?;
     match grant_type {
-        GrantType::ClientCredentials => client_credentials(shared, client, &params),
-        GrantType::AuthorizationCode => authorization_code(shared, client, &params),
-        GrantType::RefreshToken => refresh_token(shared, client, &params),
+        GrantType::ClientCredentials => client_credentials(shared, client, &params, jkt),
+        GrantType::AuthorizationCode => authorization_code(shared, client, &params, jkt),
+        GrantType::RefreshToken => refresh_token(shared, client, &params, jkt),
     }
 }
 
@@ -158,6 +206,7 @@ fn client_credentials(
     shared: &Shared,
     client: &ClientConfig,
     params: &Params,
+    jkt: Option<&str>,
 ) -> Result<Value, OAuthError> {
     if client.is_public() {
         return Err(OAuthError::new(
@@ -172,14 +221,15 @@ fn client_credentials(
         scope: grant_scope(requested, client.allowed_scopes())?,
         audience: shared.audience_for(params.get("resource")?)?,
     };
-    let (access_token, _) = shared.issue_access_token(&grant)?;
-    Ok(shared.token_response(&grant, access_token, None))
+    let (access_token, _) = shared.issue_access_token(&grant, jkt)?;
+    Ok(shared.token_response(&grant, access_token, None, jkt.is_some()))
 }
 
 fn authorization_code(
     shared: &Shared,
     client: &ClientConfig,
     params: &Params,
+    jkt: Option<&str>,
 ) -> Result<Value, OAuthError> {
     let code = params.require("code")?;
     let redirect_uri = params.require("redirect_uri")?;
@@ -200,27 +250,33 @@ fn authorization_code(
             "resource differs from the authorization request",
         ));
     }
-    shared.issue_with_refresh(&redemption.grant, redemption.family)
+    shared.issue_with_refresh(&redemption.grant, redemption.family, jkt)
 }
 
 fn refresh_token(
     shared: &Shared,
     client: &ClientConfig,
     params: &Params,
+    jkt: Option<&str>,
 ) -> Result<Value, OAuthError> {
     let token = params.require("refresh_token")?;
     let requested = parse_scope(params.get("scope")?)?;
     let now = shared.now();
     let redemption = lock(&shared.store).spend_refresh_token(token, client.id(), requested, now)?;
-    shared.issue_with_refresh(&redemption.grant, redemption.family)
+    shared.issue_with_refresh(&redemption.grant, redemption.family, jkt)
 }
 
 impl Shared {
     /// Signs an RFC 9068 access token for `grant`; returns it with its `jti`.
-    fn issue_access_token(&self, grant: &Grant) -> Result<(String, String), OAuthError> {
+    /// With `jkt` the token is DPoP-bound to that key (`cnf.jkt`, RFC 9449 §6).
+    fn issue_access_token(
+        &self,
+        grant: &Grant,
+        jkt: Option<&str>,
+    ) -> Result<(String, String), OAuthError> {
         let now = self.now();
         let jti = random_token();
-        let claims = json!({
+        let mut claims = json!({
             "iss": self.issuer,
             "sub": grant.subject,
             "aud": grant.audience,
@@ -231,6 +287,9 @@ impl Shared {
             "client_id": grant.client_id,
             "scope": grant.scope.join(" "),
         });
+        if let (Some(jkt), Some(members)) = (jkt, claims.as_object_mut()) {
+            members.insert("cnf".into(), json!({ "jkt": jkt }));
+        }
         let key = lock(&self.keys).active();
         let token = key
             .sign_jwt(&Value::Null, &claims)
@@ -239,13 +298,18 @@ impl Shared {
     }
 
     /// An access token plus the next refresh token of `family`.
-    fn issue_with_refresh(&self, grant: &Grant, family: u64) -> Result<Value, OAuthError> {
-        let (access_token, jti) = self.issue_access_token(grant)?;
+    fn issue_with_refresh(
+        &self,
+        grant: &Grant,
+        family: u64,
+        jkt: Option<&str>,
+    ) -> Result<Value, OAuthError> {
+        let (access_token, jti) = self.issue_access_token(grant, jkt)?;
         let expires_at = self
             .now()
             .saturating_add(self.refresh_token_lifetime.as_secs());
         let refresh = lock(&self.store).issue_refresh_token(family, &jti, expires_at);
-        Ok(self.token_response(grant, access_token, Some(refresh)))
+        Ok(self.token_response(grant, access_token, Some(refresh), jkt.is_some()))
     }
 
     fn token_response(
@@ -253,10 +317,11 @@ impl Shared {
         grant: &Grant,
         access_token: String,
         refresh: Option<String>,
+        dpop: bool,
     ) -> Value {
         let mut body = json!({
             "access_token": access_token,
-            "token_type": "Bearer",
+            "token_type": if dpop { "DPoP" } else { "Bearer" },
             "expires_in": self.access_token_lifetime.as_secs(),
             "scope": grant.scope.join(" "),
         });

@@ -77,7 +77,12 @@ impl VerifyingKey {
         }
     }
 
-    fn verify(&self, alg: Algorithm, message: &[u8], sig: &[u8]) -> Result<(), TokenProblem> {
+    pub(crate) fn verify(
+        &self,
+        alg: Algorithm,
+        message: &[u8],
+        sig: &[u8],
+    ) -> Result<(), TokenProblem> {
         let ok = match &self.material {
             Material::Rsa(keys) => keys
                 .iter()
@@ -261,9 +266,15 @@ impl KeySet {
     }
 }
 
-type Skip = (Option<String>, String);
+/// A key that is not usable: its `kid`, and why.
+pub(crate) type Skip = (Option<String>, String);
 
-fn verifying_key(value: serde_json::Value, algorithms: AlgorithmSet) -> Result<VerifyingKey, Skip> {
+/// One JWK turned into a key, under the same rules for a JWKS entry and a DPoP
+/// proof's `jwk`: allowed `alg`, type and curve fit, RSA of 2048 bits or more.
+pub(crate) fn verifying_key(
+    value: serde_json::Value,
+    algorithms: AlgorithmSet,
+) -> Result<VerifyingKey, Skip> {
     let issuer = value
         .get("issuer")
         .and_then(serde_json::Value::as_str)
