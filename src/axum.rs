@@ -5,8 +5,18 @@
 //!
 //! Both read what [`GuardLayer`](crate::GuardLayer) left in the request's
 //! extensions. Their rejections answer like the layer does (same realm, same
-//! error hook): 401 when no verified token is present (the layer is missing, which
-//! is logged as an error), 401 `invalid_token` when the claims do not fit `T`.
+//! error hook):
+//! - 401 `invalid_token` when the claims do not fit `T` (the serde error is logged
+//!   at warn: it is usually the handler's type that is wrong, not the token);
+//! - 401 with the challenge when an [optional](crate::GuardLayer::optional) guard let
+//!   a request without credentials through and the handler needs a token
+//!   (`Option<VerifiedToken>` is `None` then);
+//! - 500 when no guard layer ran at all: a server misconfiguration, logged as an
+//!   error, never a pass and never blamed on the client.
+//!
+//! [`AuthError`] is a response too, so a handler can validate a token it found
+//! elsewhere with `guard.validate(token).await?` (the default RFC 6750 answer,
+//! without the guard's realm or error hook).
 //!
 //! ```
 //! use axum::{Router, routing::get};
@@ -30,7 +40,7 @@ use http::request::Parts;
 use serde::de::DeserializeOwned;
 
 use crate::claims::VerifiedToken;
-use crate::error::{AuthError, Responder, TokenProblem, is_grpc};
+use crate::error::{AuthError, Responder, TokenProblem, is_grpc, misconfigured};
 use crate::layer::GuardHandle;
 
 /// The verified claims, deserialized into `T`.
@@ -40,22 +50,58 @@ pub struct Claims<T>(pub T);
 /// Why an extractor could not produce its value.
 #[derive(Debug)]
 pub struct ClaimsRejection {
-    error: AuthError,
-    responder: Responder,
+    kind: RejectionKind,
     grpc: bool,
 }
 
+#[derive(Debug)]
+enum RejectionKind {
+    Refused {
+        error: AuthError,
+        responder: Responder,
+    },
+    /// No guard layer ran: the server, not the client, is at fault.
+    Misconfigured,
+}
+
 impl ClaimsRejection {
-    /// The underlying error.
-    pub fn error(&self) -> &AuthError {
-        &self.error
+    /// The client's error, or `None` when the server is misconfigured (no guard
+    /// layer in front of the extractor).
+    pub fn error(&self) -> Option<&AuthError> {
+        match &self.kind {
+            RejectionKind::Refused { error, .. } => Some(error),
+            RejectionKind::Misconfigured => None,
+        }
     }
 }
 
 impl IntoResponse for ClaimsRejection {
     fn into_response(self) -> Response {
-        self.responder
-            .respond(&self.error, self.grpc)
+        match self.kind {
+            RejectionKind::Refused { error, responder } => responder.respond(&error, self.grpc),
+            RejectionKind::Misconfigured => misconfigured(self.grpc),
+        }
+        .map(axum::body::Body::from)
+    }
+}
+
+/// The default RFC 6750 answer, so `guard.validate(token).await?` works in a
+/// handler. It has no realm and skips the guard's error hook: for those, answer
+/// with [`Guard::error_response`](crate::Guard::error_response).
+///
+/// ```
+/// use axum::{extract::State, response::IntoResponse};
+/// use bearer_guard::{AuthError, Guard};
+///
+/// async fn relay(State(guard): State<Guard>, body: String) -> Result<String, AuthError> {
+///     let token = guard.validate(body.trim()).await?;
+///     Ok(format!("token of {}", token.subject().unwrap_or("?")))
+/// }
+/// ```
+impl IntoResponse for AuthError {
+    fn into_response(self) -> Response {
+        Responder::default()
+            .respond(&self, false)
             .map(axum::body::Body::from)
     }
 }
@@ -69,17 +115,22 @@ fn responder(parts: &Parts) -> Responder {
 }
 
 fn verified(parts: &Parts) -> Result<VerifiedToken, ClaimsRejection> {
-    match parts.extensions.get::<VerifiedToken>() {
-        Some(token) => Ok(token.clone()),
+    if let Some(token) = parts.extensions.get::<VerifiedToken>() {
+        return Ok(token.clone());
+    }
+    let grpc = is_grpc(&parts.headers);
+    let kind = match parts.extensions.get::<GuardHandle>() {
+        // An optional guard saw no credentials: the client must send some.
+        Some(handle) => RejectionKind::Refused {
+            error: AuthError::MissingToken,
+            responder: handle.0.inner.responder.clone(),
+        },
         None => {
             tracing::error!("no verified token in the request: is the Guard layer applied?");
-            Err(ClaimsRejection {
-                error: AuthError::MissingToken,
-                responder: Responder::default(),
-                grpc: is_grpc(&parts.headers),
-            })
+            RejectionKind::Misconfigured
         }
-    }
+    };
+    Err(ClaimsRejection { kind, grpc })
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for VerifiedToken {
@@ -108,10 +159,19 @@ where
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
         let token = verified(parts)?;
         token.claims::<T>().map(Claims).map_err(|e| {
-            tracing::debug!(error = %e, "verified claims do not fit the handler's type");
+            // Loud: a verified token that does not fit is most often a handler type
+            // that asks for a claim the issuer does not send.
+            tracing::warn!(
+                error = %e,
+                claims = std::any::type_name::<T>(),
+                sub = token.subject(),
+                "verified claims do not fit the handler's type"
+            );
             ClaimsRejection {
-                error: AuthError::InvalidToken(TokenProblem::BadClaims(e.to_string())),
-                responder: responder(parts),
+                kind: RejectionKind::Refused {
+                    error: AuthError::InvalidToken(TokenProblem::BadClaims(e.to_string())),
+                    responder: responder(parts),
+                },
                 grpc: is_grpc(&parts.headers),
             }
         })

@@ -324,6 +324,7 @@ impl GuardBuilder {
     /// Also accepts the token from this cookie (a request must not carry both a
     /// header and the cookie). Off by default.
     #[cfg(feature = "cookie")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "cookie")))]
     pub fn token_cookie(mut self, name: impl Into<String>) -> Self {
         self.token_cookie = Some(name.into());
         self
@@ -508,13 +509,15 @@ impl GuardBuilder {
         }
 
         let dpop = self.dpop_verifier()?;
-        let challenge = dpop.as_ref().map(|d| Arc::new(DpopChallenge {
-            algs: Arc::clone(&d.algs),
-            bearer_too: d
-                .modes
-                .iter()
-                .any(|m| *m != crate::sender::DpopMode::Required),
-        }));
+        let challenge = dpop.as_ref().map(|d| {
+            Arc::new(DpopChallenge {
+                algs: Arc::clone(&d.algs),
+                bearer_too: d
+                    .modes
+                    .iter()
+                    .any(|m| *m != crate::sender::DpopMode::Required),
+            })
+        });
         Ok(Guard {
             inner: Arc::new(GuardInner {
                 issuers: IssuerPolicy::new(entries),

@@ -67,6 +67,14 @@ pub enum AuthError {
         /// The scopes the route names (all of them, or any one, as configured).
         required: Arc<[String]>,
     },
+    /// The token is valid but fails a route's rule ([`Require::predicate`]).
+    ///
+    /// [`Require::predicate`]: crate::Require::predicate
+    #[error("the route requirement {requirement:?} is not met")]
+    RequirementNotMet {
+        /// The rule's name, for logs (never sent to the client).
+        requirement: Arc<str>,
+    },
     /// No keys could be loaded for the token's issuer, so it could not be checked.
     #[error("signing keys for {issuer} are unavailable: {reason}")]
     KeysUnavailable {
@@ -505,7 +513,9 @@ impl AuthError {
         match self {
             AuthError::MissingToken | AuthError::InvalidToken(_) => StatusCode::UNAUTHORIZED,
             AuthError::InvalidRequest(_) => StatusCode::BAD_REQUEST,
-            AuthError::InsufficientScope { .. } => StatusCode::FORBIDDEN,
+            AuthError::InsufficientScope { .. } | AuthError::RequirementNotMet { .. } => {
+                StatusCode::FORBIDDEN
+            }
             AuthError::InvalidDpopProof(_) | AuthError::UseDpopNonce { .. } => {
                 StatusCode::UNAUTHORIZED
             }
@@ -525,7 +535,10 @@ impl AuthError {
             AuthError::InvalidDpopProof(_) => Some(ErrorCode::InvalidDpopProof),
             AuthError::UseDpopNonce { .. } => Some(ErrorCode::UseDpopNonce),
             AuthError::InvalidToken(_) => Some(ErrorCode::InvalidToken),
-            AuthError::InsufficientScope { .. } => Some(ErrorCode::InsufficientScope),
+            // RFC 6750 has one code for "the token is valid but not enough here".
+            AuthError::InsufficientScope { .. } | AuthError::RequirementNotMet { .. } => {
+                Some(ErrorCode::InsufficientScope)
+            }
         }
     }
 
@@ -536,6 +549,7 @@ impl AuthError {
             AuthError::InvalidRequest(_) => "invalid_request",
             AuthError::InvalidToken(p) => p.reason(),
             AuthError::InsufficientScope { .. } => "insufficient_scope",
+            AuthError::RequirementNotMet { .. } => "requirement_not_met",
             AuthError::KeysUnavailable { .. } => "keys_unavailable",
             AuthError::InvalidDpopProof(p) => p.reason(),
             AuthError::UseDpopNonce { .. } => "dpop_nonce_required",
@@ -557,6 +571,7 @@ impl AuthError {
             }
             AuthError::InvalidToken(p) => p.description(),
             AuthError::InsufficientScope { .. } => "token lacks a required scope",
+            AuthError::RequirementNotMet { .. } => "token does not meet the route's requirements",
             AuthError::KeysUnavailable { .. } => "signing keys temporarily unavailable",
             AuthError::InvalidDpopProof(p) => p.description(),
             AuthError::UseDpopNonce { .. } => "a DPoP nonce is required",
@@ -605,22 +620,17 @@ impl AuthError {
             c.0
         };
 
-        let body = serde_json::json!({
-            "error": self.error_code().map_or(
-                match self {
-                    AuthError::KeysUnavailable { .. }
-                    | AuthError::ReplayStoreUnavailable { .. } => "temporarily_unavailable",
-                    _ => "unauthorized",
-                },
-                ErrorCode::as_str,
-            ),
-            "error_description": self.description(),
-        });
-        let mut response = Response::new(Bytes::from(body.to_string()));
-        *response.status_mut() = self.status();
+        let error = self.error_code().map_or(
+            match self {
+                AuthError::KeysUnavailable { .. } | AuthError::ReplayStoreUnavailable { .. } => {
+                    "temporarily_unavailable"
+                }
+                _ => "unauthorized",
+            },
+            ErrorCode::as_str,
+        );
+        let mut response = json_response(self.status(), error, self.description());
         let headers = response.headers_mut();
-        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
         match self {
             AuthError::KeysUnavailable { retry_after, .. }
             | AuthError::ReplayStoreUnavailable { retry_after, .. } => {
@@ -701,7 +711,7 @@ impl AuthError {
                 16
             }
             AuthError::InvalidDpopProof(_) | AuthError::UseDpopNonce { .. } => 16,
-            AuthError::InsufficientScope { .. } => 7,
+            AuthError::InsufficientScope { .. } | AuthError::RequirementNotMet { .. } => 7,
             AuthError::KeysUnavailable { .. } | AuthError::ReplayStoreUnavailable { .. } => 14,
         }
     }
@@ -734,6 +744,40 @@ impl AuthError {
             .insert("grpc-message", HeaderValue::from_static(self.description()));
         Response::from_parts(parts, Bytes::new())
     }
+}
+
+/// The answer when a requirement or an extractor finds no guard in front of it: a
+/// server misconfiguration (500, gRPC `INTERNAL`), never a pass and never a 401
+/// that would blame the client.
+pub(crate) fn misconfigured(grpc: bool) -> Response<Bytes> {
+    if grpc {
+        let mut r = Response::new(Bytes::new());
+        let headers = r.headers_mut();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+        headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        headers.insert("grpc-status", HeaderValue::from_static("13"));
+        headers.insert(
+            "grpc-message",
+            HeaderValue::from_static("server misconfigured"),
+        );
+        return r;
+    }
+    json_response(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "server_error",
+        "authentication is misconfigured on this server",
+    )
+}
+
+/// The one JSON error body: `{"error": …, "error_description": …}`, not cacheable.
+pub(crate) fn json_response(status: StatusCode, error: &str, description: &str) -> Response<Bytes> {
+    let body = serde_json::json!({ "error": error, "error_description": description });
+    let mut response = Response::new(Bytes::from(body.to_string()));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
 }
 
 /// Replaces the whole error response (status, headers, body).

@@ -12,6 +12,7 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::config::Guard;
+use crate::error::AuthError;
 
 /// The guard's handle, left in the extensions so that [`RequireScope`] and the
 /// axum extractors answer with the same realm and error hook.
@@ -25,6 +26,7 @@ impl Guard {
     pub fn layer(&self) -> GuardLayer {
         GuardLayer {
             guard: self.clone(),
+            credentials: Credentials::Required,
         }
     }
 }
@@ -57,6 +59,45 @@ impl Guard {
 #[derive(Clone, Debug)]
 pub struct GuardLayer {
     guard: Guard,
+    credentials: Credentials,
+}
+
+/// Whether a request must bring credentials.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Credentials {
+    Required,
+    /// No credentials: pass without a token. Bad credentials: refused as ever.
+    Optional,
+}
+
+impl GuardLayer {
+    /// Lets a request **without** credentials through, with no
+    /// [`VerifiedToken`](crate::VerifiedToken) in its extensions, while a request
+    /// with bad credentials (an invalid, expired or malformed token) is still
+    /// refused. Handlers then take `Option<VerifiedToken>`, which is `None` for
+    /// anonymous requests; a [`Require`](crate::Require) on a route, or a handler
+    /// that takes `VerifiedToken`, answers an anonymous request with 401 and the
+    /// challenge.
+    ///
+    /// ```
+    /// use axum::{Router, routing::get};
+    /// use bearer_guard::{Guard, VerifiedToken};
+    ///
+    /// async fn greet(token: Option<VerifiedToken>) -> String {
+    ///     match token {
+    ///         Some(t) => format!("hello {}", t.subject().unwrap_or("?")),
+    ///         None => "hello stranger".to_owned(),
+    ///     }
+    /// }
+    ///
+    /// # fn app(guard: Guard) -> Router {
+    /// Router::new().route("/", get(greet)).layer(guard.layer().optional())
+    /// # }
+    /// ```
+    pub fn optional(mut self) -> Self {
+        self.credentials = Credentials::Optional;
+        self
+    }
 }
 
 impl<S> Layer<S> for GuardLayer {
@@ -66,6 +107,7 @@ impl<S> Layer<S> for GuardLayer {
         GuardService {
             inner,
             guard: self.guard.clone(),
+            credentials: self.credentials,
         }
     }
 }
@@ -75,6 +117,7 @@ impl<S> Layer<S> for GuardLayer {
 pub struct GuardService<S> {
     inner: S,
     guard: Guard,
+    credentials: Credentials,
 }
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
@@ -98,6 +141,7 @@ where
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let guard = self.guard.clone();
+        let credentials = self.credentials;
         Box::pin(async move {
             let verdict = guard
                 .validate_request(req.method(), req.uri(), req.headers(), req.extensions())
@@ -107,6 +151,13 @@ where
                     let extensions = req.extensions_mut();
                     extensions.insert(token);
                     extensions.insert(GuardHandle(guard));
+                    let response = inner.call(req).await?;
+                    Ok(response.map(GuardBody::inner))
+                }
+                Err(AuthError::MissingToken) if credentials == Credentials::Optional => {
+                    // The handle without a token: requirements and extractors then
+                    // answer 401 with this guard's challenge, not a 500.
+                    req.extensions_mut().insert(GuardHandle(guard));
                     let response = inner.call(req).await?;
                     Ok(response.map(GuardBody::inner))
                 }

@@ -49,18 +49,23 @@ mod jws;
 mod keys;
 mod layer;
 mod metrics;
+mod require;
 mod scope;
 mod token;
 mod validate;
 
 #[cfg(feature = "axum")]
+#[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
 pub mod axum;
 
 #[cfg(feature = "authz-server")]
+#[cfg_attr(docsrs, doc(cfg(feature = "authz-server")))]
 pub mod authz_server;
 #[cfg(feature = "cli")]
+#[cfg_attr(docsrs, doc(cfg(feature = "cli")))]
 pub mod cli;
 #[cfg(feature = "gateway")]
+#[cfg_attr(docsrs, doc(cfg(feature = "gateway")))]
 pub mod gateway;
 
 // Fuzzing entry points. Behind an internal feature rather than `cfg(fuzzing)`:
@@ -79,7 +84,7 @@ pub use issuer::Issuer;
 pub use jws::{Algorithm, TokenHeader, TypPolicy, UnknownAlgorithm};
 pub use keys::store::KeyStoreStatus;
 pub use layer::{GuardBody, GuardLayer, GuardService};
-pub use scope::{RequireScope, RequireScopeService};
+pub use require::{InvalidScope, Require, RequireScope, RequireScopeService, RequireService};
 
 // The README's examples compile and run as doctests, so they cannot rot.
 #[cfg(all(doctest, feature = "authz-server"))]

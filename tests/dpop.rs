@@ -460,7 +460,12 @@ async fn a_replayed_proof_is_refused_within_the_window() {
     let w = world(|d| d).await;
     let token = w.bound_token();
     let proof = w.proof(&token).sign();
-    assert_eq!(w.get_me(&token, std::slice::from_ref(&proof)).await.status(), 200);
+    assert_eq!(
+        w.get_me(&token, std::slice::from_ref(&proof))
+            .await
+            .status(),
+        200
+    );
     let (status, www, _) = refusal(w.get_me(&token, std::slice::from_ref(&proof)).await).await;
     assert_eq!(status, 401);
     assert!(
