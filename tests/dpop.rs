@@ -129,12 +129,7 @@ async fn the_binding_reaches_the_handler() {
         .layer(guard.layer());
     let url = serve(app).await;
     let key = DpopKey::generate();
-    let token = token_with(
-        &server,
-        &clock,
-        json!({}),
-        json!({"cnf": {"jkt": key.thumbprint()}}),
-    );
+    let token = dpop_bound_token(&server, &clock, &key);
     let proof = key
         .proof("GET", &format!("{ORIGIN}/binding"))
         .access_token(&token)
@@ -176,12 +171,7 @@ async fn a_bound_token_is_refused_by_a_guard_without_dpop() {
     let (clock, server, guard) = fixture().await;
     let url = serve(orders_api(&guard)).await;
     let key = DpopKey::generate();
-    let token = token_with(
-        &server,
-        &clock,
-        json!({}),
-        json!({"cnf": {"jkt": key.thumbprint()}}),
-    );
+    let token = dpop_bound_token(&server, &clock, &key);
     let r = get_with(format!("{url}/me"), &token).await;
     let (status, www, _) = refusal(r).await;
     assert_eq!(status, 401);

@@ -34,6 +34,8 @@
 
 mod dpop;
 mod mtls;
+#[cfg(feature = "redis")]
+mod redis;
 mod replay;
 
 use std::sync::Arc;
@@ -43,6 +45,8 @@ use http::{Extensions, HeaderMap, Method, Uri};
 
 pub use dpop::jwk_thumbprint;
 pub use mtls::{ClientCertificate, confirm_certificate};
+#[cfg(feature = "redis")]
+pub use redis::RedisReplayStore;
 pub use replay::{MemoryReplayStore, ReplayFuture, ReplayKey, ReplayStore, ReplayStoreError};
 
 pub(crate) use dpop::{DpopVerifier, Nonces, ProofTarget, normalize_htu};

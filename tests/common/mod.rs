@@ -202,3 +202,17 @@ pub fn token_with(
 pub fn at(clock: &ManualClock, secs: u64) {
     clock.advance(Duration::from_secs(secs));
 }
+
+/// A token of `server` bound to `key` (`cnf.jkt`, RFC 9449 §6).
+pub fn dpop_bound_token(
+    server: &AuthorizationServerHandle,
+    clock: &ManualClock,
+    key: &bearer_guard::authz_server::DpopKey,
+) -> String {
+    token_with(
+        server,
+        clock,
+        json!({}),
+        json!({"cnf": {"jkt": key.thumbprint()}}),
+    )
+}
