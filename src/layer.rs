@@ -148,10 +148,16 @@ where
                 .await;
             match verdict {
                 Ok(token) => {
+                    let nonce = crate::sender::success_nonce(&guard, &token);
                     let extensions = req.extensions_mut();
                     extensions.insert(token);
                     extensions.insert(GuardHandle(guard));
-                    let response = inner.call(req).await?;
+                    let mut response = inner.call(req).await?;
+                    if let Some(nonce) = nonce {
+                        response
+                            .headers_mut()
+                            .insert(crate::error::DPOP_NONCE, nonce);
+                    }
                     Ok(response.map(GuardBody::inner))
                 }
                 Err(AuthError::MissingToken) if credentials == Credentials::Optional => {

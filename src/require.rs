@@ -12,8 +12,8 @@ use pin_project_lite::pin_project;
 use tower_layer::Layer;
 use tower_service::Service;
 
-use crate::claims::VerifiedToken;
-use crate::error::{AuthError, Responder, is_grpc};
+use crate::claims::{Binding, VerifiedToken};
+use crate::error::{AuthError, BindingProblem, Responder, TokenProblem, is_grpc};
 use crate::layer::{GuardBody, GuardHandle};
 use crate::scope::is_scope_token;
 
@@ -66,6 +66,7 @@ pub type RequireScopeService<S> = RequireService<S>;
 enum Rule {
     Scopes { scopes: Arc<[String]>, any: bool },
     Predicate { name: Arc<str>, check: Predicate },
+    DpopBound,
 }
 
 type Predicate = Arc<dyn Fn(&VerifiedToken) -> bool + Send + Sync>;
@@ -178,6 +179,21 @@ impl Require {
         })
     }
 
+    /// The token must be DPoP-bound (RFC 9449), so it reached the route with a
+    /// valid proof: DPoP required on this route even where the guard allows
+    /// plain bearer tokens. A plain token is refused 401 `invalid_token`
+    /// ("DPoP-bound token required"), with the `DPoP` challenge.
+    ///
+    /// ```
+    /// use bearer_guard::Require;
+    ///
+    /// let payments = Require::all(["payments:write"]).and(Require::dpop_bound());
+    /// # let _ = payments;
+    /// ```
+    pub fn dpop_bound() -> Self {
+        Self::rule(Rule::DpopBound)
+    }
+
     /// Both `self` and `other`, checked in that order.
     pub fn and(self, other: Require) -> Self {
         let rules: Vec<Rule> = self
@@ -219,6 +235,17 @@ impl Require {
                         return Err(AuthError::InsufficientScope {
                             required: Arc::clone(scopes),
                         });
+                    }
+                }
+                Rule::DpopBound => {
+                    if !matches!(
+                        token.binding(),
+                        Binding::Dpop { .. } | Binding::DpopAndCertificate { .. }
+                    ) {
+                        tracing::debug!(sub = token.subject(), "route requires DPoP");
+                        return Err(AuthError::InvalidToken(TokenProblem::Binding(
+                            BindingProblem::DpopRequired,
+                        )));
                     }
                 }
                 Rule::Predicate { name, check } => {
@@ -272,6 +299,7 @@ impl fmt::Debug for Require {
                 Rule::Scopes { scopes, any: true } => list.entry(&format_args!("any{scopes:?}")),
                 Rule::Scopes { scopes, any: false } => list.entry(&format_args!("all{scopes:?}")),
                 Rule::Predicate { name, .. } => list.entry(&format_args!("predicate({name:?})")),
+                Rule::DpopBound => list.entry(&format_args!("dpop_bound")),
             };
         }
         list.finish()

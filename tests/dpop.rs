@@ -576,12 +576,12 @@ async fn a_nonce_is_demanded_and_every_replica_accepts_every_others() {
         )
     );
     assert_eq!(body["error"], "use_dpop_nonce");
-    assert_eq!(
-        w.get_me(&token, &[w.proof(&token).nonce(&nonce).sign()])
-            .await
-            .status(),
-        200
-    );
+    let ok = w
+        .get_me(&token, &[w.proof(&token).nonce(&nonce).sign()])
+        .await;
+    assert_eq!(ok.status(), 200);
+    // Successful DPoP answers carry the current nonce (RFC 9449 §8.2).
+    assert_eq!(ok.headers()["dpop-nonce"], nonce.as_str());
 
     // A second replica with the same secret and no shared state.
     let replica = guard_builder(&w.server, &w.clock)
@@ -830,4 +830,49 @@ async fn metadata_advertises_the_dpop_algorithms() {
             "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA"
         ])
     );
+}
+
+#[tokio::test]
+async fn a_route_can_require_dpop_where_the_guard_allows_bearer() {
+    let clock = ManualClock::starting_now();
+    let server = authz_server(&clock, |b| b).await;
+    let guard = guard_builder(&server, &clock)
+        .dpop(Dpop::new(ORIGIN))
+        .build()
+        .unwrap();
+    let app = axum::Router::new()
+        .route(
+            "/pay",
+            axum::routing::post(|| async { "paid" })
+                .route_layer(bearer_guard::Require::dpop_bound()),
+        )
+        .route("/me", axum::routing::get(|| async { "me" }))
+        .layer(guard.layer());
+    let url = serve(app).await;
+    let plain = svc_token(&server).await;
+    assert_eq!(get_with(format!("{url}/me"), &plain).await.status(), 200);
+    let (status, www, _) = refusal(post_with(format!("{url}/pay"), &plain).await).await;
+    assert_eq!(status, 401);
+    assert_eq!(
+        www,
+        [
+            r#"Bearer realm="orders", error="invalid_token", error_description="DPoP-bound token required""#.to_owned(),
+            format!(r#"DPoP realm="orders", {ALGS}"#),
+        ]
+    );
+    let key = DpopKey::generate();
+    let token = dpop_bound_token(&server, &clock, &key);
+    let proof = key
+        .proof("POST", &format!("{ORIGIN}/pay"))
+        .access_token(&token)
+        .iat(clock.unix_seconds())
+        .sign();
+    let r = http()
+        .post(format!("{url}/pay"))
+        .header("authorization", format!("DPoP {token}"))
+        .header("dpop", proof)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
 }

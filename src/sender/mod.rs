@@ -312,3 +312,21 @@ pub(crate) async fn confirm(
     }
     confirm_certificate(token, presented.certificate)
 }
+
+/// The `DPoP-Nonce` to send with a successful DPoP-authenticated response when
+/// nonces are demanded (RFC 9449 §8.2): the current one, so clients move to the
+/// next step before their nonce expires.
+pub(crate) fn success_nonce(
+    guard: &crate::Guard,
+    token: &VerifiedToken,
+) -> Option<http::HeaderValue> {
+    let verifier = guard.inner.dpop.as_ref()?;
+    let nonces = verifier.nonces.as_ref()?;
+    if !matches!(
+        token.binding(),
+        crate::Binding::Dpop { .. } | crate::Binding::DpopAndCertificate { .. }
+    ) {
+        return None;
+    }
+    http::HeaderValue::from_str(&nonces.current(guard.inner.clock.unix_seconds())).ok()
+}
