@@ -137,8 +137,7 @@ async fn the_binding_reaches_the_handler() {
         .sign();
     let body = http()
         .get(format!("{url}/binding"))
-        .header("authorization", format!("DPoP {token}"))
-        .header("dpop", proof)
+        .dpop(&token, proof)
         .send()
         .await
         .unwrap()
@@ -188,8 +187,7 @@ async fn a_bound_token_is_refused_by_a_guard_without_dpop() {
         .sign();
     let r = http()
         .get(format!("{url}/me"))
-        .header("authorization", format!("DPoP {token}"))
-        .header("dpop", proof)
+        .dpop(&token, proof)
         .send()
         .await
         .unwrap();
@@ -479,8 +477,7 @@ async fn htu_comes_from_the_configured_origin_even_when_host_lies() {
     let r = http()
         .get(format!("{}/me", w.url))
         .header("host", "evil.example")
-        .header("authorization", format!("DPoP {token}"))
-        .header("dpop", w.proof(&token).sign())
+        .dpop(&token, w.proof(&token).sign())
         .send()
         .await
         .unwrap();
@@ -495,8 +492,7 @@ async fn htu_comes_from_the_configured_origin_even_when_host_lies() {
     let r = http()
         .get(format!("{}/me", w.url))
         .header("host", "evil.example")
-        .header("authorization", format!("DPoP {token}"))
-        .header("dpop", lying)
+        .dpop(&token, lying)
         .send()
         .await
         .unwrap();
@@ -517,8 +513,7 @@ async fn htu_is_compared_after_normalisation_without_query() {
         let proof = w.proof(&token).claim("htu", htu).sign();
         let r = http()
             .get(format!("{}/me?page=1", w.url))
-            .header("authorization", format!("DPoP {token}"))
-            .header("dpop", proof)
+            .dpop(&token, proof)
             .send()
             .await
             .unwrap();
@@ -591,8 +586,7 @@ async fn a_nonce_is_demanded_and_every_replica_accepts_every_others() {
     let replica_url = serve(orders_api(&replica)).await;
     let r = http()
         .get(format!("{replica_url}/me"))
-        .header("authorization", format!("DPoP {token}"))
-        .header("dpop", w.proof(&token).nonce(&nonce).sign())
+        .dpop(&token, w.proof(&token).nonce(&nonce).sign())
         .send()
         .await
         .unwrap();
@@ -693,8 +687,7 @@ async fn insufficient_scope_goes_on_the_dpop_challenge_for_a_dpop_request() {
         .sign();
     let r = http()
         .post(format!("{}/orders", w.url))
-        .header("authorization", format!("DPoP {token}"))
-        .header("dpop", proof)
+        .dpop(&token, proof)
         .send()
         .await
         .unwrap();
@@ -869,8 +862,7 @@ async fn a_route_can_require_dpop_where_the_guard_allows_bearer() {
         .sign();
     let r = http()
         .post(format!("{url}/pay"))
-        .header("authorization", format!("DPoP {token}"))
-        .header("dpop", proof)
+        .dpop(&token, proof)
         .send()
         .await
         .unwrap();

@@ -122,8 +122,7 @@ impl Drop for RedisServer {
 async fn get_me(url: &str, token: &str, proof: &str) -> u16 {
     http()
         .get(format!("{url}/me"))
-        .header("authorization", format!("DPoP {token}"))
-        .header("dpop", proof)
+        .dpop(token, proof)
         .send()
         .await
         .expect("GET /me")

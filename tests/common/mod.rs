@@ -216,3 +216,16 @@ pub fn dpop_bound_token(
         json!({"cnf": {"jkt": key.thumbprint()}}),
     )
 }
+
+/// DPoP credentials on a request: `Authorization: DPoP <token>` and one proof.
+pub trait DpopRequest {
+    /// Adds the token with the DPoP scheme and the `DPoP` proof header.
+    fn dpop(self, token: &str, proof: impl AsRef<str>) -> Self;
+}
+
+impl DpopRequest for reqwest::RequestBuilder {
+    fn dpop(self, token: &str, proof: impl AsRef<str>) -> Self {
+        self.header("authorization", format!("DPoP {token}"))
+            .header("dpop", proof.as_ref())
+    }
+}
