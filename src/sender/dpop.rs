@@ -220,7 +220,7 @@ impl DpopVerifier {
         let iat = claims
             .iat
             .ok_or_else(|| bad(DpopProblem::Malformed("iat is missing".into())))?;
-        let oldest = now.saturating_sub(self.max_age + self.leeway);
+        let oldest = now.saturating_sub(self.max_age.saturating_add(self.leeway));
         if iat < oldest || iat > now.saturating_add(self.leeway) {
             return Err(bad(DpopProblem::IatOutOfWindow { iat, now }));
         }
@@ -236,7 +236,11 @@ impl DpopVerifier {
     pub(crate) async fn record(&self, jkt: &str, jti: &str, now: u64) -> Result<(), AuthError> {
         // Kept until its iat can no longer be accepted: iat <= now + leeway, and
         // iat is refused once older than max_age + leeway.
-        let ttl = Duration::from_secs(self.max_age + 2 * self.leeway + 1);
+        let ttl = Duration::from_secs(
+            self.max_age
+                .saturating_add(self.leeway.saturating_mul(2))
+                .saturating_add(1),
+        );
         match self
             .replay
             .first_use(&ReplayKey::new(jkt, jti), now, ttl)
