@@ -20,7 +20,7 @@
 //!   entry weighs less than `max_bytes / max_entries`) and by time (an entry lives
 //!   until the token's `exp` plus leeway, at most `max_ttl`).
 
-use std::hash::{BuildHasher, RandomState};
+use std::hash::BuildHasher;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -101,7 +101,7 @@ const DOORKEEPER_RESET: u64 = DOORKEEPER_BITS as u64 / 4;
 /// uses; a flood of one-off tokens costs a bit each until the next clear.
 struct Doorkeeper {
     words: Box<[AtomicU64]>,
-    hasher: RandomState,
+    hasher: TokenHasher,
     marked: AtomicU64,
 }
 
@@ -111,7 +111,7 @@ impl Doorkeeper {
             words: (0..DOORKEEPER_BITS / 64)
                 .map(|_| AtomicU64::new(0))
                 .collect(),
-            hasher: RandomState::new(),
+            hasher: TokenHasher::default(),
             marked: AtomicU64::new(0),
         }
     }
@@ -135,7 +135,7 @@ impl Doorkeeper {
 }
 
 pub(crate) struct TokenCache {
-    cache: Cache<Box<str>, Entry>,
+    cache: Cache<Box<str>, Entry, TokenHasher>,
     doorkeeper: Doorkeeper,
     max_token_bytes: usize,
     max_ttl: Duration,
@@ -143,6 +143,12 @@ pub(crate) struct TokenCache {
     misses: AtomicU64,
     stale: AtomicU64,
 }
+
+/// Every lookup hashes the whole token (0.3–1 KB): SipHash, std's default, cost
+/// ~0.5 µs of a ~0.6 µs hit on an RS256 token. foldhash is several times faster on
+/// long keys, seeded per process; flooding its buckets would take chosen keys,
+/// and only tokens the issuer signed are ever inserted.
+type TokenHasher = foldhash::fast::RandomState;
 
 /// An entry's weight: its bytes, at least `floor`.
 fn weigh(token: &str, entry: &Entry, floor: u64) -> u32 {
@@ -173,7 +179,7 @@ impl TokenCache {
             .max_capacity(config.max_bytes)
             .weigher(weigher)
             .expire_after(UntilExpiry)
-            .build();
+            .build_with_hasher(TokenHasher::default());
         Some(TokenCache {
             cache,
             doorkeeper: Doorkeeper::new(),

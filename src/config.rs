@@ -78,6 +78,17 @@ impl Guard {
         Ok(())
     }
 
+    /// Loads the keys of every issuer that has none (or only too stale ones),
+    /// unless its retry back-off after a failure is still running: unlike
+    /// [`prefetch`](Self::prefetch), a caller cannot make the guard fetch more often
+    /// than `retry_interval` (the gateway's `/-/ready` probes and start-up).
+    pub(crate) async fn load_missing_keys(&self) -> Result<(), AuthError> {
+        for entry in self.inner.issuers.entries() {
+            entry.store.keys().await?;
+        }
+        Ok(())
+    }
+
     /// The state of each issuer's key store, in configuration order.
     pub fn key_status(&self) -> Vec<KeyStoreStatus> {
         self.inner

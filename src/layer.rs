@@ -11,8 +11,12 @@ use pin_project_lite::pin_project;
 use tower_layer::Layer;
 use tower_service::Service;
 
+use crate::claims::VerifiedToken;
 use crate::config::Guard;
-use crate::error::AuthError;
+use crate::error::{AuthError, DPOP_NONCE};
+use crate::sender::ClientCertificate;
+use crate::token::Scheme;
+use crate::validate::Early;
 
 /// The guard's handle, left in the extensions so that [`RequireScope`] and the
 /// axum extractors answer with the same realm and error hook.
@@ -124,55 +128,197 @@ type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for GuardService<S>
 where
-    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-    ReqBody: Send + 'static,
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone,
 {
     type Response = Response<GuardBody<ResBody>>;
     type Error = S::Error;
-    type Future = BoxFuture<Result<Self::Response, Self::Error>>;
+    type Future = ResponseFuture<S, ReqBody>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
+        // Most traffic is a reused token: the cache answers it here, and the inner
+        // service is called at once, with no allocation and nothing awaited.
+        let certificate = req.extensions().get::<ClientCertificate>();
+        let (scheme, token) = match self
+            .guard
+            .validate_request_early(req.headers(), certificate)
+        {
+            Early::Done(result) => {
+                return match self.refusal(result, &mut req) {
+                    None => ResponseFuture::inner(self.inner.call(req), None),
+                    Some(response) => ResponseFuture::refused(response),
+                };
+            }
+            Early::Verify(scheme, token) => (scheme, token.to_owned()),
+        };
+        // What the verification needs of the request, owned by its future: the
+        // method, URI and headers only for a DPoP proof.
+        let certificate = certificate.cloned();
+        let request = (scheme == Scheme::Dpop).then(|| {
+            (
+                req.method().clone(),
+                req.uri().clone(),
+                req.headers().clone(),
+            )
+        });
         // The clone is the one that was not driven to readiness; keep the ready one.
         let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let inner = std::mem::replace(&mut self.inner, clone);
         let guard = self.guard.clone();
-        let credentials = self.credentials;
-        Box::pin(async move {
-            let verdict = guard
-                .validate_request(req.method(), req.uri(), req.headers(), req.extensions())
-                .await;
-            match verdict {
-                Ok(token) => {
-                    let nonce = crate::sender::success_nonce(&guard, &token);
-                    let extensions = req.extensions_mut();
-                    extensions.insert(token);
-                    extensions.insert(GuardHandle(guard));
-                    let mut response = inner.call(req).await?;
-                    if let Some(nonce) = nonce {
-                        response
-                            .headers_mut()
-                            .insert(crate::error::DPOP_NONCE, nonce);
-                    }
-                    Ok(response.map(GuardBody::inner))
-                }
-                Err(AuthError::MissingToken) if credentials == Credentials::Optional => {
-                    // The handle without a token: requirements and extractors then
-                    // answer 401 with this guard's challenge, not a 500.
-                    req.extensions_mut().insert(GuardHandle(guard));
-                    let response = inner.call(req).await?;
-                    Ok(response.map(GuardBody::inner))
-                }
-                Err(error) => {
-                    let response = guard.error_response(&error, req.headers());
-                    Ok(response.map(GuardBody::full))
-                }
+        ResponseFuture {
+            state: State::Verifying {
+                verify: Box::pin(async move {
+                    let request = request.as_ref().map(|(m, u, h)| (m, u, h));
+                    guard
+                        .verify_request(scheme, &token, request, certificate.as_ref())
+                        .await
+                }),
+                pending: Some(Pending {
+                    req,
+                    inner,
+                    service: self.clone_config(),
+                }),
+            },
+        }
+    }
+}
+
+impl<S> GuardService<S> {
+    /// A copy of the settings without the inner service, for the verifying future.
+    fn clone_config(&self) -> GuardService<()> {
+        GuardService {
+            inner: (),
+            guard: self.guard.clone(),
+            credentials: self.credentials,
+        }
+    }
+
+    /// Puts the outcome into the request and returns `None`, or returns the
+    /// refusal.
+    fn refusal<B>(
+        &self,
+        result: Result<VerifiedToken, AuthError>,
+        req: &mut Request<B>,
+    ) -> Option<Response<Bytes>> {
+        match result {
+            Ok(token) => {
+                let extensions = req.extensions_mut();
+                extensions.insert(token);
+                extensions.insert(GuardHandle(self.guard.clone()));
+                None
             }
-        })
+            Err(AuthError::MissingToken) if self.credentials == Credentials::Optional => {
+                // The handle without a token: requirements and extractors then
+                // answer 401 with this guard's challenge, not a 500.
+                req.extensions_mut().insert(GuardHandle(self.guard.clone()));
+                None
+            }
+            Err(error) => Some(self.guard.error_response(&error, req.headers())),
+        }
+    }
+}
+
+struct Pending<S, B> {
+    req: Request<B>,
+    inner: S,
+    service: GuardService<()>,
+}
+
+pin_project! {
+    /// The future of [`GuardService`]: the inner service's future directly when
+    /// the token was answered without waiting (a cache hit, or a refusal of the
+    /// credentials); a boxed verification first otherwise.
+    pub struct ResponseFuture<S, B>
+    where
+        S: Service<Request<B>>,
+    {
+        #[pin]
+        state: State<S, B>,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<S, B>
+    where
+        S: Service<Request<B>>,
+    {
+        Verifying {
+            verify: BoxFuture<Result<VerifiedToken, AuthError>>,
+            pending: Option<Pending<S, B>>,
+        },
+        Inner { #[pin] future: S::Future, nonce: Option<http::HeaderValue> },
+        Refused { response: Option<Response<Bytes>> },
+    }
+}
+
+impl<S: Service<Request<B>>, B> ResponseFuture<S, B> {
+    fn inner(future: S::Future, nonce: Option<http::HeaderValue>) -> Self {
+        ResponseFuture {
+            state: State::Inner { future, nonce },
+        }
+    }
+
+    fn refused(response: Response<Bytes>) -> Self {
+        ResponseFuture {
+            state: State::Refused {
+                response: Some(response),
+            },
+        }
+    }
+}
+
+impl<S, B, ResBody> Future for ResponseFuture<S, B>
+where
+    S: Service<Request<B>, Response = Response<ResBody>>,
+{
+    type Output = Result<Response<GuardBody<ResBody>>, S::Error>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        loop {
+            let next = match self.as_mut().project().state.project() {
+                StateProj::Inner { future, nonce } => {
+                    let mut response = std::task::ready!(future.poll(cx))?;
+                    if let Some(nonce) = nonce.take() {
+                        response.headers_mut().insert(DPOP_NONCE, nonce);
+                    }
+                    return Poll::Ready(Ok(response.map(GuardBody::inner)));
+                }
+                StateProj::Refused { response } => {
+                    let response = response
+                        .take()
+                        .expect("ResponseFuture polled after completion");
+                    return Poll::Ready(Ok(response.map(GuardBody::full)));
+                }
+                StateProj::Verifying { verify, pending } => {
+                    let result = std::task::ready!(verify.as_mut().poll(cx));
+                    let Pending {
+                        mut req,
+                        mut inner,
+                        service,
+                    } = pending
+                        .take()
+                        .expect("ResponseFuture polled after completion");
+                    let nonce = match &result {
+                        Ok(token) => crate::sender::success_nonce(&service.guard, token),
+                        Err(_) => None,
+                    };
+                    match service.refusal(result, &mut req) {
+                        None => State::Inner {
+                            future: inner.call(req),
+                            nonce,
+                        },
+                        Some(response) => State::Refused {
+                            response: Some(response),
+                        },
+                    }
+                }
+            };
+            self.as_mut().project().state.set(next);
+        }
     }
 }
 

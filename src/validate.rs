@@ -24,7 +24,8 @@ use crate::config::{Guard, GuardInner};
 use crate::error::{AuthError, TokenProblem};
 use crate::issuer::{TenantRefusal, key_admits};
 use crate::jws;
-use crate::sender::{Presentation, confirm};
+use crate::sender::{ClientCertificate, Presentation, bearer_binding, confirm};
+use crate::token::Scheme;
 
 impl Guard {
     /// Validates a bearer token (the credentials, without `Bearer `). A
@@ -32,15 +33,25 @@ impl Guard {
     /// [`validate_request`](Self::validate_request) can see.
     pub async fn validate(&self, token: &str) -> Result<VerifiedToken, AuthError> {
         let now = self.inner.clock.unix_seconds();
-        traced(&self.inner, token, now, true, &Presentation::bearer()).await
+        let bearer = Presentation::bearer();
+        traced(&self.inner, token, now, CacheUse::LookupAndInsert, &bearer).await
+    }
+
+    /// Validates the bearer token of a request's headers (`Bearer` only, no
+    /// DPoP, no client certificate).
+    pub async fn validate_headers(&self, headers: &HeaderMap) -> Result<VerifiedToken, AuthError> {
+        match self.early(headers, None, false) {
+            Early::Done(result) => result,
+            Early::Verify(scheme, token) => self.verify_request(scheme, token, None, None).await,
+        }
     }
 
     /// Validates a request as the layer does: the `Bearer` or (with
     /// [`GuardBuilder::dpop`](crate::GuardBuilder::dpop)) `DPoP` credentials, the
     /// DPoP proof against `method` and the path of `uri`, and a certificate-bound
-    /// token against the [`ClientCertificate`](crate::sender::ClientCertificate)
-    /// in `extensions`. For services that see requests in other shapes (an
-    /// external-authorization check, a proxy): pass the original method and URI.
+    /// token against the [`ClientCertificate`] in `extensions`. For services that
+    /// see requests in other shapes (an external-authorization check, a proxy):
+    /// pass the original method and URI.
     pub async fn validate_request(
         &self,
         method: &http::Method,
@@ -48,28 +59,13 @@ impl Guard {
         headers: &HeaderMap,
         extensions: &http::Extensions,
     ) -> Result<VerifiedToken, AuthError> {
-        let g = &self.inner;
-        match g.tokens.extract_scheme(headers, g.dpop.is_some()) {
-            Ok((scheme, token)) => {
-                let presented = Presentation::request(scheme, method, uri, headers, extensions);
-                traced(g, token, g.clock.unix_seconds(), true, &presented).await
-            }
-            Err(e) => {
-                tracing::debug!(reason = e.reason(), "credentials refused");
-                crate::metrics::validation(Some(e.reason()));
-                Err(e)
-            }
-        }
-    }
-
-    /// Validates the bearer token of a request's headers, as the layer does.
-    pub async fn validate_headers(&self, headers: &HeaderMap) -> Result<VerifiedToken, AuthError> {
-        match self.inner.tokens.extract(headers) {
-            Ok(token) => self.validate(token).await,
-            Err(e) => {
-                tracing::debug!(reason = e.reason(), "bearer token refused");
-                crate::metrics::validation(Some(e.reason()));
-                Err(e)
+        let certificate = extensions.get::<ClientCertificate>();
+        match self.validate_request_early(headers, certificate) {
+            Early::Done(result) => result,
+            Early::Verify(scheme, token) => {
+                let request = Some((method, uri, headers));
+                self.verify_request(scheme, token, request, certificate)
+                    .await
             }
         }
     }
@@ -78,19 +74,103 @@ impl Guard {
     /// this token valid then?" for recorded tokens (`bearer-guard verify --now`).
     /// The verified-token cache is neither read nor filled.
     pub async fn validate_at(&self, token: &str, now: u64) -> Result<VerifiedToken, AuthError> {
-        traced(&self.inner, token, now, false, &Presentation::bearer()).await
+        traced(
+            &self.inner,
+            token,
+            now,
+            CacheUse::Off,
+            &Presentation::bearer(),
+        )
+        .await
+    }
+
+    /// What can be answered without waiting: credentials that extraction refuses,
+    /// and bearer tokens the cache answers (keys loaded, the verifying key still
+    /// published), binding rules included. A DPoP request always needs
+    /// [`Guard::verify_request`]: its proof is checked against the replay store.
+    pub(crate) fn validate_request_early<'h>(
+        &self,
+        headers: &'h HeaderMap,
+        certificate: Option<&ClientCertificate>,
+    ) -> Early<'h> {
+        self.early(headers, certificate, self.inner.dpop.is_some())
+    }
+
+    fn early<'h>(
+        &self,
+        headers: &'h HeaderMap,
+        certificate: Option<&ClientCertificate>,
+        dpop: bool,
+    ) -> Early<'h> {
+        let g = &self.inner;
+        let (scheme, token) = match g.tokens.extract_scheme(headers, dpop) {
+            Ok(found) => found,
+            Err(e) => {
+                tracing::debug!(reason = e.reason(), "credentials refused");
+                crate::metrics::validation(Some(e.reason()));
+                return Early::Done(Err(e));
+            }
+        };
+        let Some(cache) = g.cache.as_ref().filter(|_| scheme == Scheme::Bearer) else {
+            return Early::Verify(scheme, token);
+        };
+        let span = span();
+        match cached(g, cache, token, g.clock.unix_seconds(), &span) {
+            Some(result) => {
+                let result = result
+                    .and_then(|t| bearer_binding(g.dpop.as_ref(), &t, certificate).map(|()| t));
+                finish(&span, &result);
+                Early::Done(result)
+            }
+            None => Early::Verify(scheme, token),
+        }
+    }
+
+    /// The full verification of what [`Guard::validate_request_early`] did not
+    /// answer: a bearer token the cache missed (inserted when admitted), or a
+    /// DPoP request (the token from the cache when it is there, and the proof).
+    /// `request` is needed for DPoP only.
+    pub(crate) async fn verify_request(
+        &self,
+        scheme: Scheme,
+        token: &str,
+        request: Option<(&http::Method, &http::Uri, &HeaderMap)>,
+        certificate: Option<&ClientCertificate>,
+    ) -> Result<VerifiedToken, AuthError> {
+        let now = self.inner.clock.unix_seconds();
+        let cache_use = match scheme {
+            Scheme::Bearer => CacheUse::InsertOnly,
+            Scheme::Dpop => CacheUse::LookupAndInsert,
+        };
+        let presented = Presentation {
+            scheme,
+            request,
+            certificate,
+        };
+        traced(&self.inner, token, now, cache_use, &presented).await
     }
 }
 
-/// One span per validation: outcome, reason, issuer, kid, subject; never the token.
-async fn traced(
-    g: &GuardInner,
-    token: &str,
-    now: u64,
-    use_cache: bool,
-    presented: &Presentation<'_>,
-) -> Result<VerifiedToken, AuthError> {
-    let span = tracing::debug_span!(
+/// The answer of [`Guard::validate_request_early`].
+pub(crate) enum Early<'h> {
+    /// Answered without waiting.
+    Done(Result<VerifiedToken, AuthError>),
+    /// These credentials need the full, asynchronous verification.
+    Verify(Scheme, &'h str),
+}
+
+/// How one validation uses the verified-token cache.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum CacheUse {
+    /// Neither read nor filled (`validate_at`: another time than the clock's).
+    Off,
+    LookupAndInsert,
+    /// The lookup already missed (the layer's early answer).
+    InsertOnly,
+}
+
+fn span() -> tracing::Span {
+    tracing::debug_span!(
         "bearer_guard.validate",
         outcome = Empty,
         reason = Empty,
@@ -98,15 +178,12 @@ async fn traced(
         kid = Empty,
         sub = Empty,
         client_id = Empty,
-    );
-    let cache = g.cache.as_ref().filter(|_| use_cache);
-    let result = match validate(g, token, now, cache, &span).await {
-        Ok(verified) => confirm(g.dpop.as_ref(), &verified, token, presented, now)
-            .await
-            .map(|()| verified),
-        Err(e) => Err(e),
-    };
-    match &result {
+    )
+}
+
+/// Records the outcome on the validation's span and in the metrics.
+fn finish(span: &tracing::Span, result: &Result<VerifiedToken, AuthError>) {
+    match result {
         Ok(t) => {
             span.record("outcome", "accepted");
             span.record("sub", t.subject());
@@ -120,7 +197,66 @@ async fn traced(
             crate::metrics::validation(Some(e.reason()));
         }
     }
+}
+
+/// One span per validation: outcome, reason, issuer, kid, subject; never the token.
+async fn traced(
+    g: &GuardInner,
+    token: &str,
+    now: u64,
+    cache_use: CacheUse,
+    presented: &Presentation<'_>,
+) -> Result<VerifiedToken, AuthError> {
+    let span = span();
+    let cache = g.cache.as_ref().filter(|_| cache_use != CacheUse::Off);
+    let early = match cache {
+        Some(cache) if cache_use == CacheUse::LookupAndInsert => {
+            cached(g, cache, token, now, &span)
+        }
+        _ => None,
+    };
+    let result = match early {
+        Some(result) => result,
+        None => validate(g, token, now, cache, &span).await,
+    };
+    let result = match result {
+        Ok(verified) => confirm(g.dpop.as_ref(), &verified, token, presented, now)
+            .await
+            .map(|()| verified),
+        Err(e) => Err(e),
+    };
+    finish(&span, &result);
     result
+}
+
+/// The cache's answer for `token`: `None` when it has none to give (a miss, keys
+/// that would have to be waited for, or a verifying key no longer published).
+fn cached(
+    g: &GuardInner,
+    cache: &TokenCache,
+    token: &str,
+    now: u64,
+    span: &tracing::Span,
+) -> Option<Result<VerifiedToken, AuthError>> {
+    if token.len() > g.tokens.max_len {
+        return None;
+    }
+    let hit = cache.get(token)?;
+    // Is the key that verified it still published? Then only time can have changed.
+    let loaded = g.issuers.entries()[hit.issuer].store.keys_now()?;
+    if !loaded.keys.contains(&hit.key) {
+        cache.stale(token);
+        return None;
+    }
+    span.record("iss", hit.token.issuer());
+    span.record("kid", hit.token.key_id());
+    // Answered from the cache, an expired token's refusal included.
+    cache.hit();
+    Some(
+        check_times(hit.token.registered(), now, g.leeway)
+            .map(|()| hit.token)
+            .map_err(AuthError::InvalidToken),
+    )
 }
 
 async fn validate(
@@ -137,23 +273,6 @@ async fn validate(
             len: token.len(),
             max,
         }));
-    }
-    if let Some(cache) = cache
-        && let Some(hit) = cache.get(token)
-    {
-        // Is the key that verified it still published? Then only time can have
-        // changed.
-        let store = &g.issuers.entries()[hit.issuer].store;
-        let loaded = store.keys().await?;
-        if loaded.keys.contains(&hit.key) {
-            span.record("iss", hit.token.issuer());
-            span.record("kid", hit.token.key_id());
-            // Answered from the cache, an expired token's refusal included.
-            cache.hit();
-            check_times(hit.token.registered(), now, g.leeway).map_err(invalid)?;
-            return Ok(hit.token);
-        }
-        cache.stale(token);
     }
     let jws = jws::parse(token, g.typ).map_err(invalid)?;
     let claims = RegisteredClaims::parse(&jws.payload)

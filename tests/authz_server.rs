@@ -937,6 +937,84 @@ async fn forms_without_their_csrf_token_are_refused() {
     assert!(headers.get(LOCATION).is_none());
 }
 
+/// RFC 6749 §10.12: browser B posting the login form browser A was shown
+/// (the attacker's own form, in the victim's browser) is refused, whether B
+/// has a browser cookie of its own or none; A's own post still signs in.
+#[tokio::test]
+async fn login_form_values_are_refused_in_another_browser() {
+    let server = start(&ManualClock::starting_now()).await;
+    let a = Browser::new(&server);
+    let (_, _, page) = a.get(authorize_url(&server, &[])).await;
+
+    let fresh = Browser::new(&server);
+    let visited = Browser::new(&server);
+    visited.get(authorize_url(&server, &[])).await;
+    for b in [&fresh, &visited] {
+        let (status, headers, body) = b.login(&page, "alice", "wonderland").await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+        assert!(
+            headers.get(reqwest::header::SET_COOKIE).is_none(),
+            "no session"
+        );
+        assert!(!body.contains("name=\"decision\""), "not signed in: {body}");
+    }
+
+    let (status, _, consent) = a.login(&page, "alice", "wonderland").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(consent.contains("name=\"decision\""));
+}
+
+/// The browser cookie that CSRF tokens are bound to comes with the login page.
+#[tokio::test]
+async fn login_page_sets_an_http_only_same_site_browser_cookie() {
+    let server = start(&ManualClock::starting_now()).await;
+    let browser = Browser::new(&server);
+    let (status, headers, _) = browser.get(authorize_url(&server, &[])).await;
+    assert_eq!(status, StatusCode::OK);
+    let cookie = headers[reqwest::header::SET_COOKIE]
+        .to_str()
+        .expect("cookie");
+    assert!(cookie.starts_with("bearer_guard_browser="), "{cookie}");
+    for attribute in ["HttpOnly", "SameSite=Lax", "Path=/"] {
+        assert!(cookie.contains(attribute), "{cookie}");
+    }
+    assert!(!cookie.contains("Secure"), "the issuer is plain http");
+    // A browser that already has one keeps it.
+    let (_, headers, _) = browser.get(authorize_url(&server, &[])).await;
+    assert!(headers.get(reqwest::header::SET_COOKIE).is_none());
+}
+
+/// A consent token answers only the request it was shown with, in its browser:
+/// neither another pending request of the same signed-in browser, nor the same
+/// request from another browser.
+#[tokio::test]
+async fn consent_token_answers_only_its_own_request_in_its_own_browser() {
+    let server = start(&ManualClock::starting_now()).await;
+    let browser = Browser::new(&server);
+    browser
+        .authorize(authorize_url(&server, &[]), "allow")
+        .await;
+    let (_, _, first) = browser.get(authorize_url(&server, &[])).await;
+    let (_, _, second) = browser.get(authorize_url(&server, &[])).await;
+    let form = [
+        ("request", hidden(&second, "request")),
+        ("csrf", hidden(&first, "csrf")),
+        ("decision", "allow".to_owned()),
+    ];
+    let form: Vec<(&str, &str)> = form.iter().map(|(n, v)| (*n, v.as_str())).collect();
+    let (status, headers, _) = browser.post("/consent", &form).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert!(headers.get(LOCATION).is_none());
+
+    let (status, headers, _) = Browser::new(&server).consent(&second, "allow").await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert!(headers.get(LOCATION).is_none());
+
+    let (status, headers, _) = browser.consent(&second, "allow").await;
+    assert_eq!(status, StatusCode::FOUND);
+    assert!(query(&location(&headers), "code").is_some());
+}
+
 // ---------------------------------------------------------------- refresh tokens
 
 #[tokio::test]
@@ -991,6 +1069,379 @@ async fn refresh_may_narrow_scope_but_never_widen_it() {
     assert_oauth_error(&response, StatusCode::BAD_REQUEST, "invalid_scope");
     let (status, again) = refresh(&server, r2, Some("orders:read profile")).await;
     assert_eq!(status, StatusCode::OK, "{again}");
+}
+
+/// A `/token` request refused for any reason leaves the code redeemable:
+/// the corrected retry is not treated as a replay.
+#[tokio::test]
+async fn refused_code_exchange_consumes_nothing() {
+    let server = start(&ManualClock::starting_now()).await;
+    let code = code_for_spa(&server).await;
+    let good = [
+        ("grant_type", "authorization_code"),
+        ("client_id", "spa"),
+        ("code", code.as_str()),
+        ("code_verifier", VERIFIER),
+        ("redirect_uri", REDIRECT),
+    ];
+    let wrong_verifier = "x".repeat(43);
+    for (name, value, error) in [
+        ("resource", "https://evil.example", "invalid_target"),
+        ("resource", OTHER_API, "invalid_target"),
+        ("code_verifier", wrong_verifier.as_str(), "invalid_grant"),
+        ("code_verifier", "short", "invalid_request"),
+        (
+            "redirect_uri",
+            "http://127.0.0.1:3000/other",
+            "invalid_grant",
+        ),
+        ("client_id", "web", "invalid_client"),
+    ] {
+        let mut form: Vec<(&str, &str)> =
+            good.iter().filter(|(n, _)| *n != name).copied().collect();
+        form.push((name, value));
+        let (status, _, body) = token_request(&server, None, &form).await;
+        assert_ne!(status, StatusCode::OK, "{name}={value}");
+        assert_eq!(error_of(&body), error, "{name}={value}: {body}");
+    }
+    let (status, _, body) = token_request(&server, None, &good).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let access = body["access_token"].as_str().expect("token");
+    assert!(!server.is_revoked(&jti_of(access)));
+    // and the family it started is intact
+    let (status, body) = refresh(&server, body["refresh_token"].as_str().expect("rt"), None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+}
+
+/// Concurrent redemptions of one code: exactly one succeeds, and because the
+/// others are replays, what it issued is revoked (check and redeem are one step).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_redemptions_of_one_code_issue_exactly_once() {
+    let server = start(&ManualClock::starting_now()).await;
+    let code = code_for_spa(&server).await;
+    let attempts = (0..8).map(|_| redeem(&server, &code, VERIFIER, REDIRECT));
+    let results = futures_util::future::join_all(attempts).await;
+    let issued: Vec<&Value> = results
+        .iter()
+        .filter(|(status, _)| *status == StatusCode::OK)
+        .map(|(_, body)| body)
+        .collect();
+    assert_eq!(issued.len(), 1, "{results:?}");
+    for (status, body) in results.iter().filter(|(s, _)| *s != StatusCode::OK) {
+        assert_oauth_error(
+            &(*status, body.clone()),
+            StatusCode::BAD_REQUEST,
+            "invalid_grant",
+        );
+    }
+    let access = issued[0]["access_token"].as_str().expect("token");
+    assert!(server.is_revoked(&jti_of(access)));
+}
+
+/// A refused refresh request neither rotates nor revokes: the same refresh
+/// token still works afterwards, and the family's tokens stay valid.
+#[tokio::test]
+async fn refused_refresh_request_rotates_and_revokes_nothing() {
+    let server = start(&ManualClock::starting_now()).await;
+    let code = code_for_spa(&server).await;
+    let (_, first) = redeem(&server, &code, VERIFIER, REDIRECT).await;
+    let r1 = first["refresh_token"].as_str().expect("refresh");
+    let access = first["access_token"].as_str().expect("token");
+    for (extra, error) in [
+        (("scope", "orders:read orders:write"), "invalid_scope"),
+        (("resource", "https://evil.example"), "invalid_target"),
+        (("resource", OTHER_API), "invalid_target"),
+        (("scope", "\"quoted\""), "invalid_scope"),
+    ] {
+        let form = [
+            ("grant_type", "refresh_token"),
+            ("client_id", "spa"),
+            ("refresh_token", r1),
+            extra,
+        ];
+        let (status, _, body) = token_request(&server, None, &form).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{extra:?}: {body}");
+        assert_eq!(error_of(&body), error, "{extra:?}");
+    }
+    let (status, _, body) = token_request(
+        &server,
+        Some(("web", "web secret&=")),
+        &[("grant_type", "refresh_token"), ("refresh_token", r1)],
+    )
+    .await;
+    assert_oauth_error(&(status, body), StatusCode::BAD_REQUEST, "invalid_grant");
+
+    assert!(!server.is_revoked(&jti_of(access)));
+    let (status, second) = refresh(&server, r1, None).await;
+    assert_eq!(status, StatusCode::OK, "{second}");
+}
+
+// ---------------------------------------------------------------- RFC conformance
+
+/// RFC 8252 §7.3: a loopback redirect URI matches with any port, so a native
+/// app can use whatever port the OS gave it; nothing else may differ, and
+/// `localhost` gets no such exception.
+#[tokio::test]
+async fn loopback_redirect_uri_matches_with_any_port() {
+    let server = start_with(&ManualClock::starting_now(), SigningAlgorithm::EdDsa, |b| {
+        b.client(
+            ClientConfig::public("native")
+                .redirect_uri("http://[::1]/cb")
+                .redirect_uri("http://localhost:3000/cb")
+                .scopes(["orders:read"]),
+        )
+    })
+    .await;
+    for (client, redirect) in [
+        ("spa", "http://127.0.0.1:49152/cb"),
+        ("spa", "http://127.0.0.1/cb"),
+        ("native", "http://[::1]:61000/cb"),
+    ] {
+        let url = authorize_url(
+            &server,
+            &[
+                ("client_id", Some(client)),
+                ("redirect_uri", Some(redirect)),
+            ],
+        );
+        let back = Browser::new(&server).authorize(url, "allow").await;
+        assert!(back.as_str().starts_with(redirect), "{back}");
+        let form = [
+            ("grant_type", "authorization_code"),
+            ("client_id", client),
+            ("code", &query(&back, "code").expect("code")),
+            ("code_verifier", VERIFIER),
+            ("redirect_uri", redirect),
+        ];
+        let (status, _, body) = token_request(&server, None, &form).await;
+        assert_eq!(status, StatusCode::OK, "{redirect}: {body}");
+    }
+    let browser = Browser::new(&server);
+    for (client, redirect) in [
+        ("spa", "http://127.0.0.1:49152/cb/"),
+        ("spa", "http://127.0.0.1:49152/other"),
+        ("spa", "http://[::1]:3000/cb"),
+        ("spa", "http://127.0.0.1:1@evil.example/cb"),
+        ("native", "http://localhost:3001/cb"),
+    ] {
+        let url = authorize_url(
+            &server,
+            &[
+                ("client_id", Some(client)),
+                ("redirect_uri", Some(redirect)),
+            ],
+        );
+        let (status, headers, _) = browser.get(url).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{redirect}");
+        assert!(headers.get(LOCATION).is_none());
+    }
+}
+
+/// RFC 8707 §2: `resource` may be repeated; each must be registered, and the
+/// token's `aud` is then the array. At the token endpoint (code or refresh) a
+/// subset narrows the token; the refresh-token family keeps them all.
+#[tokio::test]
+async fn repeated_resource_parameters_give_an_audience_array() {
+    let server = start(&ManualClock::starting_now()).await;
+    let (status, body) = svc_token(&server, &[("resource", API), ("resource", OTHER_API)]).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let token = body["access_token"].as_str().expect("token");
+    assert_eq!(
+        verify(&server, token, OTHER_API).await.claims["aud"],
+        json!([API, OTHER_API])
+    );
+    let response = svc_token(
+        &server,
+        &[("resource", API), ("resource", "https://evil.example")],
+    )
+    .await;
+    assert_oauth_error(&response, StatusCode::BAD_REQUEST, "invalid_target");
+
+    let url = authorize_url(&server, &[("resource", Some(API))]);
+    let mut url_both = url.clone();
+    url_both
+        .query_pairs_mut()
+        .append_pair("resource", OTHER_API);
+    let back = Browser::new(&server).authorize(url_both, "allow").await;
+    let code = query(&back, "code").expect("code");
+    let form = [
+        ("grant_type", "authorization_code"),
+        ("client_id", "spa"),
+        ("code", code.as_str()),
+        ("code_verifier", VERIFIER),
+        ("redirect_uri", REDIRECT),
+        ("resource", OTHER_API),
+    ];
+    let (status, _, first) = token_request(&server, None, &form).await;
+    assert_eq!(status, StatusCode::OK, "{first}");
+    let token = first["access_token"].as_str().expect("token");
+    assert_eq!(payload_of(token)["aud"], OTHER_API, "narrowed");
+
+    let (status, second) =
+        refresh(&server, first["refresh_token"].as_str().expect("rt"), None).await;
+    assert_eq!(status, StatusCode::OK, "{second}");
+    let token = second["access_token"].as_str().expect("token");
+    assert_eq!(
+        payload_of(token)["aud"],
+        json!([API, OTHER_API]),
+        "the family keeps both"
+    );
+}
+
+/// RFC 6749 §5.1: every token endpoint answer, success or error, carries
+/// `Cache-Control: no-store` and `Pragma: no-cache`.
+#[tokio::test]
+async fn token_responses_carry_pragma_no_cache() {
+    let server = start(&ManualClock::starting_now()).await;
+    let client = http();
+    let big = "a".repeat(100 * 1024);
+    let requests = [
+        client
+            .post(server.token_endpoint())
+            .basic_auth("svc", Some("svc-secret"))
+            .form(&[("grant_type", "client_credentials")]),
+        client
+            .post(server.token_endpoint())
+            .basic_auth("svc", Some("nope"))
+            .form(&[("grant_type", "client_credentials")]),
+        client
+            .post(server.token_endpoint())
+            .form(&[("grant_type", "password")]),
+        client
+            .post(server.token_endpoint())
+            .form(&[("x", big.as_str())]),
+        client.get(server.token_endpoint()),
+    ];
+    let mut statuses = Vec::new();
+    for request in requests {
+        let response = request.send().await.expect("response");
+        statuses.push(response.status().as_u16());
+        assert_eq!(
+            response.headers()[CACHE_CONTROL],
+            "no-store",
+            "{}",
+            response.status()
+        );
+        assert_eq!(
+            response.headers()[reqwest::header::PRAGMA],
+            "no-cache",
+            "{}",
+            response.status()
+        );
+    }
+    assert_eq!(statuses, [200, 401, 400, 413, 405]);
+}
+
+/// An oversized form gets 413 with `Connection: close`, at `/token` (an OAuth
+/// error) and on the pages' forms, rather than a connection reset mid-body.
+#[tokio::test]
+async fn oversized_request_body_is_413_with_connection_close() {
+    let server = start(&ManualClock::starting_now()).await;
+    let big = "a".repeat(100 * 1024);
+    for path in ["/token", "/login", "/consent"] {
+        let response = http()
+            .post(format!("{}{path}", server.issuer()))
+            .form(&[
+                ("grant_type", "client_credentials"),
+                ("padding", big.as_str()),
+            ])
+            .send()
+            .await
+            .expect("response");
+        assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE, "{path}");
+        assert_eq!(
+            response.headers()[reqwest::header::CONNECTION],
+            "close",
+            "{path}"
+        );
+        if path == "/token" {
+            let body: Value = response.json().await.expect("json error");
+            assert_eq!(error_of(&body), "invalid_request");
+        }
+    }
+    // a normal-sized request still works
+    let (status, _) = svc_token(&server, &[]).await;
+    assert_eq!(status, StatusCode::OK);
+}
+
+// ---------------------------------------------------------------- bounded state
+
+/// Anyone can create pending requests with a GET: a full table evicts the
+/// oldest, so a flood pushes out old requests but never stops new sign-ins,
+/// and memory stays bounded.
+#[tokio::test]
+async fn pending_requests_are_bounded_and_a_flood_evicts_the_oldest() {
+    let server = start_with(&ManualClock::starting_now(), SigningAlgorithm::EdDsa, |b| {
+        b.max_state_entries(3)
+    })
+    .await;
+    let victim = Browser::new(&server);
+    let (_, _, old_page) = victim.get(authorize_url(&server, &[])).await;
+    let flooder = Browser::new(&server);
+    for _ in 0..10 {
+        let (status, _, _) = flooder.get(authorize_url(&server, &[])).await;
+        assert_eq!(status, StatusCode::OK, "never refused");
+    }
+    let state = server.stored_state();
+    assert_eq!(state.pending_authorizations, 3);
+    assert_eq!(state.evicted, 8);
+    let (status, _, body) = victim.login(&old_page, "alice", "wonderland").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(body.contains("unknown or has expired"), "{body}");
+    // a sign-in started now goes through
+    let back = victim.authorize(authorize_url(&server, &[]), "allow").await;
+    assert!(query(&back, "code").is_some());
+}
+
+/// Pending requests, sessions, codes, refresh tokens, families and revoked ids
+/// all leave the server's memory when they expire on the injected clock.
+#[tokio::test]
+async fn expired_state_is_pruned_on_the_injected_clock() {
+    let clock = ManualClock::starting_now();
+    let server = start_with(&clock, SigningAlgorithm::EdDsa, |b| {
+        b.refresh_token_lifetime(Duration::from_secs(7200))
+    })
+    .await;
+    let browser = Browser::new(&server);
+    browser.get(authorize_url(&server, &[])).await;
+    let code = code_for_spa(&server).await;
+    let (_, first) = redeem(&server, &code, VERIFIER, REDIRECT).await;
+    let (status, _) = redeem(&server, &code, VERIFIER, REDIRECT).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "replay revokes the family");
+    let state = server.stored_state();
+    assert_eq!(
+        (state.pending_authorizations, state.sessions, state.codes),
+        (1, 1, 1)
+    );
+    assert_eq!(
+        (
+            state.refresh_tokens,
+            state.families,
+            state.revoked_access_tokens
+        ),
+        (1, 1, 1)
+    );
+    let jti = jti_of(first["access_token"].as_str().expect("token"));
+
+    clock.advance(Duration::from_secs(60)); // codes
+    let state = server.stored_state();
+    assert_eq!((state.codes, state.pending_authorizations), (0, 1));
+    assert!(server.is_revoked(&jti), "until 5 min past its exp");
+    clock.advance(Duration::from_secs(540)); // pending requests; revoked ids (exp + 300 s)
+    let state = server.stored_state();
+    assert_eq!(
+        (state.pending_authorizations, state.revoked_access_tokens),
+        (0, 0)
+    );
+    assert!(!server.is_revoked(&jti));
+    assert_eq!(state.sessions, 1);
+    clock.advance(Duration::from_secs(3000)); // sessions
+    let state = server.stored_state();
+    assert_eq!((state.sessions, state.families), (0, 1));
+    clock.advance(Duration::from_secs(3600)); // refresh tokens and their families
+    let state = server.stored_state();
+    assert_eq!((state.refresh_tokens, state.families), (0, 0));
+    assert_eq!(state.evicted, 0);
 }
 
 // ---------------------------------------------------------------- keys

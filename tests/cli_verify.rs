@@ -300,3 +300,84 @@ fn binary_exit_statuses_and_json() {
     assert_eq!(empty.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&empty.stderr).contains("no token"));
 }
+
+/// A character that would drive a terminal or mislead a reader if printed raw.
+fn is_unsafe(c: char) -> bool {
+    c.is_control()
+        || matches!(c, '\u{061c}' | '\u{200b}'..='\u{200f}' | '\u{2028}'..='\u{202e}' | '\u{2060}'..='\u{2069}' | '\u{feff}')
+}
+
+fn assert_printable(what: &str, output: &str) {
+    let bad: Vec<char> = output
+        .chars()
+        .filter(|c| *c != '\n' && is_unsafe(*c))
+        .collect();
+    assert!(bad.is_empty(), "{what}: raw {bad:?} in {output:?}");
+}
+
+#[tokio::test]
+async fn verify_escapes_terminal_controls_in_everything_it_prints() {
+    const NASTY: &str =
+        "a\u{1b}]0;pwned\u{7}\u{1b}[2J\r\u{7f}\u{9b}31m\u{202e}\u{2028}\u{2066}\u{200b}z";
+    let key = TestKey::new("k\u{1b}[31m\u{202e}1");
+    let dir = tempdir::Dir::new("escape");
+    let jwks_path = dir.0.join("jwks.json");
+    std::fs::write(&jwks_path, key.jwks()).expect("write jwks");
+    let jwks_path = jwks_path.to_string_lossy().into_owned();
+    let now = NOW.to_string();
+    let argv = [
+        "--issuer",
+        ISS,
+        "--jwks-file",
+        &jwks_path,
+        "--audience",
+        AUDIENCE,
+        "--now",
+        &now,
+    ];
+    let valid = key.sign(&serde_json::json!({
+        "iss": ISS, "aud": AUDIENCE, "exp": NOW + 60, "sub": NASTY,
+        "scp": ["orders:read", "x\u{1b}[5mblink"], NASTY: "as a key too",
+    }));
+    let verdict = run(&argv, &valid).await;
+    assert_eq!(verdict.exit_code(), 0, "{}", verdict.render(&valid, false));
+    let text = verdict.render(&valid, false);
+    assert_printable("valid, text", &text);
+    assert!(text.contains("kid:    k\\u001b[31m\\u202e1"), "{text}");
+    assert!(text.contains("x\\u001b[5mblink"), "scopes: {text}");
+    assert!(text.contains("\\u009b31m\\u202e\\u2028"), "claims: {text}");
+    let json_text = verdict.render(&valid, true);
+    assert_printable("valid, --json", &json_text);
+    let json: Value = serde_json::from_str(&json_text).expect("json");
+    assert_eq!(
+        json["claims"]["sub"], NASTY,
+        "--json carries the exact value"
+    );
+    assert_eq!(json["claims"][NASTY], "as a key too");
+    assert_eq!(json["header"]["kid"], key.kid.as_str());
+
+    // Rejections: the detail names token values (iss, a claim's type error).
+    for claims in [
+        serde_json::json!({ "iss": NASTY, "aud": AUDIENCE, "exp": NOW + 60 }),
+        serde_json::json!({ "iss": ISS, "aud": AUDIENCE, "exp": NASTY }),
+        serde_json::json!({ "iss": ISS, "aud": NASTY, "exp": NOW + 60 }),
+    ] {
+        let token = key.sign(&claims);
+        let verdict = run(&argv, &token).await;
+        assert_eq!(verdict.exit_code(), 1);
+        assert_printable("rejected, text", &verdict.render(&token, false));
+        let json_text = verdict.render(&token, true);
+        assert_printable("rejected, --json", &json_text);
+        serde_json::from_str::<Value>(&json_text).expect("still JSON");
+    }
+
+    // The binary writes the same escaped bytes.
+    let out = Command::new(env!("CARGO_BIN_EXE_bearer-guard"))
+        .arg("verify")
+        .args(argv)
+        .arg(&valid)
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(0));
+    assert_printable("binary", &String::from_utf8_lossy(&out.stdout));
+}

@@ -525,20 +525,28 @@ async fn readiness_follows_key_loading() {
     .await;
     let upstream = spawn_echo().await;
     let toml = minimal_config(upstream, &format!("http://{jwks_server}/jwks"), "");
-    let gw = start(&toml).await;
+    let clock = bearer_guard::clock::ManualClock::starting_now();
+    let c = clock.clone();
+    let gateway = Gateway::from_config_with(GatewayConfig::from_toml(&toml).expect("parse"), |b| {
+        b.clock(c)
+    })
+    .expect("config");
+    let (addr, _stop, _served) = spawn_gateway(gateway).await;
     assert_eq!(
-        get_path(gw.addr, "/-/health", None).await.status,
+        get_path(addr, "/-/health", None).await.status,
         StatusCode::OK
     );
-    let not_ready = get_path(gw.addr, "/-/ready", None).await;
+    let not_ready = get_path(addr, "/-/ready", None).await;
     assert_eq!(not_ready.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(not_ready.body["ready"], false);
     up.store(true, Ordering::SeqCst);
-    let ready = get_path(gw.addr, "/-/ready", None).await;
+    // The next probe after the retry back-off loads the keys.
+    clock.advance(Duration::from_secs(5));
+    let ready = get_path(addr, "/-/ready", None).await;
     assert_eq!(ready.status, StatusCode::OK, "{:?}", ready.body);
-    let token = key.token("https://login.example.com", unix_now(), "");
+    let token = key.token("https://login.example.com", common::unix_now(), "");
     assert_eq!(
-        get_path(gw.addr, "/x", Some(&token)).await.status,
+        get_path(addr, "/x", Some(&token)).await.status,
         StatusCode::OK
     );
 }
@@ -727,4 +735,316 @@ path = "/"
         in_file.starts_with("gw.toml: issuer[0].audiences: "),
         "{in_file}"
     );
+}
+
+/// The header names the upstream received, as WSGI/CGI would read them: lower
+/// case, `_` as `-`.
+fn received_normalised(a: &Answer) -> Vec<(String, String)> {
+    a.body["headers"]
+        .as_object()
+        .map(|h| {
+            h.iter()
+                .map(|(k, v)| {
+                    (
+                        k.to_ascii_lowercase().replace('_', "-"),
+                        v.as_str().unwrap_or_default().to_owned(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn claim_header_look_alikes_never_reach_the_upstream_on_any_route() {
+    let env = env().await;
+    let gw = start(&config(&env, "")).await;
+    let token = env.key.token(&env.issuer, unix_now(), "orders:read");
+    let auth = format!("Bearer {token}");
+    let spoof = [
+        ("x_auth_sub", "mallory"),
+        ("X_Auth_Sub", "mallory2"),
+        ("x-auth_client-id", "evil"),
+        ("x_auth_scope", "orders:admin"),
+        ("x_forwarded_for", "203.0.113.9"),
+        ("x_forwarded_host", "admin.internal"),
+        ("content_length", "0"),
+    ];
+    for (path, with_token) in [("/api/me", true), ("/health", false)] {
+        let mut headers = spoof.to_vec();
+        if with_token {
+            headers.push(("authorization", &auth));
+        }
+        let a = send(gw.addr, Method::GET, path, &headers).await;
+        assert_eq!(a.status, StatusCode::OK, "{path}");
+        let got = received_normalised(&a);
+        let values = |name: &str| -> Vec<&str> {
+            got.iter()
+                .filter(|(k, _)| k == name)
+                .map(|(_, v)| v.as_str())
+                .collect()
+        };
+        if with_token {
+            assert_eq!(values("x-auth-sub"), ["alice"], "{path}: {got:?}");
+            assert_eq!(values("x-auth-client-id"), ["cli-app"], "{path}");
+            assert_eq!(values("x-auth-scope"), ["orders:read"], "{path}");
+        } else {
+            for claim in ["x-auth-sub", "x-auth-client-id", "x-auth-scope"] {
+                assert!(values(claim).is_empty(), "{path}: {claim} in {got:?}");
+            }
+        }
+        assert_eq!(values("x-forwarded-for"), ["127.0.0.1"], "{path}: {got:?}");
+        assert_eq!(values("x-forwarded-host"), [gw.addr.to_string().as_str()]);
+        assert!(
+            a.body["headers"].get("content_length").is_none(),
+            "{path}: {got:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn path_parameters_and_hidden_encodings_are_refused_never_forwarded() {
+    let env = env().await;
+    let gw = start(&config(&env, "")).await;
+    for bad in [
+        "/health/..;/api/secret",
+        "/health;jsessionid=1",
+        "/health/%3B/x",
+        "/health/x%3b/../../api",
+        "/health/%252e%252e/api",
+        "/health/%25%32%65%25%32%65/api",
+        "/health/%C0%AE%C0%AE/api",
+        "/health/%FF",
+        "/health/%C2%85",
+    ] {
+        let a = get_path(gw.addr, bad, None).await;
+        assert_eq!(a.status, StatusCode::BAD_REQUEST, "{bad}");
+        assert_eq!(a.body["error"], "invalid_request", "{bad}");
+        assert!(a.headers.get("x-upstream").is_none(), "{bad} forwarded");
+    }
+    // A `%` that starts no encoding, and `;` in the query, are data.
+    let a = get_path(gw.addr, "/health/100%25?a=1;b=2", None).await;
+    assert_eq!(a.status, StatusCode::OK);
+    assert_eq!(a.body["path"], "/health/100%25?a=1;b=2");
+}
+
+#[tokio::test]
+async fn encoded_and_raw_spellings_of_a_path_take_the_same_route() {
+    let env = env().await;
+    let toml = format!(
+        r#"
+listen = "127.0.0.1:0"
+upstream = "http://{upstream}"
+[[issuer]]
+issuer = "{issuer}"
+audiences = ["{AUDIENCE}"]
+[[route]]
+path = "/caf%C3%A9"
+scopes_all = ["cafe:admin"]
+[[route]]
+path = "/v1/things:batch"
+scopes_all = ["things:admin"]
+[[route]]
+path = "/"
+public = true
+"#,
+        upstream = env.upstream,
+        issuer = env.issuer,
+    );
+    let gw = start(&toml).await;
+    for path in [
+        "/caf%C3%A9/menu",
+        "/caf\u{e9}/menu",
+        "/caf%c3%a9",
+        "/v1/things:batch",
+        "/v1/things%3Abatch",
+        "/v1/things%3abatch/x",
+    ] {
+        let a = get_path(gw.addr, path, None).await;
+        assert_eq!(
+            a.status,
+            StatusCode::UNAUTHORIZED,
+            "{path}: took the public route"
+        );
+        assert!(a.headers.get("x-upstream").is_none(), "{path}");
+    }
+    assert_eq!(
+        get_path(gw.addr, "/cafe", None).await.status,
+        StatusCode::OK,
+        "another path stays public"
+    );
+}
+
+#[tokio::test]
+async fn claim_values_the_upstream_would_read_differently_refuse_the_request() {
+    let env = env().await;
+    let gw = start(&config(&env, "")).await;
+    let now = unix_now();
+    let token_with = |claim: &str, value: Value| {
+        let mut claims = json!({
+            "iss": env.issuer, "sub": "alice", "aud": AUDIENCE, "client_id": "cli-app",
+            "iat": now, "exp": now + 3600, "scope": "orders:read", "tenant": "acme",
+        });
+        claims[claim] = value;
+        env.key.sign(&claims)
+    };
+    let refused = [
+        ("sub", json!(" alice")),
+        ("sub", json!("alice ")),
+        ("sub", json!("alice\t")),
+        ("sub", json!("ali\u{1b}[31mce")),
+        ("sub", json!("alice\r\nx-admin: 1")),
+        ("sub", json!("jos\u{e9}")),
+        ("sub", json!("\u{202e}ecila")),
+        ("sub", json!("")),
+        ("client_id", json!("cli\u{0}app")),
+        ("tenant", json!(42)),
+        ("tenant", json!(["acme"])),
+        ("tenant", json!(null)),
+        ("scp", json!(["orders:read", "orders:admin x"])),
+        ("scp", json!(["orders:read", "a\"b"])),
+    ];
+    for (claim, value) in refused {
+        let token = token_with(claim, value.clone());
+        let a = get_path(gw.addr, "/api/me", Some(&token)).await;
+        assert_eq!(a.status, StatusCode::UNAUTHORIZED, "{claim}: {value}");
+        let challenge = a.headers["www-authenticate"].to_str().unwrap_or_default();
+        assert!(
+            challenge.contains("error=\"invalid_token\""),
+            "{claim}: {challenge}"
+        );
+        assert!(a.headers.get("x-upstream").is_none(), "{claim}: {value}");
+    }
+    // Inner spaces and any printable ASCII are carried unchanged.
+    let token = token_with("sub", json!("Alice Smith <a@x.example>"));
+    let a = get_path(gw.addr, "/api/me", Some(&token)).await;
+    assert_eq!(a.status, StatusCode::OK);
+    assert_eq!(a.body["headers"]["x-auth-sub"], "Alice Smith <a@x.example>");
+    // An absent claim sends no header; the request goes through.
+    let mut claims = json!({
+        "iss": env.issuer, "aud": AUDIENCE, "iat": now, "exp": now + 3600,
+    });
+    claims["scope"] = json!("orders:read");
+    let a = get_path(gw.addr, "/api/me", Some(&env.key.sign(&claims))).await;
+    assert_eq!(a.status, StatusCode::OK);
+    assert!(a.body["headers"].get("x-auth-sub").is_none());
+    assert!(a.body["headers"].get("x-auth-tenant").is_none());
+}
+
+/// Every route, method and client-address override of the default removal list.
+const OVERRIDES: [(&str, &str); 22] = [
+    ("x-original-url", "/admin"),
+    ("x-rewrite-url", "/admin"),
+    ("x-original-uri", "/admin"),
+    ("x-forwarded-uri", "/admin"),
+    ("x-forwarded-path", "/admin"),
+    ("x-forwarded-prefix", "/admin"),
+    ("x-envoy-original-path", "/admin"),
+    ("x-http-method-override", "DELETE"),
+    ("x-http-method", "DELETE"),
+    ("x-method-override", "DELETE"),
+    ("x-original-method", "DELETE"),
+    ("x-forwarded-method", "DELETE"),
+    ("x-forwarded-port", "443"),
+    ("x-forwarded-server", "admin.internal"),
+    ("x-forwarded-ssl", "on"),
+    ("x-real-ip", "10.0.0.1"),
+    ("x-client-ip", "10.0.0.1"),
+    ("true-client-ip", "10.0.0.1"),
+    ("x-cluster-client-ip", "10.0.0.1"),
+    ("cf-connecting-ip", "10.0.0.1"),
+    ("fastly-client-ip", "10.0.0.1"),
+    ("x_original_url", "/admin"),
+];
+
+#[tokio::test]
+async fn route_method_and_address_overrides_are_removed_by_default() {
+    let env = env().await;
+    let gw = start(&config(&env, "")).await;
+    let token = env.key.token(&env.issuer, unix_now(), "");
+    let auth = format!("Bearer {token}");
+    let mut with_token = OVERRIDES.to_vec();
+    with_token.push(("authorization", &auth));
+    for (path, headers) in [("/health", OVERRIDES.to_vec()), ("/api", with_token)] {
+        let a = send(gw.addr, Method::GET, path, &headers).await;
+        assert_eq!(a.status, StatusCode::OK, "{path}");
+        let got = received_normalised(&a);
+        for (name, _) in OVERRIDES {
+            let name = name.replace('_', "-");
+            assert!(
+                got.iter().all(|(k, _)| *k != name),
+                "{path}: {name} forwarded: {got:?}"
+            );
+        }
+        assert_eq!(a.body["method"], "GET");
+    }
+
+    // Behind a trusted proxy its address headers are kept; overrides never are.
+    let trusted = config(&env, "").replace("[forward]\n", "[forward]\ntrust_forwarded = true\n");
+    let gw = start(&trusted).await;
+    let a = send(gw.addr, Method::GET, "/health", &OVERRIDES).await;
+    let h = &a.body["headers"];
+    assert_eq!(h["x-real-ip"], "10.0.0.1");
+    assert_eq!(h["x-forwarded-port"], "443");
+    for name in [
+        "x-original-url",
+        "x-forwarded-uri",
+        "x-http-method-override",
+        "x_original_url",
+    ] {
+        assert!(h.get(name).is_none(), "{name}: {h}");
+    }
+}
+
+#[tokio::test]
+async fn readiness_probes_retry_the_key_load_only_after_the_back_off() {
+    use bearer_guard::authz_server::{AuthorizationServer, JwksBehavior};
+    use bearer_guard::clock::ManualClock;
+
+    let clock = ManualClock::starting_now();
+    let idp = AuthorizationServer::builder()
+        .audience(AUDIENCE)
+        .clock(clock.clone())
+        .start()
+        .await
+        .expect("authorization server");
+    idp.set_jwks_behavior(JwksBehavior::Status(503));
+    let toml = minimal_config(spawn_echo().await, idp.jwks_uri().as_ref(), "public = true")
+        .replace("https://login.example.com", idp.issuer().as_ref());
+    let c = clock.clone();
+    let gateway = Gateway::from_config_with(GatewayConfig::from_toml(&toml).expect("parse"), |b| {
+        b.clock(c)
+    })
+    .expect("config");
+    assert!(gateway.guard().prefetch().await.is_err());
+    assert_eq!(idp.jwks_fetch_count(), 1);
+    let (addr, _stop, _served) = spawn_gateway(gateway).await;
+    let probe = || async move { get_path(addr, "/-/ready", None).await.status };
+
+    for _ in 0..20 {
+        assert_eq!(probe().await, StatusCode::SERVICE_UNAVAILABLE);
+    }
+    assert_eq!(idp.jwks_fetch_count(), 1, "probes within the 5 s back-off");
+    clock.advance(Duration::from_millis(4_900));
+    assert_eq!(probe().await, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(idp.jwks_fetch_count(), 1, "still within the back-off");
+
+    clock.advance(Duration::from_millis(100));
+    for _ in 0..10 {
+        assert_eq!(probe().await, StatusCode::SERVICE_UNAVAILABLE);
+    }
+    assert_eq!(idp.jwks_fetch_count(), 2, "one retry per back-off period");
+
+    idp.set_jwks_behavior(JwksBehavior::Normal);
+    assert_eq!(
+        probe().await,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "not yet retried"
+    );
+    clock.advance(Duration::from_secs(5));
+    assert_eq!(probe().await, StatusCode::OK);
+    for _ in 0..10 {
+        assert_eq!(probe().await, StatusCode::OK);
+    }
+    assert_eq!(idp.jwks_fetch_count(), 3, "ready probes fetch nothing");
 }

@@ -266,5 +266,18 @@ pub fn gateway_path(data: &[u8]) {
             Ok(normal.as_str()),
             "{path:?}"
         );
+        // Nothing an upstream could cut, split or decode again.
+        assert!(!normal.contains(';') && !normal.contains('\\'), "{path:?}");
+        let upper = normal.to_ascii_uppercase();
+        assert!(
+            !upper.contains("%2F") && !upper.contains("%3B") && !upper.contains("%5C"),
+            "{path:?} -> {normal:?}"
+        );
+        let key = bearer_guard::gateway::path::match_key(&normal);
+        assert_eq!(
+            key.split('/').count(),
+            normal.split('/').count(),
+            "{path:?}: decoding added a segment"
+        );
     }
 }

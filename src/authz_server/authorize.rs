@@ -8,18 +8,19 @@
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::{RawQuery, State};
+use axum::extract::{FromRequest, RawQuery, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use cookie::{Cookie, SameSite};
 
 use super::builder::ClientConfig;
+use super::csrf::{
+    Form, browser_id, browser_id_or_new, cookie_value, set_browser_cookie, set_cookie,
+};
 use super::oauth::{
-    ErrorCode, OAuthError, Params, grant_scope, is_pkce_value, no_store, parse_scope, random_token,
-    secrets_equal,
+    ErrorCode, OAuthError, Params, grant_scope, is_pkce_value, no_store, parse_scope, secrets_equal,
 };
 use super::pages::{consent_page, error_page, login_page};
-use super::store::{Grant, PENDING_LIFETIME_SECS, PendingAuthorization};
+use super::store::{Grant, PendingAuthorization};
 use super::{Shared, lock};
 
 const SESSION_COOKIE: &str = "bearer_guard_session";
@@ -56,32 +57,32 @@ pub(super) async fn authorize(
         Err(error) => return back.error(&error),
     };
     let now = shared.now();
-    let session = session_id(&headers);
+    let (browser, new_browser) = browser_id_or_new(&headers);
+    let session = cookie_value(&headers, SESSION_COOKIE);
     let scope = pending.scope.clone();
     let mut store = lock(&shared.store);
     // A browser that is already signed in goes straight to consent.
-    if let Some((sid, session)) = session.and_then(|sid| {
-        let session = store.session(&sid, now)?.clone();
-        Some((sid, session))
-    }) {
-        let request_id = store.add_pending(
-            PendingAuthorization {
+    let signed_in = session.and_then(|sid| Some((store.session(&sid, now)?.user.clone(), sid)));
+    let mut response = match signed_in {
+        Some((user, sid)) => {
+            let pending = PendingAuthorization {
                 session: Some(sid),
                 ..pending
-            },
-            now,
-        );
-        return consent_page(
-            &request_id,
-            &session.csrf,
-            &session.user,
-            client.id(),
-            &scope,
-        );
+            };
+            let request_id = store.add_pending(pending, now);
+            let csrf = shared.form_key.token(Form::Consent, &browser, &request_id);
+            consent_page(&request_id, &csrf, &user, client.id(), &scope)
+        }
+        None => {
+            let request_id = store.add_pending(pending, now);
+            let csrf = shared.form_key.token(Form::Login, &browser, &request_id);
+            login_page(StatusCode::OK, &request_id, &csrf, client.id(), None)
+        }
+    };
+    if new_browser {
+        set_browser_cookie(&mut response, browser, shared.secure_cookies());
     }
-    let csrf = pending.login_csrf.clone();
-    let request_id = store.add_pending(pending, now);
-    login_page(StatusCode::OK, &request_id, &csrf, client.id(), None)
+    response
 }
 
 /// The checks that, on failure, are reported back to the client.
@@ -108,17 +109,15 @@ fn validate(
         return Err(OAuthError::invalid_request("code_challenge is malformed"));
     }
     let scope = grant_scope(parse_scope(params.get("scope")?)?, client.allowed_scopes())?;
-    let audience = shared.audience_for(params.get("resource")?)?;
+    let audiences = shared.audiences_for(&params.resources())?;
     Ok(PendingAuthorization {
         client_id: client.id().to_owned(),
         redirect_uri: redirect_uri.to_owned(),
         scope,
         state: params.get("state")?.map(str::to_owned),
         code_challenge: code_challenge.to_owned(),
-        audience,
-        login_csrf: random_token(),
+        audiences,
         session: None,
-        expires_at: shared.now().saturating_add(PENDING_LIFETIME_SECS),
     })
 }
 
@@ -126,19 +125,23 @@ const EXPIRED_REQUEST: &str =
     "This sign-in request is unknown or has expired. Start again from the application.";
 
 /// `POST /login`.
-pub(super) async fn login(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
-    let params = Params::parse(&body);
+pub(super) async fn login(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    PageForm(params): PageForm,
+) -> Response {
     let Ok(Some(request_id)) = params.get("request") else {
         return error_page(StatusCode::BAD_REQUEST, EXPIRED_REQUEST);
+    };
+    let browser = match checked_browser(&shared, &headers, &params, Form::Login, request_id) {
+        Ok(browser) => browser,
+        Err((status, message)) => return error_page(status, message),
     };
     let now = shared.now();
     let mut store = lock(&shared.store);
     let Some(pending) = store.pending_mut(request_id, now) else {
         return error_page(StatusCode::BAD_REQUEST, EXPIRED_REQUEST);
     };
-    if let Some(response) = csrf_rejection(&params, &pending.login_csrf) {
-        return response;
-    }
     let username = params.get("username").ok().flatten().unwrap_or_default();
     let password = params.get("password").ok().flatten().unwrap_or_default();
     let valid = shared
@@ -146,10 +149,11 @@ pub(super) async fn login(State(shared): State<Arc<Shared>>, body: Bytes) -> Res
         .get(username)
         .is_some_and(|expected| secrets_equal(expected, password));
     if !valid {
+        let csrf = shared.form_key.token(Form::Login, &browser, request_id);
         return login_page(
             StatusCode::UNAUTHORIZED,
             request_id,
-            &pending.login_csrf,
+            &csrf,
             &pending.client_id,
             Some("Wrong username or password."),
         );
@@ -159,20 +163,9 @@ pub(super) async fn login(State(shared): State<Arc<Shared>>, body: Bytes) -> Res
     if let Some(pending) = store.pending_mut(request_id, now) {
         pending.session = Some(sid.clone());
     }
-    let csrf = store
-        .session(&sid, now)
-        .map(|s| s.csrf.clone())
-        .unwrap_or_default();
+    let csrf = shared.form_key.token(Form::Consent, &browser, request_id);
     let mut response = consent_page(request_id, &csrf, username, &client_id, &scope);
-    // No `Secure` attribute: this server speaks plain HTTP on loopback.
-    let cookie = Cookie::build((SESSION_COOKIE, sid))
-        .http_only(true)
-        .same_site(SameSite::Lax)
-        .path("/")
-        .build();
-    if let Ok(value) = HeaderValue::try_from(cookie.to_string()) {
-        response.headers_mut().insert(header::SET_COOKIE, value);
-    }
+    set_cookie(&mut response, SESSION_COOKIE, sid, shared.secure_cookies());
     response
 }
 
@@ -180,29 +173,30 @@ pub(super) async fn login(State(shared): State<Arc<Shared>>, body: Bytes) -> Res
 pub(super) async fn consent(
     State(shared): State<Arc<Shared>>,
     headers: HeaderMap,
-    body: Bytes,
+    PageForm(params): PageForm,
 ) -> Response {
-    let params = Params::parse(&body);
     let now = shared.now();
     let mut store = lock(&shared.store);
-    let session =
-        session_id(&headers).and_then(|sid| Some((store.session(&sid, now)?.clone(), sid)));
+    let session = cookie_value(&headers, SESSION_COOKIE)
+        .and_then(|sid| Some((store.session(&sid, now)?.clone(), sid)));
     let Some((session, sid)) = session else {
         return error_page(
             StatusCode::FORBIDDEN,
             "You are not signed in. Start again from the application.",
         );
     };
-    if let Some(response) = csrf_rejection(&params, &session.csrf) {
-        return response;
+    let Ok(Some(request_id)) = params.get("request") else {
+        return error_page(StatusCode::BAD_REQUEST, EXPIRED_REQUEST);
+    };
+    if let Err((status, message)) =
+        checked_browser(&shared, &headers, &params, Form::Consent, request_id)
+    {
+        return error_page(status, message);
     }
     let allow = match params.get("decision") {
         Ok(Some("allow")) => true,
         Ok(Some("deny")) => false,
         _ => return error_page(StatusCode::BAD_REQUEST, "Choose Allow or Deny."),
-    };
-    let Ok(Some(request_id)) = params.get("request") else {
-        return error_page(StatusCode::BAD_REQUEST, EXPIRED_REQUEST);
     };
     match store.pending_mut(request_id, now) {
         Some(pending) if pending.session.as_deref() == Some(sid.as_str()) => {}
@@ -232,7 +226,7 @@ pub(super) async fn consent(
         client_id: pending.client_id.clone(),
         subject: session.user,
         scope: pending.scope.clone(),
-        audience: pending.audience.clone(),
+        audiences: pending.audiences.clone(),
     };
     let code = store.issue_code(
         grant,
@@ -243,25 +237,48 @@ pub(super) async fn consent(
     back.send(&[("code", &code)])
 }
 
-/// The error page to show unless the form's CSRF token equals `expected`.
-fn csrf_rejection(params: &Params, expected: &str) -> Option<Response> {
-    match params.get("csrf") {
-        Ok(Some(given)) if secrets_equal(expected, given) => None,
-        Ok(Some(_)) => Some(error_page(StatusCode::FORBIDDEN, "CSRF token mismatch.")),
-        _ => Some(error_page(StatusCode::BAD_REQUEST, "Missing CSRF token.")),
+/// The browser that posted `form` for `request_id`, if the form's CSRF token
+/// was made for this very browser (its cookie) and request; else the status
+/// and message of the error page.
+fn checked_browser(
+    shared: &Shared,
+    headers: &HeaderMap,
+    params: &Params,
+    form: Form,
+    request_id: &str,
+) -> Result<String, (StatusCode, &'static str)> {
+    let Ok(Some(given)) = params.get("csrf") else {
+        return Err((StatusCode::BAD_REQUEST, "Missing CSRF token."));
+    };
+    match browser_id(headers) {
+        Some(browser) if shared.form_key.verify(form, &browser, request_id, given) => Ok(browser),
+        _ => Err((
+            StatusCode::FORBIDDEN,
+            "This form was not opened in this browser (CSRF token mismatch). \
+             Start again from the application.",
+        )),
     }
 }
 
-/// The session cookie's value, parsed by the `cookie` crate.
-fn session_id(headers: &HeaderMap) -> Option<String> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(Cookie::split_parse)
-        .filter_map(Result::ok)
-        .find(|c| c.name() == SESSION_COOKIE)
-        .map(|c| c.value().to_owned())
+/// A form posted from one of the server's pages. A body that is too large
+/// (413) or cannot be read (400) is answered with an error page.
+pub(super) struct PageForm(Params);
+
+impl<S: Send + Sync> FromRequest<S> for PageForm {
+    type Rejection = Response;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Response> {
+        match Bytes::from_request(request, state).await {
+            Ok(body) => Ok(Self(Params::parse(&body))),
+            Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => Err(
+                error_page(StatusCode::PAYLOAD_TOO_LARGE, "The form is too large."),
+            ),
+            Err(_) => Err(error_page(
+                StatusCode::BAD_REQUEST,
+                "The form could not be read.",
+            )),
+        }
+    }
 }
 
 /// A response to the client's registered redirect URI (already validated).

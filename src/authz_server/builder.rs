@@ -10,9 +10,10 @@ use std::time::Duration;
 
 use tokio::sync::oneshot;
 
+use super::csrf::FormKey;
 use super::keys::{KeyRing, SigningAlgorithm, SigningKey};
 use super::metadata::JwksBehavior;
-use super::store::Store;
+use super::store::{DEFAULT_CAPACITY, Store};
 use super::{AuthorizationServerHandle, AuthzServerError, Shared, router};
 use crate::clock::{Clock, SharedClock, SystemClock};
 
@@ -50,8 +51,13 @@ impl ClientConfig {
         }
     }
 
-    /// Registers a redirect URI; `/authorize` accepts only exact matches.
-    /// May be called more than once.
+    /// Registers a redirect URI. May be called more than once.
+    ///
+    /// `/authorize` accepts exact string matches only, with one exception: a
+    /// loopback redirect URI (`http://127.0.0.1…` or `http://[::1]…`) matches
+    /// with any port, because a native app gets its port from the OS at run
+    /// time (RFC 8252 §7.3, OAuth 2.1 §8.4.2). `localhost` gets no such
+    /// exception (RFC 8252 §8.3: it may resolve to something else).
     pub fn redirect_uri(mut self, uri: impl Into<String>) -> Self {
         self.redirect_uris.push(uri.into());
         self
@@ -82,8 +88,37 @@ impl ClientConfig {
     }
 
     pub(super) fn has_redirect_uri(&self, uri: &str) -> bool {
-        self.redirect_uris.iter().any(|r| r == uri)
+        self.redirect_uris
+            .iter()
+            .any(|r| r == uri || same_loopback_uri_but_port(r, uri))
     }
+}
+
+/// Whether `requested` is the loopback redirect URI `registered` with another
+/// (or no) port: everything else, byte for byte, must be the same.
+fn same_loopback_uri_but_port(registered: &str, requested: &str) -> bool {
+    const LOOPBACK: [&str; 2] = ["http://127.0.0.1", "http://[::1]"];
+    let Some(prefix) = LOOPBACK.iter().find(|p| registered.starts_with(*p)) else {
+        return false;
+    };
+    // The URL parser confirms both really are loopback URLs (no userinfo
+    // trick like `http://127.0.0.1:1@evil.example/`) with a valid port.
+    let is_loopback = |uri: &str| {
+        url::Url::parse(uri).is_ok_and(|u| {
+            u.scheme() == "http" && u.host().is_some_and(|h| h.to_string() == prefix[7..])
+        })
+    };
+    let strip_port = |uri: &str| -> Option<String> {
+        let rest = uri.strip_prefix(*prefix)?;
+        let rest = match rest.strip_prefix(':') {
+            Some(port) => port.trim_start_matches(|c: char| c.is_ascii_digit()),
+            None => rest,
+        };
+        Some(rest.to_owned())
+    };
+    is_loopback(registered)
+        && is_loopback(requested)
+        && strip_port(registered).is_some_and(|r| strip_port(requested) == Some(r))
 }
 
 impl fmt::Debug for ClientConfig {
@@ -130,6 +165,7 @@ pub struct AuthorizationServerBuilder {
     clock: SharedClock,
     bind: SocketAddr,
     dpop_nonce: bool,
+    max_state_entries: usize,
 }
 
 impl fmt::Debug for AuthorizationServerBuilder {
@@ -158,6 +194,7 @@ impl Default for AuthorizationServerBuilder {
             clock: Arc::new(SystemClock),
             bind: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
             dpop_nonce: false,
+            max_state_entries: DEFAULT_CAPACITY,
         }
     }
 }
@@ -248,6 +285,37 @@ impl AuthorizationServerBuilder {
         self
     }
 
+    /// Bounds each table of the server's state: pending `/authorize` requests,
+    /// sessions, codes, refresh tokens, refresh-token families and revoked
+    /// access-token ids. Default 10,000 each (at least 1).
+    ///
+    /// Entries also leave when they expire (a pending request after 10 min, a
+    /// session after 1 h, a code after 60 s, a refresh token and its family at
+    /// the refresh-token lifetime, a revoked id 5 min after the token's `exp`).
+    /// A full table evicts its oldest entry: anyone can create a pending
+    /// request with a GET, and evicting the oldest keeps the server taking new
+    /// sign-ins during such a flood, where refusing new ones would lock every
+    /// user out until the flood's entries expire. A user whose pending request
+    /// was pushed out sees "unknown or expired" and starts again;
+    /// [`stored_state`](AuthorizationServerHandle::stored_state) counts
+    /// evictions.
+    ///
+    /// ```
+    /// use bearer_guard::authz_server::AuthorizationServer;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let server = AuthorizationServer::builder().max_state_entries(1_000).start().await?;
+    /// let state = server.stored_state();
+    /// assert_eq!((state.pending_authorizations, state.evicted), (0, 0));
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn max_state_entries(mut self, entries: usize) -> Self {
+        self.max_state_entries = entries;
+        self
+    }
+
     /// Binds the socket, generates the first key and serves in a background task.
     pub async fn start(self) -> Result<AuthorizationServerHandle, AuthzServerError> {
         self.check_redirect_uris()?;
@@ -292,7 +360,8 @@ impl AuthorizationServerBuilder {
             jwks_max_age: self.jwks_max_age,
             clock: self.clock,
             keys: Mutex::new(KeyRing::new(first_key)),
-            store: Mutex::new(Store::default()),
+            store: Mutex::new(Store::new(self.max_state_entries)),
+            form_key: FormKey::generate().map_err(|_| AuthzServerError::KeyGeneration)?,
             jwks_behavior: Mutex::new(JwksBehavior::Normal),
             jwks_fetches: AtomicUsize::new(0),
         });
@@ -363,6 +432,42 @@ mod tests {
         let text = format!("{builder:?}");
         assert!(text.contains("svc") && text.contains("alice"));
         assert!(!text.contains("s3cret") && !text.contains("wonderland"));
+    }
+
+    #[test]
+    fn loopback_redirect_uris_match_with_any_port_and_nothing_else_differing() {
+        for (registered, requested) in [
+            ("http://127.0.0.1:3000/cb", "http://127.0.0.1:51234/cb"),
+            ("http://127.0.0.1/cb?x=1", "http://127.0.0.1:8080/cb?x=1"),
+            ("http://[::1]:3000/cb", "http://[::1]/cb"),
+        ] {
+            assert!(
+                same_loopback_uri_but_port(registered, requested),
+                "{requested}"
+            );
+        }
+        for (registered, requested) in [
+            ("http://127.0.0.1:3000/cb", "http://127.0.0.1:3000/cb/"),
+            (
+                "http://127.0.0.1:3000/cb",
+                "http://127.0.0.1:1@evil.example/cb",
+            ),
+            (
+                "http://127.0.0.1:3000/cb",
+                "http://127.0.0.1.evil.example/cb",
+            ),
+            ("http://127.0.0.1:3000/cb", "http://127.0.0.1:99999/cb"),
+            ("http://127.0.0.1:3000/cb", "http://127.0.0.1:4000x/cb"),
+            ("http://127.0.0.1:3000/cb", "http://[::1]:3000/cb"),
+            ("http://127.0.0.1:3000/cb", "https://127.0.0.1:3000/cb"),
+            ("http://localhost:3000/cb", "http://localhost:4000/cb"),
+            ("https://app.example/cb", "https://app.example:444/cb"),
+        ] {
+            assert!(
+                !same_loopback_uri_but_port(registered, requested),
+                "{requested}"
+            );
+        }
     }
 
     #[tokio::test]

@@ -12,7 +12,10 @@
 //! tokens and [`set_jwks_behavior`] makes `/jwks` misbehave.
 //!
 //! It is not meant to face the internet: it serves plain HTTP, keeps everything in
-//! memory, and its users and clients are fixed at start.
+//! memory, and its users and clients are fixed at start. It is strict all the
+//! same: login and consent forms are bound to the browser (CSRF), a refused
+//! `/token` request consumes nothing, and every table of its state is bounded
+//! by count and age ([`max_state_entries`]).
 //!
 //! ```
 //! use std::time::Duration;
@@ -38,16 +41,19 @@
 //! ```
 //!
 //! [`mint`]: AuthorizationServerHandle::mint
+//! [`max_state_entries`]: AuthorizationServerBuilder::max_state_entries
 //! [`set_jwks_behavior`]: AuthorizationServerHandle::set_jwks_behavior
 
 mod authorize;
 mod builder;
+mod csrf;
 mod dpop;
 mod keys;
 mod metadata;
 mod oauth;
 mod pages;
 mod store;
+mod table;
 mod token;
 
 use std::collections::HashMap;
@@ -57,6 +63,10 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::map_response;
+use axum::response::Response;
 use axum::routing::{get, post};
 use serde_json::Value;
 use tokio::sync::oneshot;
@@ -68,7 +78,9 @@ pub use builder::{AuthorizationServerBuilder, ClientConfig, IntoSharedClock};
 pub use dpop::{DpopKey, ProofBuilder};
 pub use keys::{SignWith, SigningAlgorithm};
 pub use metadata::JwksBehavior;
+pub use store::StoredState;
 
+use csrf::FormKey;
 use keys::{KeyRing, SigningKey};
 use oauth::{ErrorCode, OAuthError};
 use store::Store;
@@ -78,6 +90,9 @@ const TOKEN_PATH: &str = "/token";
 const JWKS_PATH: &str = "/jwks";
 const LOGIN_PATH: &str = "/login";
 const CONSENT_PATH: &str = "/consent";
+/// The largest form body `/token`, `/login` and `/consent` read; a larger one
+/// gets `413` with `Connection: close`.
+const MAX_FORM_BODY: usize = 64 * 1024;
 
 /// Entry point: `AuthorizationServer::builder()`.
 #[derive(Debug)]
@@ -143,6 +158,8 @@ struct Shared {
     clock: SharedClock,
     keys: Mutex<KeyRing>,
     store: Mutex<Store>,
+    /// Signs the login and consent forms' CSRF tokens.
+    form_key: FormKey,
     jwks_behavior: Mutex<JwksBehavior>,
     jwks_fetches: AtomicUsize,
 }
@@ -156,19 +173,24 @@ impl Shared {
         format!("{}{path}", self.issuer)
     }
 
-    /// The audience for an RFC 8707 `resource`: the default when absent, and only
-    /// ever one of the registered ones.
-    fn audience_for(&self, resource: Option<&str>) -> Result<String, OAuthError> {
-        match resource {
-            None => Ok(self.default_audience.clone()),
-            Some(resource) if self.audiences.iter().any(|a| a == resource) => {
-                Ok(resource.to_owned())
-            }
-            Some(_) => Err(OAuthError::new(
+    /// The audiences for RFC 8707 `resource` parameters: the default when there
+    /// are none, and only ever registered ones.
+    fn audiences_for(&self, resources: &[String]) -> Result<Vec<String>, OAuthError> {
+        if resources.is_empty() {
+            return Ok(vec![self.default_audience.clone()]);
+        }
+        if resources.iter().any(|r| !self.audiences.contains(r)) {
+            return Err(OAuthError::new(
                 ErrorCode::InvalidTarget,
                 "resource is not registered with this server",
-            )),
+            ));
         }
+        Ok(resources.to_vec())
+    }
+
+    /// Cookies get `Secure` when the issuer is https.
+    fn secure_cookies(&self) -> bool {
+        self.issuer.starts_with("https://")
     }
 
     /// Every scope some client may be granted, sorted, for discovery.
@@ -201,11 +223,35 @@ fn router(shared: Arc<Shared>) -> Router {
             get(metadata::discovery),
         )
         .route(JWKS_PATH, get(metadata::jwks))
-        .route(TOKEN_PATH, post(token::token))
+        .route(
+            TOKEN_PATH,
+            post(token::token).layer(map_response(never_cached)),
+        )
         .route(AUTHORIZE_PATH, get(authorize::authorize))
         .route(LOGIN_PATH, post(authorize::login))
         .route(CONSENT_PATH, post(authorize::consent))
+        .layer(DefaultBodyLimit::max(MAX_FORM_BODY))
+        .layer(map_response(close_after_413))
         .with_state(shared)
+}
+
+/// Every `/token` answer, whoever produced it, is `no-store` (RFC 6749 §5.1).
+async fn never_cached(mut response: Response) -> Response {
+    for (name, value) in oauth::no_store() {
+        response.headers_mut().insert(name, value);
+    }
+    response
+}
+
+/// The client may still be sending the body we refused, so the connection
+/// cannot carry another request: say so rather than reset it unannounced.
+async fn close_after_413(mut response: Response) -> Response {
+    if response.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    response
 }
 
 /// A running server. Dropping it stops the server; [`shutdown`](Self::shutdown)
@@ -410,8 +456,17 @@ impl AuthorizationServerHandle {
 
     /// Whether the access token with this `jti` was revoked (because its
     /// authorization code or refresh token was replayed).
+    ///
+    /// A revoked id is remembered until five minutes after the token's `exp`.
     pub fn is_revoked(&self, jti: &str) -> bool {
-        lock(&self.shared.store).is_revoked(jti)
+        lock(&self.shared.store).is_revoked(jti, self.shared.now())
+    }
+
+    /// How many entries the server's state tables hold now (expired entries
+    /// are not counted). Each table is bounded by
+    /// [`max_state_entries`](AuthorizationServerBuilder::max_state_entries).
+    pub fn stored_state(&self) -> StoredState {
+        lock(&self.shared.store).stored_state(self.shared.now())
     }
 
     /// Stops accepting connections, lets in-flight requests finish, and waits.

@@ -98,10 +98,18 @@ impl IntoResponse for OAuthError {
     }
 }
 
-/// `Cache-Control: no-store`: tokens, codes and their errors must never be cached.
-pub(crate) fn no_store() -> [(header::HeaderName, HeaderValue); 1] {
-    [(header::CACHE_CONTROL, HeaderValue::from_static("no-store"))]
+/// `Cache-Control: no-store` and `Pragma: no-cache` (RFC 6749 §5.1): tokens,
+/// codes and their errors must never be cached, by HTTP/1.0 caches either.
+pub(crate) fn no_store() -> [(header::HeaderName, HeaderValue); 2] {
+    [
+        (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
+        (header::PRAGMA, HeaderValue::from_static("no-cache")),
+    ]
 }
+
+/// The parameters that may be repeated: RFC 8707 §2 lets a client name
+/// several resources.
+const REPEATABLE: &[&str] = &["resource"];
 
 /// Form or query parameters, decoded by `form_urlencoded`.
 ///
@@ -110,8 +118,7 @@ pub(crate) fn no_store() -> [(header::HeaderName, HeaderValue); 1] {
 /// depends on which one was repeated. Empty values count as absent (§3.1).
 #[derive(Debug, Default)]
 pub(crate) struct Params {
-    values: HashMap<String, String>,
-    duplicates: Vec<String>,
+    values: HashMap<String, Vec<String>>,
 }
 
 impl Params {
@@ -121,23 +128,24 @@ impl Params {
             if value.is_empty() {
                 continue;
             }
-            if params.values.contains_key(name.as_ref()) {
-                params.duplicates.push(name.into_owned());
-            } else {
-                params.values.insert(name.into_owned(), value.into_owned());
-            }
+            params
+                .values
+                .entry(name.into_owned())
+                .or_default()
+                .push(value.into_owned());
         }
         params
     }
 
     /// The value of `name`; an error when it was sent more than once.
     pub(crate) fn get(&self, name: &str) -> Result<Option<&str>, OAuthError> {
-        if self.duplicates.iter().any(|d| d == name) {
-            return Err(OAuthError::invalid_request(format!(
+        match self.values.get(name).map(Vec::as_slice) {
+            None | Some([]) => Ok(None),
+            Some([value]) => Ok(Some(value)),
+            Some(_) => Err(OAuthError::invalid_request(format!(
                 "parameter `{name}` was sent more than once"
-            )));
+            ))),
         }
-        Ok(self.values.get(name).map(String::as_str))
     }
 
     /// The value of `name`, which must be present exactly once.
@@ -146,12 +154,27 @@ impl Params {
             .ok_or_else(|| OAuthError::invalid_request(format!("missing parameter `{name}`")))
     }
 
-    /// Fails when any parameter was repeated.
+    /// Fails when any parameter but a [`REPEATABLE`] one was repeated.
     pub(crate) fn reject_duplicates(&self) -> Result<(), OAuthError> {
-        match self.duplicates.first() {
-            Some(name) => self.get(name).map(|_| ()),
+        let repeated = self
+            .values
+            .iter()
+            .find(|(name, values)| values.len() > 1 && !REPEATABLE.contains(&name.as_str()));
+        match repeated {
+            Some((name, _)) => self.get(name).map(|_| ()),
             None => Ok(()),
         }
+    }
+
+    /// Every `resource` (RFC 8707 §2), without repeats, in the order sent.
+    pub(crate) fn resources(&self) -> Vec<String> {
+        let mut resources: Vec<String> = Vec::new();
+        for resource in self.values.get("resource").into_iter().flatten() {
+            if !resources.contains(resource) {
+                resources.push(resource.clone());
+            }
+        }
+        resources
     }
 }
 
@@ -162,11 +185,7 @@ pub(crate) fn parse_scope(value: Option<&str>) -> Result<Option<Vec<String>>, OA
     };
     let mut scopes: Vec<String> = Vec::new();
     for token in value.split(' ').filter(|t| !t.is_empty()) {
-        // scope-token = 1*( %x21 / %x23-5B / %x5D-7E )
-        let well_formed = token
-            .bytes()
-            .all(|b| b == 0x21 || (0x23..=0x5B).contains(&b) || (0x5D..=0x7E).contains(&b));
-        if !well_formed {
+        if !crate::scope::is_scope_token(token) {
             return Err(OAuthError::new(
                 ErrorCode::InvalidScope,
                 "scope contains characters RFC 6749 does not allow",
@@ -243,6 +262,19 @@ mod tests {
         assert!(params.get("a").is_err());
         assert!(params.get("b").is_ok());
         assert!(params.reject_duplicates().is_err());
+    }
+
+    #[test]
+    fn resource_alone_may_be_repeated() {
+        let params = Params::parse(b"resource=a&resource=b&resource=a&x=1");
+        assert!(params.reject_duplicates().is_ok());
+        assert_eq!(params.resources(), vec!["a".to_owned(), "b".to_owned()]);
+        assert!(params.get("resource").is_err(), "not read as one value");
+        assert!(
+            Params::parse(b"scope=a&scope=b")
+                .reject_duplicates()
+                .is_err()
+        );
     }
 
     #[test]

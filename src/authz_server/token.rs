@@ -1,15 +1,18 @@
 //! `POST /token`: client authentication and the three grants.
 
+use headers::HeaderMapExt as _;
+use headers::authorization::{Authorization, Basic};
 use std::sync::Arc;
 
 use aws_lc_rs::digest::{SHA256, digest};
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{HeaderMap, header};
+use axum::extract::rejection::BytesRejection;
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
-use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::{Value, json};
 
 use super::builder::ClientConfig;
@@ -17,7 +20,7 @@ use super::oauth::{
     ErrorCode, OAuthError, Params, grant_scope, is_pkce_value, no_store, parse_scope, random_token,
     secrets_equal,
 };
-use super::store::Grant;
+use super::store::{Grant, IssuedAccess};
 use super::{Shared, lock};
 
 /// The grants this server implements.
@@ -44,8 +47,20 @@ impl GrantType {
 pub(super) async fn token(
     State(shared): State<Arc<Shared>>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Response {
+    let body = match body {
+        Ok(body) => body,
+        Err(rejection) => {
+            let mut response =
+                OAuthError::invalid_request("the request body could not be read").into_response();
+            // 413 stays 413 (the router adds `Connection: close`).
+            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                *response.status_mut() = StatusCode::PAYLOAD_TOO_LARGE;
+            }
+            return response;
+        }
+    };
     let jkt = match dpop_key(&shared, &headers).await {
         Ok(jkt) => jkt,
         Err(response) => return response,
@@ -59,7 +74,8 @@ pub(super) async fn token(
 /// The thumbprint of the key of the request's DPoP proof (RFC 9449 §5), if it
 /// has one: the proof is checked as a resource server would (one header,
 /// `dpop+jwt`, a public key that verifies it, `htm` POST, `htu` this endpoint,
-/// `iat`, the nonce when demanded, never replayed), without `ath`.
+/// `iat`, the nonce when demanded, never replayed), without `ath`. The proof is
+/// recorded before the grant is checked: a proof is single-use either way.
 async fn dpop_key(shared: &Shared, headers: &HeaderMap) -> Result<Option<String>, Response> {
     if !headers.contains_key("dpop") {
         return Ok(None);
@@ -183,16 +199,20 @@ fn basic_credentials(headers: &HeaderMap) -> Result<Option<(String, String)>, OA
         ));
     }
     let malformed = || invalid_client("malformed HTTP Basic credentials");
-    let value = value.to_str().map_err(|_| malformed())?;
-    let (scheme, encoded) = value.split_once(' ').ok_or_else(malformed)?;
-    if !scheme.eq_ignore_ascii_case("basic") {
+    let is_basic = value
+        .as_bytes()
+        .get(..6)
+        .is_some_and(|p| p.eq_ignore_ascii_case(b"basic "));
+    if !is_basic {
         return Err(invalid_client(
             "only HTTP Basic client authentication is supported",
         ));
     }
-    let decoded = STANDARD.decode(encoded.trim()).map_err(|_| malformed())?;
-    let decoded = String::from_utf8(decoded).map_err(|_| malformed())?;
-    let (id, secret) = decoded.split_once(':').ok_or_else(malformed)?;
+    // The headers crate decodes the base64 and splits at the first ':'.
+    let basic = headers
+        .typed_get::<Authorization<Basic>>()
+        .ok_or_else(malformed)?;
+    let (id, secret) = (basic.0.username(), basic.0.password());
     let form_decode = |s: &str| {
         percent_encoding::percent_decode_str(&s.replace('+', " "))
             .decode_utf8()
@@ -219,10 +239,10 @@ fn client_credentials(
         client_id: client.id().to_owned(),
         subject: client.id().to_owned(),
         scope: grant_scope(requested, client.allowed_scopes())?,
-        audience: shared.audience_for(params.get("resource")?)?,
+        audiences: shared.audiences_for(&params.resources())?,
     };
-    let (access_token, _) = shared.issue_access_token(&grant, jkt)?;
-    Ok(shared.token_response(&grant, access_token, None, jkt.is_some()))
+    let access = shared.sign_access_token(&grant, jkt)?;
+    Ok(shared.token_response(&grant, access.token, None, jkt.is_some()))
 }
 
 fn authorization_code(
@@ -239,18 +259,23 @@ fn authorization_code(
             "code_verifier must be 43 to 128 unreserved characters",
         ));
     }
-    let resource = params.get("resource")?;
     let now = shared.now();
     let challenge = URL_SAFE_NO_PAD.encode(digest(&SHA256, verifier.as_bytes()));
-    let redemption =
-        lock(&shared.store).redeem_code(code, client.id(), redirect_uri, &challenge, now)?;
-    if resource.is_some_and(|r| r != redemption.grant.audience) {
-        return Err(OAuthError::new(
-            ErrorCode::InvalidTarget,
-            "resource differs from the authorization request",
-        ));
-    }
-    shared.issue_with_refresh(&redemption.grant, redemption.family, jkt)
+    // One lock from check to commit: a refused request consumes nothing, and
+    // two concurrent redemptions cannot both pass the check.
+    let mut store = lock(&shared.store);
+    let checked = store.check_code(
+        code,
+        client.id(),
+        redirect_uri,
+        &challenge,
+        &params.resources(),
+        now,
+    )?;
+    let grant = checked.grant.clone();
+    let access = shared.sign_access_token(&grant, jkt)?;
+    let refresh = store.complete_code(code, checked, access.issued, shared.refresh_expiry(), now);
+    Ok(shared.token_response(&grant, access.token, Some(refresh), jkt.is_some()))
 }
 
 fn refresh_token(
@@ -262,25 +287,42 @@ fn refresh_token(
     let token = params.require("refresh_token")?;
     let requested = parse_scope(params.get("scope")?)?;
     let now = shared.now();
-    let redemption = lock(&shared.store).spend_refresh_token(token, client.id(), requested, now)?;
-    shared.issue_with_refresh(&redemption.grant, redemption.family, jkt)
+    let mut store = lock(&shared.store);
+    let checked = store.check_refresh(token, client.id(), requested, &params.resources(), now)?;
+    let grant = checked.grant.clone();
+    let access = shared.sign_access_token(&grant, jkt)?;
+    let refresh =
+        store.complete_refresh(token, checked, access.issued, shared.refresh_expiry(), now);
+    Ok(shared.token_response(&grant, access.token, Some(refresh), jkt.is_some()))
+}
+
+/// A signed access token and what the store remembers of it.
+struct SignedAccess {
+    token: String,
+    issued: IssuedAccess,
 }
 
 impl Shared {
-    /// Signs an RFC 9068 access token for `grant`; returns it with its `jti`.
+    /// Signs an RFC 9068 access token for `grant`. `aud` is one string, or an
+    /// array when the grant names several resources (RFC 8707 §2).
     /// With `jkt` the token is DPoP-bound to that key (`cnf.jkt`, RFC 9449 §6).
-    fn issue_access_token(
+    fn sign_access_token(
         &self,
         grant: &Grant,
         jkt: Option<&str>,
-    ) -> Result<(String, String), OAuthError> {
+    ) -> Result<SignedAccess, OAuthError> {
         let now = self.now();
         let jti = random_token();
+        let expires_at = now.saturating_add(self.access_token_lifetime.as_secs());
+        let aud = match grant.audiences.as_slice() {
+            [one] => json!(one),
+            several => json!(several),
+        };
         let mut claims = json!({
             "iss": self.issuer,
             "sub": grant.subject,
-            "aud": grant.audience,
-            "exp": now.saturating_add(self.access_token_lifetime.as_secs()),
+            "aud": aud,
+            "exp": expires_at,
             "iat": now,
             "nbf": now,
             "jti": jti,
@@ -294,22 +336,16 @@ impl Shared {
         let token = key
             .sign_jwt(&Value::Null, &claims)
             .map_err(|_| OAuthError::new(ErrorCode::ServerError, "signing failed"))?;
-        Ok((token, jti))
+        Ok(SignedAccess {
+            token,
+            issued: IssuedAccess { jti, expires_at },
+        })
     }
 
-    /// An access token plus the next refresh token of `family`.
-    fn issue_with_refresh(
-        &self,
-        grant: &Grant,
-        family: u64,
-        jkt: Option<&str>,
-    ) -> Result<Value, OAuthError> {
-        let (access_token, jti) = self.issue_access_token(grant, jkt)?;
-        let expires_at = self
-            .now()
-            .saturating_add(self.refresh_token_lifetime.as_secs());
-        let refresh = lock(&self.store).issue_refresh_token(family, &jti, expires_at);
-        Ok(self.token_response(grant, access_token, Some(refresh), jkt.is_some()))
+    /// When a refresh token issued now expires.
+    fn refresh_expiry(&self) -> u64 {
+        self.now()
+            .saturating_add(self.refresh_token_lifetime.as_secs())
     }
 
     fn token_response(

@@ -3,6 +3,14 @@
 //!
 //! Exit status: 0 valid, 1 rejected, 2 usage or configuration error. Only the
 //! header and the claims are printed, never the signature segment.
+//!
+//! Token text is the issuer's (or an attacker's) to choose, so nothing of it
+//! reaches the terminal raw: control characters (C0, DEL, C1), bidi marks,
+//! embeddings, overrides and isolates, line and paragraph separators, zero-width
+//! characters and the BOM are printed as `\uXXXX`, in the text report (with `\`
+//! as `\\` in the header fields and the error detail, so the escape is
+//! unambiguous) and in `--json`, where `\uXXXX` is the same JSON string: a JSON
+//! consumer reads exactly the claim, and a person reading the output sees it.
 
 use std::io::Read;
 use std::path::PathBuf;
@@ -195,6 +203,54 @@ pub fn error_name(error: &AuthError) -> &'static str {
     }
 }
 
+/// Whether `c` can drive a terminal or make text read differently than it is:
+/// the C0 and C1 controls and DEL, the bidi marks, embeddings, overrides and
+/// isolates (Trojan Source, CVE-2021-42574), the line and paragraph separators,
+/// zero-width characters and the BOM.
+fn is_unsafe_char(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{061c}'
+                | '\u{200b}'..='\u{200f}'
+                | '\u{2028}'..='\u{202e}'
+                | '\u{2060}'..='\u{2069}'
+                | '\u{feff}'
+        )
+}
+
+/// Writes `c` as `\uXXXX` (every unsafe character is in the BMP).
+fn push_escaped(out: &mut String, c: char) {
+    out.push_str(&format!("\\u{:04x}", u32::from(c)));
+}
+
+/// A field printed as text: unsafe characters as `\uXXXX`, `\` as `\\`.
+fn escape_text(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            c if is_unsafe_char(c) => push_escaped(&mut out, c),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// JSON text from serde_json with the unsafe characters it leaves raw (DEL, C1,
+/// bidi, U+2028...) as `\uXXXX`: the same JSON value. serde_json escapes the C0
+/// controls inside strings, so a raw line feed is the pretty-printer's own.
+fn escape_json(json: &str) -> String {
+    let mut out = String::with_capacity(json.len());
+    for c in json.chars() {
+        match c {
+            c if c != '\n' && is_unsafe_char(c) => push_escaped(&mut out, c),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 fn render_valid(t: &VerifiedToken, token: &str, as_json: bool) -> String {
     // Only the first segment is decoded here; the signature is never touched.
     let header = token
@@ -207,39 +263,44 @@ fn render_valid(t: &VerifiedToken, token: &str, as_json: bool) -> String {
         );
     let claims: Value = serde_json::from_str(t.raw_claims()).unwrap_or(Value::Null);
     if as_json {
-        return json!({ "valid": true, "header": header, "claims": claims }).to_string();
+        return escape_json(
+            &json!({ "valid": true, "header": header, "claims": claims }).to_string(),
+        );
     }
     let claims_text = serde_json::to_string_pretty(&claims).unwrap_or_default();
     format!(
         "valid token\n  alg:    {}\n  kid:    {}\n  typ:    {}\n  scopes: {}\nclaims:\n{}",
         t.algorithm(),
-        t.key_id().unwrap_or("-"),
-        t.token_type().unwrap_or("-"),
+        escape_text(t.key_id().unwrap_or("-")),
+        escape_text(t.token_type().unwrap_or("-")),
         if t.scopes().is_empty() {
             "-".to_owned()
         } else {
-            t.scopes().to_string()
+            escape_text(&t.scopes().to_string())
         },
-        claims_text
+        escape_json(&claims_text)
     )
 }
 
 fn render_rejected(e: &AuthError, as_json: bool) -> String {
     if as_json {
-        return json!({
-            "valid": false,
-            "error": error_name(e),
-            "reason": e.reason(),
-            "description": e.description(),
-            "detail": e.to_string(),
-        })
-        .to_string();
+        return escape_json(
+            &json!({
+                "valid": false,
+                "error": error_name(e),
+                "reason": e.reason(),
+                "description": e.description(),
+                "detail": e.to_string(),
+            })
+            .to_string(),
+        );
     }
     format!(
-        "rejected: {}\n  description: {}\n  reason:      {}\n  detail:      {e}",
+        "rejected: {}\n  description: {}\n  reason:      {}\n  detail:      {}",
         error_name(e),
         e.description(),
         e.reason(),
+        escape_text(&e.to_string()),
     )
 }
 
@@ -264,5 +325,33 @@ mod tests {
         assert_eq!(clean_token("bearer   abc"), "abc");
         assert_eq!(clean_token("Bearer"), "Bearer");
         assert_eq!(clean_token("Bearé"), "Bearé");
+    }
+
+    #[test]
+    fn text_fields_escape_every_unsafe_character_and_the_backslash() {
+        assert_eq!(
+            escape_text(
+                "a\u{1b}[31m\u{7}\r\n\t\u{7f}\u{9b}\u{202e}\u{2028}\u{200b}\u{feff}\\u0041é"
+            ),
+            "a\\u001b[31m\\u0007\\u000d\\u000a\\u0009\\u007f\\u009b\\u202e\\u2028\\u200b\\ufeff\\\\u0041é"
+        );
+        assert_eq!(escape_text("plain kid-2024"), "plain kid-2024");
+    }
+
+    #[test]
+    fn escaped_json_is_the_same_json_value() {
+        let value = json!({ "s": "\u{1b}\u{7f}\u{85}\u{202e}\u{2028}\u{2066}x\\y\"é" });
+        for text in [
+            value.to_string(),
+            serde_json::to_string_pretty(&value).unwrap_or_default(),
+        ] {
+            let escaped = escape_json(&text);
+            assert!(
+                !escaped.chars().any(|c| c != '\n' && is_unsafe_char(c)),
+                "{escaped}"
+            );
+            let back: Value = serde_json::from_str(&escaped).unwrap_or(Value::Null);
+            assert_eq!(back, value, "{escaped}");
+        }
     }
 }

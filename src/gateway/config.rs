@@ -94,8 +94,11 @@ pub struct RouteConfig {
 #[non_exhaustive]
 pub struct ForwardConfig {
     /// Claim name -> request header. `scope` is the space-joined scopes; other
-    /// names are looked up in the claims (string values only). Incoming headers
-    /// with these names are always removed, so a client cannot set them.
+    /// names are looked up in the claims. Incoming headers with these names (also
+    /// spelt with `_` for `-`, in any case) are always removed, so a client cannot
+    /// set them. A claim that is present but not a string, or whose value is not
+    /// printable ASCII without a space at either end, refuses the request (401
+    /// `invalid_token`) instead of being altered or left out.
     #[serde(default)]
     pub claims_to_headers: BTreeMap<String, String>,
     /// Remove `Authorization` before forwarding.
@@ -110,10 +113,12 @@ pub struct ForwardConfig {
     #[serde(default = "yes")]
     pub x_forwarded: bool,
     /// The peer is a trusted proxy (default `false`). Off, the client's
-    /// `X-Forwarded-For`, `X-Forwarded-Proto`, `X-Forwarded-Host` and `Forwarded`
-    /// are always removed, so the upstream never mistakes a client's claim for the
-    /// gateway's. On, they are kept: the peer's address is appended to the
-    /// `X-Forwarded-For` list and the proxy's `-Proto` and `-Host` take precedence.
+    /// `Forwarded`, every `X-Forwarded-*` and the client-IP headers (`X-Real-IP`,
+    /// `True-Client-IP`...) are always removed, so the upstream never mistakes a
+    /// client's claim for the gateway's. On, they are kept under their exact names:
+    /// the peer's address is appended to the `X-Forwarded-For` list and the
+    /// proxy's `-Proto` and `-Host` take precedence. Route and method overrides
+    /// (`X-Original-URL`, `X-HTTP-Method-Override`...) are removed either way.
     /// Only turn it on when nothing but that proxy can reach `listen`.
     #[serde(default)]
     pub trust_forwarded: bool,

@@ -23,17 +23,23 @@
 //!
 //! Per request, in order:
 //! 1. `/-/health`, `/-/ready`, `/-/metrics` are answered by the gateway itself
-//!    (on `admin_listen` when configured, otherwise on `listen`);
+//!    (on `admin_listen` when configured, otherwise on `listen`); a `/-/ready`
+//!    probe while keys are missing retries the load, within the retry back-off;
 //! 2. the path is normalised ([`path`]); a refused path is a 400;
 //! 3. the first route whose prefix and methods match is chosen; when routes match
 //!    the prefix but none the method, a 405 with `Allow` (before authentication,
 //!    like the 404 when no route matches the prefix);
 //! 4. unless the route is public, the token is validated (the guard's RFC 6750
 //!    answer on failure) and the route's scopes checked (403 `insufficient_scope`);
-//! 5. hop-by-hop headers and every configured claim header are removed, the claim
-//!    headers set from the verified token, `X-Forwarded-For`/`-Proto`/`-Host` set
-//!    (`[forward] x_forwarded`, replacing the client's own unless
-//!    `trust_forwarded`), and the request is sent to the upstream
+//! 5. the claim headers are computed from the verified token; a claim the
+//!    upstream would read differently (whitespace at either end, a control or
+//!    non-ASCII character, not a string) refuses the request with 401
+//!    `invalid_token` rather than forwarding an altered or missing header;
+//! 6. hop-by-hop headers are removed, and every client header that must not reach
+//!    the upstream (claim headers and reserved names also as look-alikes with `_`,
+//!    route and method overrides, client-address headers unless `trust_forwarded`:
+//!    see `forward.rs`); the claim headers and `X-Forwarded-For`/`-Proto`/`-Host`
+//!    (`[forward] x_forwarded`) are set, and the request is sent to the upstream
 //!    with the normalised path and the original query; a refused connection is a
 //!    502, no response headers within `upstream_timeout_secs` a 504.
 //!
@@ -50,7 +56,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::FutureExt as _;
 use http::uri::{Authority, Scheme};
-use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, Version, header};
+use http::{HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri, Version, header};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt as _, Full};
 use hyper::body::Incoming;
@@ -62,7 +68,8 @@ use hyper_util::server::graceful::GracefulShutdown;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 
-use crate::{Algorithm, AuthError, BuildError, Guard, Issuer, VerifiedToken};
+use crate::error::TokenProblem;
+use crate::{Algorithm, AuthError, BuildError, Guard, GuardBuilder, Issuer};
 
 pub mod config;
 mod forward;
@@ -120,10 +127,40 @@ impl Gateway {
     /// Checks the configuration's meaning and builds the gateway (and its guard).
     /// Errors name the offending key. Nothing is fetched or bound yet.
     pub fn from_config(config: GatewayConfig) -> Result<Gateway, ConfigError> {
+        Self::from_config_with(config, |builder| builder)
+    }
+
+    /// [`from_config`](Self::from_config), with the guard's builder adjusted by
+    /// `configure` after the configuration was applied: an HTTP client with a
+    /// private CA for the issuers, or a clock in tests.
+    ///
+    /// ```
+    /// use bearer_guard::clock::ManualClock;
+    /// use bearer_guard::gateway::{Gateway, GatewayConfig};
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let config = GatewayConfig::from_toml(r#"
+    ///     listen = "127.0.0.1:8080"
+    ///     upstream = "http://127.0.0.1:9000"
+    ///     [[issuer]]
+    ///     issuer = "https://login.example.com"
+    ///     audiences = ["https://api.example.com"]
+    ///     [[route]]
+    ///     path = "/"
+    /// "#)?;
+    /// let clock = ManualClock::starting_now();
+    /// let gateway = Gateway::from_config_with(config, |b| b.clock(clock.clone()))?;
+    /// assert!(!gateway.guard().ready());
+    /// # Ok(()) }
+    /// ```
+    pub fn from_config_with(
+        config: GatewayConfig,
+        configure: impl FnOnce(GuardBuilder) -> GuardBuilder,
+    ) -> Result<Gateway, ConfigError> {
         let upstream = parse_upstream(&config.upstream)?;
         let upstream_timeout = seconds("upstream_timeout_secs", config.upstream_timeout_secs)?;
         let shutdown_timeout = seconds("shutdown_timeout_secs", config.shutdown_timeout_secs)?;
-        let guard = build_guard(&config)?;
+        let guard = build_guard(&config, configure)?;
         if config.routes.is_empty() {
             return Err(ConfigError::at(
                 "route",
@@ -183,7 +220,8 @@ impl Gateway {
 
     /// Serves the proxy on `listener` until `shutdown` completes, then lets
     /// in-flight requests finish (bounded by `shutdown_timeout_secs`). Also starts
-    /// loading the issuers' keys in the background, so `/-/ready` turns green early.
+    /// loading the issuers' keys in the background, so `/-/ready` turns green early
+    /// (unless a load failed less than the retry back-off ago).
     pub async fn serve(
         &self,
         listener: TcpListener,
@@ -191,7 +229,7 @@ impl Gateway {
     ) -> io::Result<()> {
         let guard = self.shared.guard.clone();
         tokio::spawn(async move {
-            if let Err(e) = guard.prefetch().await {
+            if let Err(e) = guard.load_missing_keys().await {
                 tracing::warn!(error = %e, "initial key load failed; retried on demand");
             }
         });
@@ -333,7 +371,8 @@ impl Gateway {
         // an anonymous client could make the gateway do. What the 405 tells such
         // a client (this path is routed, for these methods) is configuration,
         // which the 404/401 difference already shows for paths.
-        let route = match route::select(&self.shared.routes, req.method(), &path) {
+        let key = path::match_key(&path);
+        let route = match route::select(&self.shared.routes, req.method(), &key) {
             Selected::Route(route) => route,
             Selected::MethodNotAllowed(allowed) => {
                 return count("method_not_allowed", method_not_allowed(&allowed));
@@ -364,7 +403,21 @@ impl Gateway {
             };
             return count("forbidden", self.refusal(&e, req.headers()));
         }
-        self.forward(req, &path, token.as_ref(), peer.ip()).await
+        let claims = match token
+            .as_ref()
+            .map(|t| self.shared.forwarding.claim_headers(t))
+        {
+            None => Vec::new(),
+            Some(Ok(claims)) => claims,
+            Some(Err(e)) => {
+                // A verified token the upstream would read differently: refused as
+                // an invalid token (README, "What happens to a request").
+                tracing::warn!(error = %e, "refused: a claim cannot be forwarded as is");
+                let e = AuthError::InvalidToken(TokenProblem::BadClaims(e.to_string()));
+                return count("rejected", self.refusal(&e, req.headers()));
+            }
+        };
+        self.forward(req, &path, claims, peer.ip()).await
     }
 
     fn refusal(&self, error: &AuthError, request: &http::HeaderMap) -> Response<GatewayBody> {
@@ -375,7 +428,7 @@ impl Gateway {
         &self,
         req: Request<Incoming>,
         path: &str,
-        token: Option<&VerifiedToken>,
+        claims: Vec<(HeaderName, HeaderValue)>,
         peer: IpAddr,
     ) -> Response<GatewayBody> {
         let s = &self.shared;
@@ -413,12 +466,12 @@ impl Gateway {
         strip_hop_by_hop(headers);
         // The client sets Host from the upstream URI.
         headers.remove(header::HOST);
-        s.forwarding.remove_claim_headers(headers);
+        s.forwarding.remove_untrusted(headers);
         if s.forwarding.strip_authorization {
             headers.remove(header::AUTHORIZATION);
         }
-        if let Some(token) = token {
-            s.forwarding.set_claim_headers(headers, token);
+        for (name, value) in claims {
+            headers.insert(name, value);
         }
         s.forwarding.set_forwarded_headers(headers, peer, host);
         let sent = s.client.request(Request::from_parts(parts, body));
@@ -456,9 +509,11 @@ impl Gateway {
             "/-/health" => own(StatusCode::OK, "ok", "alive"),
             "/-/ready" => {
                 if !guard.ready() {
-                    // A probe while keys are missing is a load attempt: the issuer
-                    // may be back, and probes are rare enough not to hammer it.
-                    let _ = guard.prefetch().await;
+                    // A probe while keys are missing is a load attempt (the issuer
+                    // may be back), but no more often than the key store's retry
+                    // back-off allows: anyone who can reach the probe could
+                    // otherwise make the gateway hammer a down issuer.
+                    let _ = guard.load_missing_keys().await;
                 }
                 let issuers: Vec<_> = guard
                     .key_status()
@@ -570,7 +625,10 @@ fn seconds(key: &str, value: Option<f64>) -> Result<Duration, ConfigError> {
     }
 }
 
-fn build_guard(config: &GatewayConfig) -> Result<Guard, ConfigError> {
+fn build_guard(
+    config: &GatewayConfig,
+    configure: impl FnOnce(GuardBuilder) -> GuardBuilder,
+) -> Result<Guard, ConfigError> {
     if config.issuers.is_empty() {
         return Err(ConfigError::at(
             "issuer",
@@ -612,7 +670,7 @@ fn build_guard(config: &GatewayConfig) -> Result<Guard, ConfigError> {
     if config.allow_insecure_http {
         builder = builder.allow_insecure_http();
     }
-    builder
+    configure(builder)
         .build()
         .map_err(|e| ConfigError::at(build_error_key(&e, config), e.to_string()))
 }

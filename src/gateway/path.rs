@@ -2,21 +2,35 @@
 //!
 //! The gateway decides on the path it forwards, so the upstream must never see a
 //! path that means something else than the one the route matched (`/public/../admin`,
-//! `/orders/%2e%2e/admin`, `/orders%2fx`). [`normalize_path`] turns the raw path of
-//! the request target into one canonical form, or refuses it:
+//! `/orders/%2e%2e/admin`, `/orders%2fx`, `/orders/..;/admin`). [`normalize_path`]
+//! turns the raw path of the request target into one canonical form, or refuses it:
 //!
 //! 1. the path must start with `/`;
-//! 2. a raw `\` is refused (some servers read it as `/`);
+//! 2. a raw `\` is refused (some servers read it as `/`), and so is a raw `;`:
+//!    Tomcat, Jetty and Spring cut path parameters (`/orders/..;/admin` reaches
+//!    `/admin` there, CVE-2020-1957), so a `;` anywhere in the path is refused
+//!    rather than given one meaning here and another upstream;
 //! 3. percent-encodings must be `%` and two hex digits; those of unreserved
 //!    characters (`A-Z a-z 0-9 - . _ ~`, RFC 3986 §2.3) are decoded, every other one
-//!    is kept with upper-case hex, except that an encoded `/` (`%2F`), `\` (`%5C`),
-//!    NUL or other control character (`%00`-`%1F`, `%7F`) is refused;
+//!    is kept with upper-case hex, except that these are refused:
+//!    - an encoded `/` (`%2F`) or `\` (`%5C`): a separator hidden from the router;
+//!    - an encoded `;` (`%3B`): a path parameter for stacks that decode first;
+//!    - an encoded `%` that starts another encoding (`%25` and two hex digits, e.g.
+//!      `%252e`): an upstream that decodes twice would see a different path;
+//!    - NUL and the other control characters, encoded (`%00`-`%1F`, `%7F`) or not,
+//!      and the C1 controls (U+0080-U+009F);
+//!    - bytes that do not decode to UTF-8, such as the overlong `%C0%AE` (a `.` to
+//!      lenient decoders) or a lone `%FF`;
 //! 4. empty segments are dropped (`//` becomes `/`), `.` segments are removed, and
 //!    `..` removes the segment before it; a `..` above the root is refused;
 //! 5. a trailing `/` (or a final `.`/`..` segment) is kept as a trailing `/`.
 //!
 //! Decoding happens before step 4, so `%2e%2e` is a `..` segment like any other.
 //! Refusals are answered with 400 and never forwarded.
+//!
+//! The normal form is what is forwarded. Routes are matched on its fully decoded
+//! form ([`match_key`]), which is what an upstream that decodes the path once
+//! routes on: `/caf%C3%A9` and `/café`, or `/a%21` and `/a!`, take the same route.
 
 use std::fmt;
 
@@ -30,10 +44,16 @@ pub enum PathError {
     InvalidPercentEncoding,
     /// `%2F` or `%5C`: a separator hidden from the router.
     EncodedSeparator,
-    /// `%00`-`%1F` or `%7F`.
+    /// A control character: `%00`-`%1F`, `%7F`, or U+0080-U+009F.
     ControlCharacter,
     /// A raw `\`.
     Backslash,
+    /// A `;` (raw or `%3B`): a path parameter to Tomcat, Jetty or Spring.
+    PathParameter,
+    /// `%25` followed by two hex digits: an encoding hidden under another.
+    DoubleEncoding,
+    /// Percent-encoded bytes that are not UTF-8 (overlong forms included).
+    InvalidUtf8,
     /// A `..` segment that would climb above `/`.
     AboveRoot,
 }
@@ -44,8 +64,11 @@ impl fmt::Display for PathError {
             PathError::NotAbsolute => "the path must start with /",
             PathError::InvalidPercentEncoding => "invalid percent-encoding in the path",
             PathError::EncodedSeparator => "encoded / or \\ in the path",
-            PathError::ControlCharacter => "encoded control character in the path",
+            PathError::ControlCharacter => "control character in the path",
             PathError::Backslash => "\\ in the path",
+            PathError::PathParameter => "; in the path (path parameters are not accepted)",
+            PathError::DoubleEncoding => "double percent-encoding in the path",
+            PathError::InvalidUtf8 => "the path does not decode to UTF-8",
             PathError::AboveRoot => "the path climbs above the root",
         })
     }
@@ -93,22 +116,22 @@ pub fn normalize_path(path: &str) -> Result<String, PathError> {
     Ok(out)
 }
 
-/// Decodes the unreserved percent-encodings of one segment (rule 3).
+/// Decodes the unreserved percent-encodings of one segment (rules 2 and 3).
 fn decode_segment(raw: &str) -> Result<String, PathError> {
     let bytes = raw.as_bytes();
     let mut out = String::with_capacity(raw.len());
+    // The segment fully decoded, to check that it is UTF-8 without controls.
+    let mut decoded: Vec<u8> = Vec::with_capacity(raw.len());
     let mut i = 0;
     while i < bytes.len() {
         match bytes[i] {
             b'\\' => return Err(PathError::Backslash),
+            b';' => return Err(PathError::PathParameter),
             b'%' => {
-                let hex = |b: Option<&u8>| {
-                    b.and_then(|b| (*b as char).to_digit(16))
-                        .ok_or(PathError::InvalidPercentEncoding)
-                };
-                let value = (hex(bytes.get(i + 1))? * 16 + hex(bytes.get(i + 2))?) as u8;
+                let value = hex_pair(bytes, i + 1).ok_or(PathError::InvalidPercentEncoding)?;
                 match value {
                     b'/' | b'\\' => return Err(PathError::EncodedSeparator),
+                    b';' => return Err(PathError::PathParameter),
                     0x00..=0x1f | 0x7f => return Err(PathError::ControlCharacter),
                     b if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') => {
                         out.push(b as char);
@@ -118,21 +141,73 @@ fn decode_segment(raw: &str) -> Result<String, PathError> {
                         out.push_str(&format!("{b:02X}"));
                     }
                 }
+                decoded.push(value);
                 i += 3;
             }
             _ => {
-                // Copy the run up to the next special byte; `%` and `\` are ASCII,
-                // so the run ends on a character boundary.
+                // Copy the run up to the next special byte; `%`, `;` and `\` are
+                // ASCII, so the run ends on a character boundary.
                 let end = bytes[i..]
                     .iter()
-                    .position(|b| matches!(b, b'%' | b'\\'))
+                    .position(|b| matches!(b, b'%' | b'\\' | b';'))
                     .map_or(bytes.len(), |p| i + p);
                 out.push_str(&raw[i..end]);
+                decoded.extend_from_slice(&bytes[i..end]);
                 i = end;
             }
         }
     }
+    // Checked on the output, where `%25%32%65` has become `%252e`.
+    let out_bytes = out.as_bytes();
+    if (0..out_bytes.len())
+        .any(|i| out_bytes[i..].starts_with(b"%25") && hex_pair(out_bytes, i + 3).is_some())
+    {
+        return Err(PathError::DoubleEncoding);
+    }
+    let text = std::str::from_utf8(&decoded).map_err(|_| PathError::InvalidUtf8)?;
+    if text.chars().any(|c| c.is_control()) {
+        return Err(PathError::ControlCharacter);
+    }
     Ok(out)
+}
+
+/// The byte that the two hex digits at `bytes[at..at + 2]` encode.
+fn hex_pair(bytes: &[u8], at: usize) -> Option<u8> {
+    let digit = |b: Option<&u8>| b.and_then(|b| (*b as char).to_digit(16));
+    Some((digit(bytes.get(at))? * 16 + digit(bytes.get(at + 1))?) as u8)
+}
+
+/// What routes are matched on: a [`normalize_path`] result with every
+/// percent-encoding decoded, i.e. the path an upstream that decodes once sees.
+/// Normal forms never hold `%2F`, `%3B` or bytes that are not UTF-8, so decoding
+/// cannot add a segment or fail; a path that is not in normal form is returned as is.
+///
+/// ```
+/// use bearer_guard::gateway::path::{match_key, normalize_path};
+///
+/// let a = normalize_path("/caf%C3%A9/a%21").unwrap();
+/// let b = normalize_path("/café/a!").unwrap();
+/// assert_ne!(a, b);
+/// assert_eq!(match_key(&a), match_key(&b));
+/// assert_eq!(match_key(&a), "/café/a!");
+/// ```
+pub fn match_key(normal: &str) -> String {
+    let bytes = normal.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match (bytes[i], hex_pair(bytes, i + 1)) {
+            (b'%', Some(b)) => {
+                out.push(b);
+                i += 3;
+            }
+            (b, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).unwrap_or_else(|_| normal.to_owned())
 }
 
 #[cfg(test)]
@@ -199,6 +274,82 @@ mod tests {
         assert_eq!(ok("/%7Euser/%41%62%2D%5F"), "/~user/Ab-_");
         assert_eq!(ok("/a%20b/%3f/%e2%82%ac"), "/a%20b/%3F/%E2%82%AC");
         assert_eq!(ok("/caf\u{e9}"), "/caf\u{e9}");
+    }
+
+    #[test]
+    fn refuses_path_parameters_raw_or_encoded() {
+        for bad in [
+            "/orders/..;/admin",
+            "/a;b",
+            "/a;",
+            "/;/x",
+            "/a%3bb",
+            "/a%3B",
+        ] {
+            assert_eq!(normalize_path(bad), Err(PathError::PathParameter), "{bad}");
+        }
+    }
+
+    #[test]
+    fn refuses_an_encoding_hidden_under_an_encoded_percent() {
+        for bad in ["/%252e%252e/admin", "/a%2541", "/a%252F", "/a%25%32%35"] {
+            let got = normalize_path(bad);
+            assert!(
+                matches!(
+                    got,
+                    Err(PathError::DoubleEncoding | PathError::InvalidPercentEncoding)
+                ),
+                "{bad}: {got:?}"
+            );
+        }
+        assert_eq!(
+            normalize_path("/%252e%252e/admin"),
+            Err(PathError::DoubleEncoding)
+        );
+        // A literal `%` that starts no encoding is data.
+        assert_eq!(ok("/100%25"), "/100%25");
+        assert_eq!(ok("/50%25off"), "/50%25off");
+    }
+
+    #[test]
+    fn refuses_bytes_that_are_not_utf8() {
+        for bad in [
+            "/%C0%AE%C0%AE/admin",
+            "/%c0%ae",
+            "/%FF",
+            "/%E2%82",
+            "/%ED%A0%80",
+        ] {
+            assert_eq!(normalize_path(bad), Err(PathError::InvalidUtf8), "{bad}");
+        }
+        assert_eq!(ok("/%E2%82%AC"), "/%E2%82%AC");
+    }
+
+    #[test]
+    fn refuses_c1_controls_raw_or_encoded() {
+        for bad in ["/a%C2%85", "/a%c2%9b", "/a\u{85}", "/\u{9b}x"] {
+            assert_eq!(
+                normalize_path(bad),
+                Err(PathError::ControlCharacter),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn match_key_decodes_what_the_upstream_decodes() {
+        assert_eq!(match_key("/caf%C3%A9"), "/café");
+        assert_eq!(match_key("/a%20b/%3F"), "/a b/?");
+        assert_eq!(match_key("/100%25"), "/100%");
+        assert_eq!(match_key("/plain/path/"), "/plain/path/");
+        // Equivalent spellings share one key.
+        for (a, b) in [
+            ("/caf%C3%A9", "/café"),
+            ("/a%21", "/a!"),
+            ("/x%40y", "/x@y"),
+        ] {
+            assert_eq!(match_key(&ok(a)), match_key(&ok(b)), "{a} vs {b}");
+        }
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use http::Method;
 
 use super::config::{ConfigError, RouteConfig};
-use super::path::normalize_path;
+use super::path::{match_key, normalize_path};
 use crate::RequireScope;
 use crate::scope::is_scope_token;
 
@@ -29,8 +29,9 @@ impl Route {
         let prefix = match normalize_path(&c.path) {
             Ok(p) if p == c.path || p == format!("{}/", c.path.trim_end_matches('/')) => {
                 // Stored without a trailing slash, so `/orders/` matches `/orders/7`.
+                // Matched, like request paths, on the decoded form (`path::match_key`).
                 let trimmed = p.trim_end_matches('/');
-                if trimmed.is_empty() { "/" } else { trimmed }.to_owned()
+                match_key(if trimmed.is_empty() { "/" } else { trimmed })
             }
             Ok(p) => {
                 return Err(ConfigError::at(
@@ -98,7 +99,8 @@ impl Route {
         })
     }
 
-    /// Whether this route applies to `method` on the normalised `path`.
+    /// Whether this route applies to `method` on `path`, the
+    /// [`match_key`] of a normalised path.
     pub fn matches(&self, method: &Method, path: &str) -> bool {
         self.matches_path(path) && self.methods.as_ref().is_none_or(|m| m.contains(method))
     }
@@ -124,7 +126,8 @@ pub(crate) enum Selected<'a> {
     NotFound,
 }
 
-/// Chooses the route for `method` on the normalised `path`: first match wins.
+/// Chooses the route for `method` on `path` (the [`match_key`] of the normalised
+/// path): first match wins.
 pub(crate) fn select<'a>(routes: &'a [Route], method: &Method, path: &str) -> Selected<'a> {
     if let Some(route) = routes.iter().find(|r| r.matches(method, path)) {
         return Selected::Route(route);

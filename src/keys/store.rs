@@ -182,26 +182,35 @@ impl KeyStore {
             .map_or(0, |d| d.as_millis() as u64)
     }
 
+    /// The current keys when they may be used without waiting (loaded, and not
+    /// older than the staleness limit), starting a background refresh when one is
+    /// due. `None` when a request would have to wait for a fetch.
+    pub(crate) fn keys_now(self: &Arc<Self>) -> Option<Arc<Loaded>> {
+        let loaded = self.current.load_full()?;
+        let now = self.now();
+        let stale_limit = loaded
+            .expires_at
+            .saturating_add(self.context.policy.max_staleness.as_millis() as u64);
+        if now >= stale_limit {
+            return None;
+        }
+        // Refresh-ahead: fire and forget; this request keeps the current keys.
+        // Two atomic loads keep the many requests that arrive while a fetch
+        // runs, or during the retry back-off, off the mutex.
+        if now >= loaded.refresh_at
+            && !self.fetching.load(Ordering::Acquire)
+            && now >= self.next_attempt.load(Ordering::Acquire)
+        {
+            drop(self.start_or_join(true));
+        }
+        Some(loaded)
+    }
+
     /// The keys to verify with now. Waits only when there are none (or they are
     /// older than the staleness limit); otherwise may start a background refresh.
     pub(crate) async fn keys(self: &Arc<Self>) -> Result<Arc<Loaded>, AuthError> {
-        let now = self.now();
-        if let Some(loaded) = self.current.load_full() {
-            let stale_limit = loaded
-                .expires_at
-                .saturating_add(self.context.policy.max_staleness.as_millis() as u64);
-            if now < stale_limit {
-                // Refresh-ahead: fire and forget; this request keeps the current keys.
-                // Two atomic loads keep the many requests that arrive while a fetch
-                // runs, or during the retry back-off, off the mutex.
-                if now >= loaded.refresh_at
-                    && !self.fetching.load(Ordering::Acquire)
-                    && now >= self.next_attempt.load(Ordering::Acquire)
-                {
-                    drop(self.start_or_join(true));
-                }
-                return Ok(loaded);
-            }
+        if let Some(loaded) = self.keys_now() {
+            return Ok(loaded);
         }
         match self.start_or_join(true) {
             Some(fetch) => fetch.await.map_err(|e| self.unavailable(&e)),

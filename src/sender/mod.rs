@@ -41,7 +41,7 @@ mod replay;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::{Extensions, HeaderMap, Method, Uri};
+use http::{HeaderMap, Method, Uri};
 
 pub use dpop::jwk_thumbprint;
 pub use mtls::{ClientCertificate, confirm_certificate};
@@ -247,20 +247,6 @@ impl<'a> Presentation<'a> {
             certificate: None,
         }
     }
-
-    pub(crate) fn request(
-        scheme: Scheme,
-        method: &'a Method,
-        uri: &'a Uri,
-        headers: &'a HeaderMap,
-        extensions: &'a Extensions,
-    ) -> Self {
-        Presentation {
-            scheme,
-            request: Some((method, uri, headers)),
-            certificate: extensions.get::<ClientCertificate>(),
-        }
-    }
 }
 
 /// The binding rules, after the token itself was verified: a DPoP-bound token
@@ -273,6 +259,42 @@ pub(crate) async fn confirm(
     presented: &Presentation<'_>,
     now: u64,
 ) -> Result<(), AuthError> {
+    let Some(jkt) = binding_rules(dpop, token, presented.scheme, presented.certificate)? else {
+        return Ok(());
+    };
+    let (Some(verifier), Some((method, uri, headers))) = (dpop, presented.request) else {
+        return Err(AuthError::InvalidToken(TokenProblem::Binding(
+            BindingProblem::DpopNotAccepted,
+        )));
+    };
+    let target = ProofTarget {
+        headers,
+        method,
+        uri,
+        access_token: raw,
+        jkt,
+        now,
+    };
+    verifier.verify(&target).await
+}
+
+/// [`confirm`] for a token sent with the `Bearer` scheme: nothing to wait for.
+pub(crate) fn bearer_binding(
+    dpop: Option<&DpopVerifier>,
+    token: &VerifiedToken,
+    certificate: Option<&ClientCertificate>,
+) -> Result<(), AuthError> {
+    binding_rules(dpop, token, Scheme::Bearer, certificate).map(|_| ())
+}
+
+/// Every rule but the proof itself; `Some(jkt)` when a DPoP proof by that key
+/// must still be checked.
+fn binding_rules<'t>(
+    dpop: Option<&DpopVerifier>,
+    token: &'t VerifiedToken,
+    scheme: Scheme,
+    certificate: Option<&ClientCertificate>,
+) -> Result<Option<&'t str>, AuthError> {
     let refuse = |p| Err(AuthError::InvalidToken(TokenProblem::Binding(p)));
     let cnf = token.registered().cnf.as_ref();
     if let Some(cnf) = cnf
@@ -285,32 +307,20 @@ pub(crate) async fn confirm(
         .and_then(|d| d.modes.get(token.issuer_index()).copied())
         .unwrap_or(DpopMode::Disabled);
     let jkt = cnf.and_then(|c| c.jkt.as_deref());
-    match (presented.scheme, jkt) {
+    let prove = match (scheme, jkt) {
         (Scheme::Dpop, _) if mode == DpopMode::Disabled => {
             return refuse(BindingProblem::DpopNotAccepted);
         }
         (Scheme::Dpop, None) => return refuse(BindingProblem::NotDpopBound),
-        (Scheme::Dpop, Some(jkt)) => {
-            let (Some(verifier), Some((method, uri, headers))) = (dpop, presented.request) else {
-                return refuse(BindingProblem::DpopNotAccepted);
-            };
-            let target = ProofTarget {
-                headers,
-                method,
-                uri,
-                access_token: raw,
-                jkt,
-                now,
-            };
-            verifier.verify(&target).await?;
-        }
+        (Scheme::Dpop, Some(jkt)) => Some(jkt),
         (Scheme::Bearer, Some(_)) => return refuse(BindingProblem::DpopBoundAsBearer),
         (Scheme::Bearer, None) if mode == DpopMode::Required => {
             return refuse(BindingProblem::DpopRequired);
         }
-        (Scheme::Bearer, None) => {}
-    }
-    confirm_certificate(token, presented.certificate)
+        (Scheme::Bearer, None) => None,
+    };
+    confirm_certificate(token, certificate)?;
+    Ok(prove)
 }
 
 /// The `DPoP-Nonce` to send with a successful DPoP-authenticated response when
