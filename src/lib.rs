@@ -31,7 +31,8 @@
 //!
 //! Features: `axum` (default: extractors), `authz-server` (the bundled OAuth 2.1
 //! authorization server for tests and local development), `cookie` (tokens from a
-//! cookie), `metrics` (counters through the `metrics` facade).
+//! cookie), `metrics` (counters through the `metrics` facade), `redis` (a DPoP
+//! replay store shared by replicas, `sender::RedisReplayStore`).
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
