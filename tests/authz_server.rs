@@ -1655,6 +1655,17 @@ async fn authorization_code_and_refresh_with_dpop_issue_dpop_bound_tokens() {
         ("client_id", "spa"),
         ("refresh_token", refresh_token),
     ];
+    // A public client's refresh token is bound to its key (RFC 9449 §5.8):
+    // refused without a proof and with another key, and not spent by either.
+    let (status, _, body) = token_request(&server, None, &form).await;
+    assert_oauth_error(&(status, body), StatusCode::BAD_REQUEST, "invalid_grant");
+    let thief = DpopKey::generate();
+    let stolen = thief
+        .proof("POST", &server.token_endpoint())
+        .iat(clock.unix_seconds())
+        .sign();
+    let refused = dpop_token_request(&server, &form, stolen).await;
+    assert_oauth_error(&refused, StatusCode::BAD_REQUEST, "invalid_grant");
     let (status, body) = dpop_token_request(&server, &form, proof()).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["token_type"], "DPoP");

@@ -240,6 +240,7 @@ fn client_credentials(
         subject: client.id().to_owned(),
         scope: grant_scope(requested, client.allowed_scopes())?,
         audiences: shared.audiences_for(&params.resources())?,
+        dpop_jkt: None,
     };
     let access = shared.sign_access_token(&grant, jkt)?;
     Ok(shared.token_response(&grant, access.token, None, jkt.is_some()))
@@ -264,7 +265,7 @@ fn authorization_code(
     // One lock from check to commit: a refused request consumes nothing, and
     // two concurrent redemptions cannot both pass the check.
     let mut store = lock(&shared.store);
-    let checked = store.check_code(
+    let mut checked = store.check_code(
         code,
         client.id(),
         redirect_uri,
@@ -272,6 +273,11 @@ fn authorization_code(
         &params.resources(),
         now,
     )?;
+    // A public client's refresh tokens are bound to the key it redeemed the
+    // code with (RFC 9449 §5.8); a confidential client authenticates anyway.
+    if let (true, Some(jkt)) = (client.is_public(), jkt) {
+        checked.bind_dpop(jkt);
+    }
     let grant = checked.grant.clone();
     let access = shared.sign_access_token(&grant, jkt)?;
     let refresh = store.complete_code(code, checked, access.issued, shared.refresh_expiry(), now);
@@ -289,6 +295,14 @@ fn refresh_token(
     let now = shared.now();
     let mut store = lock(&shared.store);
     let checked = store.check_refresh(token, client.id(), requested, &params.resources(), now)?;
+    if let Some(bound) = &checked.grant.dpop_jkt
+        && jkt != Some(bound.as_str())
+    {
+        // Refused before anything is spent: the token stays usable with its key.
+        return Err(OAuthError::invalid_grant(
+            "the refresh token is bound to another DPoP key",
+        ));
+    }
     let grant = checked.grant.clone();
     let access = shared.sign_access_token(&grant, jkt)?;
     let refresh =
