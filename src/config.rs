@@ -82,6 +82,7 @@ impl Guard {
     /// unless its retry back-off after a failure is still running: unlike
     /// [`prefetch`](Self::prefetch), a caller cannot make the guard fetch more often
     /// than `retry_interval` (the gateway's `/-/ready` probes and start-up).
+    #[cfg(feature = "gateway")]
     pub(crate) async fn load_missing_keys(&self) -> Result<(), AuthError> {
         for entry in self.inner.issuers.entries() {
             entry.store.keys().await?;

@@ -34,6 +34,7 @@ pub(crate) enum Scheme {
 
 impl TokenSource {
     /// Finds the request's bearer token, without allocating.
+    #[cfg(test)]
     pub(crate) fn extract<'h>(&self, headers: &'h HeaderMap) -> Result<&'h str, AuthError> {
         self.extract_scheme(headers, false).map(|(_, token)| token)
     }
@@ -220,6 +221,30 @@ mod tests {
         ] {
             assert_eq!(source().extract(&headers(v)), Err(AuthError::MissingToken));
         }
+    }
+
+    #[test]
+    fn the_dpop_scheme_is_read_only_when_dpop_is_on() {
+        let h = headers(&["DPoP abc.def.ghi"]);
+        assert_eq!(
+            source().extract_scheme(&h, true),
+            Ok((Scheme::Dpop, "abc.def.ghi"))
+        );
+        assert_eq!(
+            source().extract_scheme(&h, false),
+            Err(AuthError::MissingToken)
+        );
+        for v in ["DPoPX abc", "dpop", "DPoP "] {
+            assert!(
+                source().extract_scheme(&headers(&[v]), true).is_err(),
+                "{v}"
+            );
+        }
+        let bearer = headers(&["bearer abc"]);
+        assert_eq!(
+            source().extract_scheme(&bearer, true),
+            Ok((Scheme::Bearer, "abc"))
+        );
     }
 
     #[test]
