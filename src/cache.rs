@@ -5,7 +5,8 @@
 //!   collision can let a different token through.
 //! - **Only successes** are cached, so an attacker cannot fill it with garbage, and
 //!   tokens over a size bound are not cached at all.
-//! - **Every hit re-checks** `exp`/`nbf`/`iat` against the clock; the route's scope
+//! - **Every hit re-checks** `exp`/`nbf`/`iat` against the clock and a tenant
+//!   template's tenant policy (a predicate may change its mind); the route's scope
 //!   check runs as always, after the layer.
 //! - **Bound to its signing key**: an entry counts only while the very key that
 //!   verified it is still in its issuer's key set. A key that is rotated out,
@@ -27,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use moka::sync::Cache;
 
-use crate::claims::VerifiedToken;
+use crate::claims::{NumericDate, VerifiedToken};
 use crate::keys::VerifyingKey;
 
 /// Settings of the verified-token cache.
@@ -135,7 +136,7 @@ impl Doorkeeper {
 }
 
 pub(crate) struct TokenCache {
-    cache: Cache<Box<str>, Entry, TokenHasher>,
+    cache: Cache<Arc<str>, Entry, TokenHasher>,
     doorkeeper: Doorkeeper,
     max_token_bytes: usize,
     max_ttl: Duration,
@@ -152,14 +153,14 @@ type TokenHasher = foldhash::fast::RandomState;
 
 /// An entry's weight: its bytes, at least `floor`.
 fn weigh(token: &str, entry: &Entry, floor: u64) -> u32 {
-    let bytes = token.len() + entry.token.raw_claims().len() + ENTRY_OVERHEAD;
+    let bytes = token.len() + entry.token.claims_json().len() + ENTRY_OVERHEAD;
     u32::try_from((bytes as u64).max(floor)).unwrap_or(u32::MAX)
 }
 
 struct UntilExpiry;
 
-impl moka::Expiry<Box<str>, Entry> for UntilExpiry {
-    fn expire_after_create(&self, _: &Box<str>, entry: &Entry, _: Instant) -> Option<Duration> {
+impl moka::Expiry<Arc<str>, Entry> for UntilExpiry {
+    fn expire_after_create(&self, _: &Arc<str>, entry: &Entry, _: Instant) -> Option<Duration> {
         Some(entry.lifetime)
     }
 }
@@ -172,9 +173,7 @@ impl TokenCache {
         // With every entry weighing at least max_bytes / max_entries, the memory
         // bound also bounds the number of entries.
         let floor = config.max_bytes.div_ceil(config.max_entries);
-        // moka hands the key as `&Box<str>`.
-        #[allow(clippy::borrowed_box)]
-        let weigher = move |token: &Box<str>, entry: &Entry| weigh(token, entry, floor);
+        let weigher = move |token: &Arc<str>, entry: &Entry| weigh(token, entry, floor);
         let cache = Cache::builder()
             .max_capacity(config.max_bytes)
             .weigher(weigher)
@@ -217,30 +216,39 @@ impl TokenCache {
         self.cache.invalidate(token);
     }
 
-    /// Caches a token verified at `now` (seconds) until `exp + leeway`, at most
-    /// `max_ttl`, if this is the second time it was verified.
+    /// Caches a token verified at `now` (since the Unix epoch) until
+    /// `exp + leeway`, at most `max_ttl`, if this is the second time it was
+    /// verified.
     pub(crate) fn insert(
         &self,
         token: &str,
         verified: &VerifiedToken,
         key: Arc<VerifyingKey>,
         issuer: usize,
-        now: u64,
-        leeway: u64,
+        now: Duration,
+        leeway: Duration,
     ) {
         if token.len() > self.max_token_bytes {
             return;
         }
-        let remaining = verified
-            .expires_at()
+        let exp = verified
+            .registered()
+            .exp
+            .map_or(Duration::ZERO, NumericDate::since_epoch);
+        let lifetime = exp
             .saturating_add(leeway)
-            .saturating_sub(now);
-        let lifetime = Duration::from_secs(remaining).min(self.max_ttl);
+            .saturating_sub(now)
+            .min(self.max_ttl);
         if lifetime.is_zero() || !self.doorkeeper.seen_before(token) {
             return;
         }
+        // The verified token holds the same text: share it rather than copy it.
+        let text = match verified.access_token_arc() {
+            t if **t == *token => Arc::clone(t),
+            _ => Arc::from(token),
+        };
         self.cache.insert(
-            token.into(),
+            text,
             Entry {
                 token: verified.clone(),
                 key,
@@ -290,10 +298,10 @@ mod tests {
             typ: None,
         };
         let claims = RegisteredClaims {
-            exp: Some(exp),
+            exp: Some(NumericDate::from_secs(exp)),
             ..Default::default()
         };
-        VerifiedToken::new(header, claims, "{}".into(), 0, None)
+        VerifiedToken::new(header, claims, "{}".into(), "a.b.c".into(), 0, None)
     }
 
     fn cache(max_token_bytes: usize) -> TokenCache {
@@ -308,20 +316,31 @@ mod tests {
     /// Inserts as a second verification does (the first is only remembered).
     fn insert_twice(c: &TokenCache, token: &str, v: &VerifiedToken, now: u64) {
         for _ in 0..2 {
-            c.insert(token, v, a_key(), 0, now, 60);
+            c.insert(token, v, a_key(), 0, secs(now), secs(60));
         }
+    }
+
+    fn secs(s: u64) -> Duration {
+        Duration::from_secs(s)
     }
 
     #[test]
     fn a_token_is_cached_on_its_second_verification() {
         let c = cache(100);
-        c.insert("a.b.c", &verified(1000), a_key(), 0, 900, 60);
+        c.insert("a.b.c", &verified(1000), a_key(), 0, secs(900), secs(60));
         assert!(c.get("a.b.c").is_none());
-        c.insert("a.b.c", &verified(1000), a_key(), 0, 900, 60);
+        c.insert("a.b.c", &verified(1000), a_key(), 0, secs(900), secs(60));
         assert!(c.get("a.b.c").is_some());
         // One-off tokens never enter it.
         for i in 0..100 {
-            c.insert(&format!("once.{i}.x"), &verified(1000), a_key(), 0, 900, 60);
+            c.insert(
+                &format!("once.{i}.x"),
+                &verified(1000),
+                a_key(),
+                0,
+                secs(900),
+                secs(60),
+            );
         }
         assert_eq!(c.len(), 1);
     }

@@ -3,6 +3,7 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde::Deserialize;
 use serde::de::{self, DeserializeOwned, Deserializer, SeqAccess, Visitor};
@@ -12,6 +13,27 @@ use crate::jws::{Algorithm, TokenHeader};
 /// The largest NumericDate accepted: 9999-12-31T23:59:59Z. Anything beyond is
 /// refused rather than saturated, so no arithmetic on it can overflow.
 pub(crate) const MAX_NUMERIC_DATE: u64 = 253_402_300_799;
+
+/// A NumericDate (RFC 7519 §2): seconds since the Unix epoch, fraction kept to
+/// the nanosecond, so `exp = now + 0.5` is compared as such, never floored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct NumericDate(Duration);
+
+impl NumericDate {
+    pub(crate) fn from_secs(secs: u64) -> Self {
+        NumericDate(Duration::from_secs(secs))
+    }
+
+    /// Since the Unix epoch.
+    pub(crate) fn since_epoch(self) -> Duration {
+        self.0
+    }
+
+    /// Whole seconds (the fraction dropped), for display and the public accessors.
+    pub(crate) fn secs(self) -> u64 {
+        self.0.as_secs()
+    }
+}
 
 /// The registered claims bearer-guard checks, parsed once from the payload.
 ///
@@ -25,11 +47,11 @@ pub(crate) struct RegisteredClaims {
     #[serde(default, deserialize_with = "audience")]
     pub aud: Option<Vec<String>>,
     #[serde(default, deserialize_with = "numeric_date")]
-    pub exp: Option<u64>,
+    pub exp: Option<NumericDate>,
     #[serde(default, deserialize_with = "numeric_date")]
-    pub nbf: Option<u64>,
+    pub nbf: Option<NumericDate>,
     #[serde(default, deserialize_with = "numeric_date")]
-    pub iat: Option<u64>,
+    pub iat: Option<NumericDate>,
     #[serde(default)]
     pub jti: Option<String>,
     #[serde(default)]
@@ -91,7 +113,7 @@ pub enum Binding<'a> {
 }
 
 impl RegisteredClaims {
-    pub(crate) fn parse(payload: &[u8]) -> Result<Self, serde_json::Error> {
+    pub(crate) fn parse(payload: &str) -> Result<Self, serde_json::Error> {
         from_json_object(payload)
     }
 }
@@ -99,7 +121,11 @@ impl RegisteredClaims {
 /// Deserializes a JSON *object* into `T`. Derived structs would also accept a
 /// JSON array (`["https://a", ...]` as positional fields); a JOSE header or a
 /// claims set is only ever an object.
-pub(crate) fn from_json_object<T: DeserializeOwned>(json: &[u8]) -> Result<T, serde_json::Error> {
+///
+/// It takes text, not bytes: serde_json checks UTF-8 only in the strings it
+/// reads, and skips the bytes of members `T` ignores unchecked. The caller's
+/// `str::from_utf8` makes the whole document strict UTF-8 (RFC 8259 §8.1).
+pub(crate) fn from_json_object<T: DeserializeOwned>(json: &str) -> Result<T, serde_json::Error> {
     struct ObjectOnly<T>(T);
     impl<'de, T: Deserialize<'de>> Deserialize<'de> for ObjectOnly<T> {
         fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -117,15 +143,19 @@ pub(crate) fn from_json_object<T: DeserializeOwned>(json: &[u8]) -> Result<T, se
                 .map(ObjectOnly)
         }
     }
-    serde_json::from_slice::<ObjectOnly<T>>(json).map(|o| o.0)
+    serde_json::from_str::<ObjectOnly<T>>(json).map(|o| o.0)
 }
 
 /// A NumericDate (RFC 7519 §2): a JSON number of seconds, possibly fractional.
-/// Strings, booleans, negative, non-finite and absurdly large values are refused.
-pub(crate) fn numeric_date<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+/// A member that is present must be one: `null`, strings, booleans, arrays,
+/// objects, negative, non-finite and absurdly large values are all refused, for
+/// `exp`, `nbf` and `iat` alike (only an absent member is "no claim").
+pub(crate) fn numeric_date<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Option<NumericDate>, D::Error> {
     struct V;
     impl<'de> Visitor<'de> for V {
-        type Value = Option<u64>;
+        type Value = NumericDate;
         fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
             f.write_str("a NumericDate (a JSON number of seconds)")
         }
@@ -133,7 +163,7 @@ pub(crate) fn numeric_date<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64
             if v > MAX_NUMERIC_DATE {
                 return Err(E::custom(format!("NumericDate {v} is beyond year 9999")));
             }
-            Ok(Some(v))
+            Ok(NumericDate::from_secs(v))
         }
         fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
             u64::try_from(v)
@@ -144,16 +174,12 @@ pub(crate) fn numeric_date<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64
             if !v.is_finite() || v < 0.0 || v > MAX_NUMERIC_DATE as f64 {
                 return Err(E::custom(format!("NumericDate {v} is out of range")));
             }
-            Ok(Some(v.floor() as u64))
-        }
-        fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
-            Ok(None)
-        }
-        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
-            Ok(None)
+            Duration::try_from_secs_f64(v)
+                .map(NumericDate)
+                .map_err(|_| E::custom(format!("NumericDate {v} is out of range")))
         }
     }
-    d.deserialize_any(V)
+    d.deserialize_any(V).map(Some)
 }
 
 /// `aud`: one string or an array of strings (RFC 7519 §4.1.3).
@@ -258,6 +284,8 @@ struct Inner {
     claims: RegisteredClaims,
     scopes: Scopes,
     raw: Box<str>,
+    /// The access token itself, shared with the cache's key for it.
+    token: Arc<str>,
     issuer_index: usize,
     tenant: Option<Box<str>>,
 }
@@ -268,6 +296,7 @@ impl VerifiedToken {
         header: TokenHeader,
         claims: RegisteredClaims,
         raw: Box<str>,
+        token: Arc<str>,
         issuer_index: usize,
         tenant: Option<Box<str>>,
     ) -> Self {
@@ -278,6 +307,7 @@ impl VerifiedToken {
                 claims,
                 scopes,
                 raw,
+                token,
                 issuer_index,
                 tenant,
             }),
@@ -319,18 +349,19 @@ impl VerifiedToken {
     }
 
     /// `exp`, in seconds since the Unix epoch.
+    /// A fractional `exp` is rounded down here; validation compares the fraction.
     pub fn expires_at(&self) -> u64 {
-        self.inner.claims.exp.unwrap_or_default()
+        self.inner.claims.exp.map_or(0, NumericDate::secs)
     }
 
     /// `iat`, in seconds since the Unix epoch.
     pub fn issued_at(&self) -> Option<u64> {
-        self.inner.claims.iat
+        self.inner.claims.iat.map(NumericDate::secs)
     }
 
     /// `nbf`, in seconds since the Unix epoch.
     pub fn not_before(&self) -> Option<u64> {
-        self.inner.claims.nbf
+        self.inner.claims.nbf.map(NumericDate::secs)
     }
 
     /// `jti`: the token's unique identifier.
@@ -379,9 +410,37 @@ impl VerifiedToken {
         }
     }
 
-    /// The verified claims as JSON text, exactly as the issuer signed them.
-    pub fn raw_claims(&self) -> &str {
+    /// The token's payload, the claims JSON object, as text exactly as the issuer
+    /// signed it (claims this crate does not model included).
+    pub fn claims_json(&self) -> &str {
         &self.inner.raw
+    }
+
+    /// The claims JSON text: the old name of [`VerifiedToken::claims_json`].
+    #[deprecated(
+        since = "0.1.1",
+        note = "renamed `claims_json`: it is the payload's JSON text"
+    )]
+    pub fn raw_claims(&self) -> &str {
+        self.claims_json()
+    }
+
+    /// The access token exactly as the client sent it (without `Bearer `), for
+    /// relaying it to a downstream API or an on-behalf-of exchange. It is a bearer
+    /// credential: never log it.
+    ///
+    /// ```
+    /// # fn relay(token: &bearer_guard::VerifiedToken) {
+    /// let header = format!("Bearer {}", token.access_token());
+    /// # }
+    /// ```
+    pub fn access_token(&self) -> &str {
+        &self.inner.token
+    }
+
+    /// The shared text of [`VerifiedToken::access_token`].
+    pub(crate) fn access_token_arc(&self) -> &Arc<str> {
+        &self.inner.token
     }
 
     /// Deserializes the verified claims into the application's own type.
@@ -421,45 +480,62 @@ mod tests {
     #[test]
     fn parses_standard_claims() {
         let c = RegisteredClaims::parse(
-            br#"{"iss":"https://a","sub":"u","aud":["x","y"],"exp":1700000000,"nbf":1.5,"iat":1699999999,"scope":"a b","scp":["c"],"extra":{"deep":[1,2]}}"#,
+            r#"{"iss":"https://a","sub":"u","aud":["x","y"],"exp":1700000000,"nbf":1.5,"iat":1699999999,"scope":"a b","scp":["c"],"extra":{"deep":[1,2]}}"#,
         )
         .unwrap();
         assert_eq!(c.iss.as_deref(), Some("https://a"));
         assert_eq!(c.aud.unwrap(), ["x", "y"]);
-        assert_eq!(c.exp, Some(1_700_000_000));
-        assert_eq!(c.nbf, Some(1));
+        assert_eq!(c.exp, Some(NumericDate::from_secs(1_700_000_000)));
+        assert_eq!(
+            c.nbf.map(NumericDate::since_epoch),
+            Some(Duration::from_millis(1500))
+        );
         let scopes = Scopes::from_claims(c.scope.as_deref(), c.scp.as_deref());
         assert_eq!(scopes.to_string(), "a b c");
     }
 
     #[test]
     fn aud_may_be_a_single_string() {
-        let c = RegisteredClaims::parse(br#"{"aud":"x"}"#).unwrap();
+        let c = RegisteredClaims::parse(r#"{"aud":"x"}"#).unwrap();
         assert_eq!(c.aud.unwrap(), ["x"]);
     }
 
     #[test]
     fn rejects_string_exp() {
-        assert!(RegisteredClaims::parse(br#"{"exp":"1700000000"}"#).is_err());
+        assert!(RegisteredClaims::parse(r#"{"exp":"1700000000"}"#).is_err());
     }
 
     #[test]
     fn rejects_negative_huge_and_boolean_dates() {
         for v in ["-1", "1e300", "253402300800", "true", "-0.5", "[1]"] {
             let json = format!(r#"{{"exp":{v}}}"#);
-            assert!(RegisteredClaims::parse(json.as_bytes()).is_err(), "{v}");
+            assert!(RegisteredClaims::parse(&json).is_err(), "{v}");
+        }
+    }
+
+    #[test]
+    fn a_present_time_claim_of_the_wrong_type_is_refused_like_exp() {
+        for claim in ["exp", "nbf", "iat"] {
+            for v in [
+                "null", "\"1\"", "false", "[]", "{}", "-1", "1e300", "-0.0001",
+            ] {
+                let json = format!(r#"{{"{claim}":{v}}}"#);
+                assert!(RegisteredClaims::parse(&json).is_err(), "{json}");
+            }
+            let absent = RegisteredClaims::parse("{}").unwrap();
+            assert!(absent.exp.is_none() && absent.nbf.is_none() && absent.iat.is_none());
         }
     }
 
     #[test]
     fn rejects_duplicate_claims() {
-        assert!(RegisteredClaims::parse(br#"{"iss":"a","iss":"b"}"#).is_err());
-        assert!(RegisteredClaims::parse(br#"{"exp":1,"exp":2}"#).is_err());
+        assert!(RegisteredClaims::parse(r#"{"iss":"a","iss":"b"}"#).is_err());
+        assert!(RegisteredClaims::parse(r#"{"exp":1,"exp":2}"#).is_err());
     }
 
     #[test]
     fn rejects_non_object_payloads() {
-        for p in [&b"[]"[..], b"1", b"\"x\"", b"null", b"", b"{"] {
+        for p in ["[]", "1", "\"x\"", "null", "", "{"] {
             assert!(RegisteredClaims::parse(p).is_err());
         }
     }
@@ -469,13 +545,13 @@ mod tests {
         // Unknown claims are skipped iteratively; known ones hit serde_json's
         // recursion limit. Neither recurses without bound.
         let deep = format!(r#"{{"x":{}{}}}"#, "[".repeat(100_000), "]".repeat(100_000));
-        assert!(RegisteredClaims::parse(deep.as_bytes()).is_ok());
+        assert!(RegisteredClaims::parse(&deep).is_ok());
         let deep = format!(
             r#"{{"aud":{}{}}}"#,
             "[".repeat(100_000),
             "]".repeat(100_000)
         );
-        assert!(RegisteredClaims::parse(deep.as_bytes()).is_err());
+        assert!(RegisteredClaims::parse(&deep).is_err());
     }
 
     #[test]

@@ -64,17 +64,21 @@ impl ManualClock {
     pub fn starting_now() -> Self {
         let millis = SystemTime::now()
             .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0);
+            .map_or(0, saturating_millis);
         Self {
             unix_millis: Arc::new(AtomicU64::new(millis)),
         }
     }
 
-    /// Moves the clock forward by `by`.
+    /// Moves the clock forward by `by` (it stops at the end of `u64` milliseconds
+    /// rather than wrapping).
     pub fn advance(&self, by: Duration) {
-        self.unix_millis
-            .fetch_add(by.as_millis() as u64, Ordering::SeqCst);
+        let by = saturating_millis(by);
+        let _ = self
+            .unix_millis
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |ms| {
+                Some(ms.saturating_add(by))
+            });
     }
 
     /// Sets the clock to `secs` seconds after the Unix epoch.
@@ -88,6 +92,12 @@ impl Clock for ManualClock {
     fn now(&self) -> SystemTime {
         UNIX_EPOCH + Duration::from_millis(self.unix_millis.load(Ordering::SeqCst))
     }
+}
+
+/// Whole milliseconds of `d`, `u64::MAX` for durations beyond it (585 million
+/// years): `as_millis() as u64` would wrap a huge setting to a small one.
+pub(crate) fn saturating_millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// A shared, type-erased clock.
@@ -105,6 +115,19 @@ mod tests {
         assert_eq!(b.unix_seconds(), 15);
         b.set_unix(100);
         assert_eq!(a.unix_seconds(), 100);
+    }
+
+    #[test]
+    fn durations_beyond_u64_millis_saturate_instead_of_wrapping() {
+        assert_eq!(saturating_millis(Duration::from_millis(1500)), 1500);
+        assert_eq!(saturating_millis(Duration::MAX), u64::MAX);
+        // 2^64 ms + 1 ms would wrap to 1 ms with `as u64`.
+        let past_u64 = Duration::from_secs(u64::MAX / 1000 + 1);
+        assert_eq!(saturating_millis(past_u64), u64::MAX);
+        let clock = ManualClock::at_unix(10);
+        clock.advance(Duration::MAX);
+        clock.advance(Duration::from_secs(1));
+        assert_eq!(clock.unix_millis.load(Ordering::SeqCst), u64::MAX);
     }
 
     #[test]

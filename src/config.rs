@@ -42,7 +42,7 @@ pub struct Guard {
 pub(crate) struct GuardInner {
     pub issuers: IssuerPolicy,
     pub cache: Option<TokenCache>,
-    pub leeway: u64,
+    pub leeway: Duration,
     pub typ: TypPolicy,
     pub tokens: TokenSource,
     pub clock: SharedClock,
@@ -53,7 +53,7 @@ pub(crate) struct GuardInner {
 impl fmt::Debug for Guard {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Guard")
-            .field("issuers", &self.inner.issuers.identifiers())
+            .field("issuers", &self.inner.issuers.len())
             .field("leeway", &self.inner.leeway)
             .field("typ", &self.inner.typ)
             .finish_non_exhaustive()
@@ -197,6 +197,19 @@ pub enum BuildError {
     /// A limit is zero or inconsistent.
     #[error("invalid limit: {0}")]
     InvalidLimit(&'static str),
+    /// A time setting is outside the range it may take (see the builder method
+    /// named by `setting`).
+    #[error("{setting} is {value:?}; {}", range_text(*min, *max))]
+    DurationOutOfRange {
+        /// The builder method.
+        setting: &'static str,
+        /// The value given.
+        value: Duration,
+        /// The smallest value accepted.
+        min: Duration,
+        /// The largest value accepted, if there is one.
+        max: Option<Duration>,
+    },
     /// The HTTP client could not be built.
     #[error("could not build the HTTP client: {0}")]
     HttpClient(String),
@@ -204,6 +217,23 @@ pub enum BuildError {
     #[error("DPoP: {0}")]
     InvalidDpop(String),
 }
+
+fn range_text(min: Duration, max: Option<Duration>) -> String {
+    match max {
+        Some(max) if min.is_zero() => format!("it must be at most {max:?}"),
+        Some(max) => format!("it must be between {min:?} and {max:?}"),
+        None => format!("it must be at least {min:?}"),
+    }
+}
+
+/// The largest leeway: beyond a few minutes a clock is broken, not skewed, and a
+/// huge leeway makes tokens never expire.
+const MAX_LEEWAY: Duration = Duration::from_secs(300);
+
+/// The shortest JWKS TTL, unknown-`kid` cooldown and retry interval: below a
+/// second, a `max-age=0` issuer or a flood of unknown `kid`s would make every
+/// request a fetch.
+const MIN_REFETCH_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Builds a [`Guard`]. Every method consumes and returns the builder.
 #[must_use]
@@ -281,7 +311,8 @@ impl GuardBuilder {
         self
     }
 
-    /// Tolerance for clock skew on `exp`, `nbf` and `iat` (default 60 s).
+    /// Tolerance for clock skew on `exp`, `nbf` and `iat` (default 60 s, at most
+    /// 5 min: [`build`](Self::build) refuses more).
     pub fn leeway(mut self, leeway: Duration) -> Self {
         self.leeway = leeway;
         self
@@ -355,14 +386,16 @@ impl GuardBuilder {
         self
     }
 
-    /// Bounds for the TTL taken from `Cache-Control`/`Expires` (default 5 min..24 h).
+    /// Bounds for the TTL taken from `Cache-Control`/`Expires` (default 5 min..24 h;
+    /// the minimum must be at least 1 s and not above the maximum).
     pub fn jwks_ttl_bounds(mut self, min: Duration, max: Duration) -> Self {
         self.refresh.min_ttl = min;
         self.refresh.max_ttl = max;
         self
     }
 
-    /// Minimum time between two refreshes caused by an unknown `kid` (default 30 s).
+    /// Minimum time between two refreshes caused by an unknown `kid` (default 30 s,
+    /// at least 1 s).
     pub fn kid_miss_cooldown(mut self, cooldown: Duration) -> Self {
         self.refresh.kid_miss_cooldown = cooldown;
         self
@@ -375,7 +408,8 @@ impl GuardBuilder {
         self
     }
 
-    /// Minimum time between fetch attempts after a failure (default 5 s).
+    /// Minimum time between fetch attempts after a failure (default 5 s, at
+    /// least 1 s).
     pub fn jwks_retry_interval(mut self, interval: Duration) -> Self {
         self.refresh.retry_interval = interval;
         self
@@ -464,6 +498,7 @@ impl GuardBuilder {
                 "the JWKS TTL minimum exceeds the maximum",
             ));
         }
+        self.check_durations()?;
         if let Some(realm) = &self.realm
             && realm
                 .chars()
@@ -534,7 +569,7 @@ impl GuardBuilder {
             inner: Arc::new(GuardInner {
                 issuers: IssuerPolicy::new(entries),
                 cache: TokenCache::new(&self.cache),
-                leeway: self.leeway.as_secs(),
+                leeway: self.leeway,
                 typ: self.typ,
                 tokens: TokenSource {
                     max_len: self.max_token_bytes,
@@ -577,6 +612,44 @@ impl GuardBuilder {
             .build(modes)
             .map(Some)
             .map_err(BuildError::InvalidDpop)
+    }
+
+    /// The time settings whose extremes would weaken validation or hammer the
+    /// issuer: refused rather than clamped, so a typo shows at startup.
+    fn check_durations(&self) -> Result<(), BuildError> {
+        let r = &self.refresh;
+        let bounds = [
+            ("leeway", self.leeway, Duration::ZERO, Some(MAX_LEEWAY)),
+            (
+                "jwks_ttl_bounds (min)",
+                r.min_ttl,
+                MIN_REFETCH_INTERVAL,
+                None,
+            ),
+            (
+                "kid_miss_cooldown",
+                r.kid_miss_cooldown,
+                MIN_REFETCH_INTERVAL,
+                None,
+            ),
+            (
+                "jwks_retry_interval",
+                r.retry_interval,
+                MIN_REFETCH_INTERVAL,
+                None,
+            ),
+        ];
+        for (setting, value, min, max) in bounds {
+            if value < min || max.is_some_and(|max| value > max) {
+                return Err(BuildError::DurationOutOfRange {
+                    setting,
+                    value,
+                    min,
+                    max,
+                });
+            }
+        }
+        Ok(())
     }
 
     fn key_source(
@@ -798,6 +871,52 @@ mod tests {
             base().issuer(no_placeholder).build().err(),
             Some(BuildError::TenantTemplate(_))
         ));
+    }
+
+    #[test]
+    fn refuses_time_settings_that_weaken_validation_or_hammer_the_issuer() {
+        let ok = || base().issuer("https://a");
+        let out_of_range = |b: GuardBuilder| match b.build() {
+            Err(BuildError::DurationOutOfRange { setting, .. }) => setting,
+            other => panic!("expected DurationOutOfRange, got {other:?}"),
+        };
+        let s = Duration::from_secs;
+        assert_eq!(out_of_range(ok().leeway(s(301))), "leeway");
+        assert_eq!(out_of_range(ok().leeway(Duration::MAX)), "leeway");
+        assert_eq!(
+            out_of_range(ok().jwks_ttl_bounds(Duration::ZERO, s(60))),
+            "jwks_ttl_bounds (min)"
+        );
+        assert_eq!(
+            out_of_range(ok().kid_miss_cooldown(Duration::ZERO)),
+            "kid_miss_cooldown"
+        );
+        assert_eq!(
+            out_of_range(ok().kid_miss_cooldown(Duration::from_millis(999))),
+            "kid_miss_cooldown"
+        );
+        assert_eq!(
+            out_of_range(ok().jwks_retry_interval(Duration::ZERO)),
+            "jwks_retry_interval"
+        );
+        // The bounds themselves, and huge values where only a minimum applies.
+        assert!(
+            ok().leeway(s(300))
+                .jwks_ttl_bounds(s(1), Duration::MAX)
+                .kid_miss_cooldown(s(1))
+                .jwks_retry_interval(Duration::MAX)
+                .max_key_staleness(Duration::MAX)
+                .token_cache_max_ttl(Duration::MAX)
+                .build()
+                .is_ok()
+        );
+        let e = ok().leeway(s(301)).build().unwrap_err().to_string();
+        assert_eq!(e, "leeway is 301s; it must be at most 300s");
+        let e = ok().kid_miss_cooldown(Duration::ZERO).build().unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "kid_miss_cooldown is 0ns; it must be at least 1s"
+        );
     }
 
     #[test]

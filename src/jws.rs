@@ -265,7 +265,10 @@ pub(crate) fn parse(token: &str, typ_policy: TypPolicy) -> Result<CompactJws<'_>
     let (h, p, s) = split(token)?;
 
     let header_json = decode_segment(h, "header")?;
-    let raw: RawHeader = crate::claims::from_json_object(&header_json)
+    // The whole header, skipped members included, must be UTF-8 (RFC 7515 §4).
+    let header_json = std::str::from_utf8(&header_json)
+        .map_err(|_| TokenProblem::BadHeader("the header is not UTF-8".to_owned()))?;
+    let raw: RawHeader = crate::claims::from_json_object(header_json)
         .map_err(|e| TokenProblem::BadHeader(e.to_string()))?;
     if raw.crit.is_some() {
         return Err(TokenProblem::CritHeader);
@@ -432,6 +435,38 @@ mod tests {
             parse(&t, TypPolicy::Lenient),
             Err(TokenProblem::BadHeader(_))
         ));
+    }
+
+    #[test]
+    fn rejects_invalid_utf8_anywhere_in_the_header() {
+        let good = br#"{"alg":"RS256","kid":"k1","x-unread":"ok"}"#;
+        let segment = |header: &[u8]| {
+            let t = format!(
+                "{}.{}.{}",
+                URL_SAFE_NO_PAD.encode(header),
+                b64("{}"),
+                b64("s")
+            );
+            parse(&t, TypPolicy::Lenient).map(|_| ())
+        };
+        assert!(segment(good).is_ok());
+        // A lone continuation byte, an overlong '/', a surrogate, a truncated
+        // sequence: in a member that is read, in one that is skipped, in a key.
+        for bad in [&b"\x80"[..], b"\xc0\xaf", b"\xed\xa0\x80", b"\xe2\x82"] {
+            for at in [
+                r#"{"alg":"RS256","x-unread":"@"}"#,
+                r#"{"alg":"RS256","x-unread":["@", 1]}"#,
+                r#"{"alg":"RS256","@":1}"#,
+                r#"{"alg":"RS256","kid":"@"}"#,
+            ] {
+                let (before, after) = at.split_once('@').unwrap();
+                let header = [before.as_bytes(), bad, after.as_bytes()].concat();
+                assert!(
+                    matches!(segment(&header), Err(TokenProblem::BadHeader(_))),
+                    "{header:?}"
+                );
+            }
+        }
     }
 
     #[test]

@@ -14,6 +14,7 @@
 //! Only this module builds a [`VerifiedToken`].
 
 use std::sync::Arc;
+use std::time::{Duration, UNIX_EPOCH};
 
 use http::HeaderMap;
 use tracing::field::Empty;
@@ -32,9 +33,15 @@ impl Guard {
     /// sender-constrained token (`cnf`) is refused: it needs its proof, which only
     /// [`validate_request`](Self::validate_request) can see.
     pub async fn validate(&self, token: &str) -> Result<VerifiedToken, AuthError> {
-        let now = self.inner.clock.unix_seconds();
         let bearer = Presentation::bearer();
-        traced(&self.inner, token, now, CacheUse::LookupAndInsert, &bearer).await
+        traced(
+            &self.inner,
+            token,
+            now(&self.inner),
+            CacheUse::LookupAndInsert,
+            &bearer,
+        )
+        .await
     }
 
     /// Validates the bearer token of a request's headers (`Bearer` only, no
@@ -74,10 +81,11 @@ impl Guard {
     /// this token valid then?" for recorded tokens (`bearer-guard verify --now`).
     /// The verified-token cache is neither read nor filled.
     pub async fn validate_at(&self, token: &str, now: u64) -> Result<VerifiedToken, AuthError> {
+        let at = Duration::from_secs(now);
         traced(
             &self.inner,
             token,
-            now,
+            at,
             CacheUse::Off,
             &Presentation::bearer(),
         )
@@ -115,7 +123,7 @@ impl Guard {
             return Early::Verify(scheme, token);
         };
         let span = span();
-        match cached(g, cache, token, g.clock.unix_seconds(), &span) {
+        match cached(g, cache, token, now(g), &span) {
             Some(result) => {
                 let result = result
                     .and_then(|t| bearer_binding(g.dpop.as_ref(), &t, certificate).map(|()| t));
@@ -137,7 +145,6 @@ impl Guard {
         request: Option<(&http::Method, &http::Uri, &HeaderMap)>,
         certificate: Option<&ClientCertificate>,
     ) -> Result<VerifiedToken, AuthError> {
-        let now = self.inner.clock.unix_seconds();
         let cache_use = match scheme {
             Scheme::Bearer => CacheUse::InsertOnly,
             Scheme::Dpop => CacheUse::LookupAndInsert,
@@ -147,8 +154,13 @@ impl Guard {
             request,
             certificate,
         };
-        traced(&self.inner, token, now, cache_use, &presented).await
+        traced(&self.inner, token, now(&self.inner), cache_use, &presented).await
     }
+}
+
+/// The clock's time since the epoch, fraction kept: NumericDates may be fractional.
+fn now(g: &GuardInner) -> Duration {
+    g.clock.now().duration_since(UNIX_EPOCH).unwrap_or_default()
 }
 
 /// The answer of [`Guard::validate_request_early`].
@@ -203,7 +215,7 @@ fn finish(span: &tracing::Span, result: &Result<VerifiedToken, AuthError>) {
 async fn traced(
     g: &GuardInner,
     token: &str,
-    now: u64,
+    now: Duration,
     cache_use: CacheUse,
     presented: &Presentation<'_>,
 ) -> Result<VerifiedToken, AuthError> {
@@ -220,7 +232,7 @@ async fn traced(
         None => validate(g, token, now, cache, &span).await,
     };
     let result = match result {
-        Ok(verified) => confirm(g.dpop.as_ref(), &verified, token, presented, now)
+        Ok(verified) => confirm(g.dpop.as_ref(), &verified, token, presented, now.as_secs())
             .await
             .map(|()| verified),
         Err(e) => Err(e),
@@ -235,13 +247,32 @@ fn cached(
     g: &GuardInner,
     cache: &TokenCache,
     token: &str,
-    now: u64,
+    now: Duration,
     span: &tracing::Span,
 ) -> Option<Result<VerifiedToken, AuthError>> {
     if token.len() > g.tokens.max_len {
         return None;
     }
     let hit = cache.get(token)?;
+    // What can change without the token changing: the time, the key set, and the
+    // issuer's tenant policy (a predicate may be a live deny list). The rest (typ,
+    // alg, audiences, the key's issuer binding, tid) is fixed by the token, the
+    // guard's configuration and the key, all unchanged.
+    match g.issuers.find(hit.token.issuer()) {
+        Ok(m) if m.index == hit.issuer => {}
+        Err(TenantRefusal::NotAllowed(tenant)) => {
+            cache.hit();
+            return Some(Err(AuthError::InvalidToken(
+                TokenProblem::TenantNotAllowed {
+                    tenant: tenant.to_owned(),
+                },
+            )));
+        }
+        Ok(_) | Err(TenantRefusal::NoEntry) => {
+            cache.stale(token);
+            return None;
+        }
+    }
     // Is the key that verified it still published? Then only time can have changed.
     let loaded = g.issuers.entries()[hit.issuer].store.keys_now()?;
     if !loaded.keys.contains(&hit.key) {
@@ -262,7 +293,7 @@ fn cached(
 async fn validate(
     g: &GuardInner,
     token: &str,
-    now: u64,
+    now: Duration,
     cache: Option<&TokenCache>,
     span: &tracing::Span,
 ) -> Result<VerifiedToken, AuthError> {
@@ -275,7 +306,13 @@ async fn validate(
         }));
     }
     let jws = jws::parse(token, g.typ).map_err(invalid)?;
-    let claims = RegisteredClaims::parse(&jws.payload)
+    // The whole payload, claims we skip included, must be UTF-8 (RFC 8259 §8.1).
+    let raw = String::from_utf8(jws.payload).map_err(|_| {
+        invalid(TokenProblem::BadClaims(
+            "the payload is not UTF-8".to_owned(),
+        ))
+    })?;
+    let claims = RegisteredClaims::parse(&raw)
         .map_err(|e| invalid(TokenProblem::BadClaims(e.to_string())))?;
 
     let iss = claims
@@ -349,13 +386,8 @@ async fn validate(
         }));
     }
 
-    let raw = String::from_utf8(jws.payload).map_err(|_| {
-        invalid(TokenProblem::BadClaims(
-            "the payload is not UTF-8".to_owned(),
-        ))
-    })?;
     let tenant = tenant.map(Box::from);
-    let verified = VerifiedToken::new(jws.header, claims, raw.into(), index, tenant);
+    let verified = VerifiedToken::new(jws.header, claims, raw.into(), token.into(), index, tenant);
     if let Some(cache) = cache {
         cache.insert(token, &verified, Arc::clone(key), index, now, g.leeway);
     }
@@ -363,21 +395,40 @@ async fn validate(
 }
 
 /// `exp` is required; a token is valid while `now < exp + leeway`, once
-/// `now + leeway >= nbf`, and if `iat <= now + leeway`.
-pub(crate) fn check_times(c: &RegisteredClaims, now: u64, leeway: u64) -> Result<(), TokenProblem> {
+/// `now + leeway >= nbf`, and if `iat <= now + leeway`. Compared to the
+/// nanosecond: a fractional NumericDate is never rounded.
+pub(crate) fn check_times(
+    c: &RegisteredClaims,
+    now: Duration,
+    leeway: Duration,
+) -> Result<(), TokenProblem> {
+    let secs = |d: Duration| d.as_secs();
+    let (now_s, leeway_s) = (secs(now), secs(leeway));
     let exp = c.exp.ok_or(TokenProblem::ExpirationMissing)?;
-    if now >= exp.saturating_add(leeway) {
-        return Err(TokenProblem::Expired { exp, now, leeway });
+    if now >= exp.since_epoch().saturating_add(leeway) {
+        return Err(TokenProblem::Expired {
+            exp: exp.secs(),
+            now: now_s,
+            leeway: leeway_s,
+        });
     }
     if let Some(nbf) = c.nbf
-        && now.saturating_add(leeway) < nbf
+        && now.saturating_add(leeway) < nbf.since_epoch()
     {
-        return Err(TokenProblem::NotYetValid { nbf, now, leeway });
+        return Err(TokenProblem::NotYetValid {
+            nbf: nbf.secs(),
+            now: now_s,
+            leeway: leeway_s,
+        });
     }
     if let Some(iat) = c.iat
-        && iat > now.saturating_add(leeway)
+        && iat.since_epoch() > now.saturating_add(leeway)
     {
-        return Err(TokenProblem::IssuedInFuture { iat, now, leeway });
+        return Err(TokenProblem::IssuedInFuture {
+            iat: iat.secs(),
+            now: now_s,
+            leeway: leeway_s,
+        });
     }
     Ok(())
 }
@@ -385,20 +436,29 @@ pub(crate) fn check_times(c: &RegisteredClaims, now: u64, leeway: u64) -> Result
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::claims::NumericDate;
+
+    const S: fn(u64) -> Duration = Duration::from_secs;
 
     fn claims(exp: Option<u64>, nbf: Option<u64>, iat: Option<u64>) -> RegisteredClaims {
         RegisteredClaims {
-            exp,
-            nbf,
-            iat,
+            exp: exp.map(NumericDate::from_secs),
+            nbf: nbf.map(NumericDate::from_secs),
+            iat: iat.map(NumericDate::from_secs),
             ..Default::default()
         }
+    }
+
+    fn fractional(claim: &str, secs: f64) -> RegisteredClaims {
+        let exp = if claim == "exp" { "" } else { r#""exp":5000,"# };
+        let json = format!(r#"{{{exp}"{claim}":{secs}}}"#);
+        RegisteredClaims::parse(&json).unwrap()
     }
 
     #[test]
     fn exp_is_required() {
         assert_eq!(
-            check_times(&claims(None, None, None), 100, 60),
+            check_times(&claims(None, None, None), S(100), S(60)),
             Err(TokenProblem::ExpirationMissing)
         );
     }
@@ -406,13 +466,13 @@ mod tests {
     #[test]
     fn exp_with_leeway_boundaries() {
         let c = claims(Some(1000), None, None);
-        assert!(check_times(&c, 1059, 60).is_ok());
+        assert!(check_times(&c, S(1059), S(60)).is_ok());
         assert!(matches!(
-            check_times(&c, 1060, 60),
+            check_times(&c, S(1060), S(60)),
             Err(TokenProblem::Expired { .. })
         ));
         assert!(matches!(
-            check_times(&c, 1000, 0),
+            check_times(&c, S(1000), S(0)),
             Err(TokenProblem::Expired { .. })
         ));
     }
@@ -420,22 +480,46 @@ mod tests {
     #[test]
     fn nbf_and_iat_with_leeway() {
         let c = claims(Some(5000), Some(1060), Some(1060));
-        assert!(check_times(&c, 1000, 60).is_ok());
+        assert!(check_times(&c, S(1000), S(60)).is_ok());
         assert!(matches!(
-            check_times(&c, 999, 60),
+            check_times(&c, S(999), S(60)),
             Err(TokenProblem::NotYetValid { .. })
         ));
         let c = claims(Some(5000), None, Some(1061));
         assert!(matches!(
-            check_times(&c, 1000, 60),
+            check_times(&c, S(1000), S(60)),
             Err(TokenProblem::IssuedInFuture { .. })
         ));
     }
 
     #[test]
+    fn fractional_dates_are_compared_without_flooring() {
+        let zero = Duration::ZERO;
+        // exp = now + 0.5: still valid at now, expired half a second later.
+        let c = fractional("exp", 1000.5);
+        assert!(check_times(&c, S(1000), zero).is_ok());
+        assert!(check_times(&c, Duration::from_millis(1_000_499), zero).is_ok());
+        assert!(check_times(&c, Duration::from_millis(1_000_500), zero).is_err());
+        // nbf = now + 0.5: not yet valid at now, valid half a second later.
+        let c = fractional("nbf", 1000.5);
+        assert!(matches!(
+            check_times(&c, S(1000), zero),
+            Err(TokenProblem::NotYetValid { .. })
+        ));
+        assert!(check_times(&c, Duration::from_millis(1_000_500), zero).is_ok());
+        // iat = now + 0.5: issued in the future at now.
+        let c = fractional("iat", 1000.5);
+        assert!(matches!(
+            check_times(&c, S(1000), zero),
+            Err(TokenProblem::IssuedInFuture { .. })
+        ));
+        assert!(check_times(&c, Duration::from_millis(1_000_500), zero).is_ok());
+    }
+
+    #[test]
     fn huge_exp_does_not_overflow() {
         let c = claims(Some(crate::claims::MAX_NUMERIC_DATE), None, None);
-        assert!(check_times(&c, u64::MAX, u64::MAX).is_err());
-        assert!(check_times(&c, 0, u64::MAX).is_ok());
+        assert!(check_times(&c, Duration::MAX, Duration::MAX).is_err());
+        assert!(check_times(&c, Duration::ZERO, Duration::MAX).is_ok());
     }
 }

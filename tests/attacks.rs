@@ -853,3 +853,286 @@ async fn rejects_an_id_token_used_as_an_access_token() {
     let token = strict.token(id_token_header, id_token_claims);
     strict.refused(&token, TYP).await;
 }
+
+// ------------------------------------------------- a hostile or broken JWKS
+
+/// An orders API whose guard trusts an issuer publishing exactly `jwks`.
+async fn api_trusting(jwks: &Value) -> (String, String) {
+    let issuer = spawn_issuer(jwks.to_string()).await;
+    let guard = bearer_guard::Guard::builder()
+        .issuer(issuer.as_str())
+        .audience(API)
+        .clock(ManualClock::starting_now())
+        .build()
+        .unwrap();
+    (serve(orders_api(&guard)).await, issuer)
+}
+
+async fn answer_to(base: &str, token: &str) -> Answer {
+    let response = http()
+        .get(format!("{base}/orders"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("an answer");
+    answer(&response)
+}
+
+/// `header.claims` signed by `sign` over the signing input.
+fn signed_by(header: &Value, claims: &Value, sign: impl FnOnce(&[u8]) -> Vec<u8>) -> String {
+    let input = format!("{}.{}", b64(header.to_string()), b64(claims.to_string()));
+    let signature = sign(input.as_bytes());
+    format!("{input}.{}", b64(signature))
+}
+
+/// PKCS#1 v1.5 "signature" of `input` with SHA-256 under a key whose e = 1:
+/// the encoded message itself (RFC 8017 §9.2).
+fn rsa_e1_forgery(input: &[u8], modulus_len: usize) -> Vec<u8> {
+    const SHA256_DIGEST_INFO: [u8; 19] = [
+        0x30, 0x31, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x01,
+        0x05, 0x00, 0x04, 0x20,
+    ];
+    let hash = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, input);
+    let tail = [&SHA256_DIGEST_INFO[..], hash.as_ref()].concat();
+    let mut em = vec![0xff; modulus_len];
+    em[0] = 0x00;
+    em[1] = 0x01;
+    em[modulus_len - tail.len() - 1] = 0x00;
+    em[modulus_len - tail.len()..].copy_from_slice(&tail);
+    em
+}
+
+#[tokio::test]
+async fn a_jwks_cannot_publish_keys_that_forge_or_leak() {
+    use aws_lc_rs::rsa::{KeyPair as RsaKeyPair, KeySize};
+
+    let control = TestKey::new("control");
+    let misused = TestKey::new("key-ops-sign");
+    let leaked = TestKey::new("leaks-d");
+    let okp =
+        |kid: &str, x: &[u8]| json!({"kty": "OKP", "crv": "Ed25519", "kid": kid, "x": b64(x)});
+    let public_x = |jwks: String| -> Vec<u8> {
+        let doc: Value = serde_json::from_str(&jwks).unwrap();
+        unb64(doc["keys"][0]["x"].as_str().unwrap())
+    };
+    // y = 1 (the identity), canonically and as y = p + 1.
+    let mut identity = [0u8; 32];
+    identity[0] = 1;
+    let mut identity_p_plus_1 = [0xffu8; 32];
+    identity_p_plus_1[0] = 0xee;
+    identity_p_plus_1[31] = 0x7f;
+    let order_8 = unb64("JuiVj8KyJ7BFw_SJ8u-Y8NXfrAXTxjM5sTgCiG1T_AU");
+    let rsa = RsaKeyPair::generate(KeySize::Rsa2048).unwrap();
+    let n =
+        RsaPublicKeyComponents::<Vec<u8>>::from(aws_lc_rs::signature::KeyPair::public_key(&rsa)).n;
+    let mut even_n = n.clone();
+    *even_n.last_mut().unwrap() &= 0xfe;
+
+    let mut with_ops = okp("key-ops-sign", &public_x(misused.jwks()));
+    with_ops["key_ops"] = json!(["sign"]);
+    let mut with_d = okp("leaks-d", &public_x(leaked.jwks()));
+    with_d["d"] = json!(b64([7u8; 32]));
+    let jwks = json!({"keys": [
+        okp("control", &public_x(control.jwks())),
+        okp("ed-identity", &identity),
+        okp("ed-identity-non-canonical", &identity_p_plus_1),
+        okp("ed-order-8", &order_8),
+        {"kty": "RSA", "kid": "rsa-e1", "n": b64(&n), "e": b64([1])},
+        {"kty": "RSA", "kid": "rsa-e2", "n": b64(&n), "e": b64([2])},
+        {"kty": "RSA", "kid": "rsa-even-n", "n": b64(&even_n), "e": "AQAB"},
+        {"kty": "EC", "crv": "P-256", "kid": "ec-zero", "x": b64([0; 32]), "y": b64([0; 32])},
+        with_ops,
+        with_d,
+    ]});
+    let (base, iss) = api_trusting(&jwks).await;
+    let claims = json!({
+        "iss": iss, "sub": "mallory", "aud": API, "scope": "orders:read",
+        "iat": unix_now(), "exp": unix_now() + 300,
+    });
+    let header = |alg: &str, kid: &str| json!({"alg": alg, "kid": kid, "typ": "at+jwt"});
+
+    let ok = answer_to(&base, &control.sign(&claims)).await;
+    assert_eq!(ok.status, StatusCode::OK, "{ok:?}");
+
+    // With a small-order key, R = identity and s = 0 verify every message.
+    let small_order_signature = |_: &[u8]| [&identity[..], &[0u8; 32]].concat();
+    let mut forged = Vec::new();
+    for kid in ["ed-identity", "ed-identity-non-canonical", "ed-order-8"] {
+        forged.push(signed_by(
+            &header("EdDSA", kid),
+            &claims,
+            small_order_signature,
+        ));
+    }
+    forged.push(signed_by(&header("RS256", "rsa-e1"), &claims, |input| {
+        rsa_e1_forgery(input, n.len())
+    }));
+    for kid in ["rsa-e2", "rsa-even-n"] {
+        forged.push(signed_by(&header("RS256", kid), &claims, |_| {
+            vec![1; n.len()]
+        }));
+    }
+    forged.push(signed_by(&header("ES256", "ec-zero"), &claims, |_| {
+        vec![1; 64]
+    }));
+    // Genuine signatures, by keys the JWKS must not be trusted with.
+    forged.push(misused.sign(&claims));
+    forged.push(leaked.sign(&claims));
+    for token in forged {
+        assert_eq!(
+            answer_to(&base, &token).await,
+            invalid_token(KEY_NOT_FOUND),
+            "token {token:.120}"
+        );
+    }
+}
+
+// ------------------------------------------------------- strict token text
+
+#[tokio::test]
+async fn rejects_a_signed_header_with_invalid_utf8_in_a_member_we_skip() {
+    use aws_lc_rs::signature::Ed25519KeyPair;
+
+    let key = Ed25519KeyPair::generate().unwrap();
+    let jwks = json!({"keys": [{
+        "kty": "OKP", "crv": "Ed25519", "kid": "k", "x": b64(key.public_key().as_ref()),
+    }]});
+    let (base, iss) = api_trusting(&jwks).await;
+    let claims = json!({
+        "iss": iss, "sub": "alice", "aud": API, "scope": "orders:read",
+        "iat": unix_now(), "exp": unix_now() + 300,
+    });
+    // Signed for real, so only the UTF-8 rule can refuse them.
+    let sign = |header: &[u8], payload: &[u8]| {
+        let input = format!("{}.{}", b64(header), b64(payload));
+        let signature = key.sign(input.as_bytes());
+        format!("{input}.{}", b64(signature))
+    };
+    let payload = claims.to_string();
+    let good_header = br#"{"alg":"EdDSA","kid":"k","x-vendor":"ok"}"#;
+    let ok = answer_to(&base, &sign(good_header, payload.as_bytes())).await;
+    assert_eq!(ok.status, StatusCode::OK, "{ok:?}");
+
+    // A lone continuation byte, an overlong '/', an encoded surrogate, a
+    // truncated sequence; in a skipped member's value, in its name, in an array.
+    for bad in [&b"\x80"[..], b"\xc0\xaf", b"\xed\xa0\x80", b"\xe2\x82"] {
+        for template in [
+            r#"{"alg":"EdDSA","kid":"k","x-vendor":"@"}"#,
+            r#"{"alg":"EdDSA","kid":"k","@":1}"#,
+            r#"{"alg":"EdDSA","kid":"k","x-vendor":["@"]}"#,
+        ] {
+            let (before, after) = template.split_once('@').unwrap();
+            let header = [before.as_bytes(), bad, after.as_bytes()].concat();
+            let token = sign(&header, payload.as_bytes());
+            assert_eq!(
+                answer_to(&base, &token).await,
+                invalid_token(HEADER_INVALID),
+                "{header:?}"
+            );
+            // The same bytes in a claim nobody reads.
+            let text = claims.to_string();
+            let (open, _) = text.split_at(text.len() - 1);
+            let payload = [open.as_bytes(), br#","x-vendor":""#, bad, b"\"}"].concat();
+            let token = sign(good_header, &payload);
+            assert_eq!(
+                answer_to(&base, &token).await,
+                invalid_token(CLAIMS_INVALID),
+                "{payload:?}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn null_or_mistyped_nbf_and_iat_are_refused_like_exp() {
+    let api = Api::start(SigningAlgorithm::Rs256).await;
+    for claim in ["exp", "nbf", "iat"] {
+        for bad in [
+            Value::Null,
+            json!(""),
+            json!("0"),
+            json!(false),
+            json!([]),
+            json!({}),
+            json!(-1),
+            json!(1e300),
+        ] {
+            let mut c = claims(&api.server, &api.clock);
+            c[claim] = bad.clone();
+            let token = api.server.mint(json!({}), c, SignWith::Active);
+            api.refused(&token, CLAIMS_INVALID).await;
+        }
+    }
+}
+
+#[tokio::test]
+async fn fractional_numeric_dates_are_compared_without_flooring() {
+    let api = Api::start_with(SigningAlgorithm::Rs256, |g| g.leeway(Duration::ZERO)).await;
+    // A whole second, so the half below is exactly half a second away.
+    let now = api.clock.unix_seconds();
+    api.clock.set_unix(now);
+    let half_past = now as f64 + 0.5;
+    let token = |claim: &str| {
+        let mut c = claims(&api.server, &api.clock);
+        c[claim] = json!(half_past);
+        if claim != "exp" {
+            c["exp"] = json!(now + 300);
+        }
+        api.server.mint(json!({}), c, SignWith::Active)
+    };
+    // exp = now + 0.5: valid now; nbf = now + 0.5, iat = now + 0.5: not yet.
+    let exp = token("exp");
+    api.accepted(&exp).await;
+    api.refused(&token("nbf"), "token not yet valid").await;
+    api.refused(&token("iat"), "token issued in the future")
+        .await;
+    // Half a second later the exp has passed, nbf and iat have come.
+    api.clock.advance(Duration::from_millis(500));
+    api.refused(&exp, "token expired").await;
+    api.accepted(&token("nbf")).await;
+    api.accepted(&token("iat")).await;
+}
+
+// ------------------------------------------------ the verified-token cache
+
+#[tokio::test]
+async fn a_cached_token_still_passes_the_tenant_filter_on_every_request() {
+    use std::collections::HashSet;
+    use std::sync::{Arc, Mutex};
+
+    let denied: Arc<Mutex<HashSet<String>>> = Arc::default();
+    let deny_list = Arc::clone(&denied);
+    let clock = ManualClock::starting_now();
+    let server = authz_server(&clock, |b| b).await;
+    let template = bearer_guard::Issuer::tenant_template(format!("{}/{{tenant}}", server.issuer()))
+        .jwks_uri(server.jwks_uri())
+        .tenant_filter(move |tenant| !deny_list.lock().unwrap().contains(tenant));
+    let guard = bearer_guard::Guard::builder()
+        .issuer(template)
+        .audience(API)
+        .clock(clock.clone())
+        .build()
+        .unwrap();
+    let base = serve(orders_api(&guard)).await;
+    let mut c = claims(&server, &clock);
+    c["iss"] = json!(format!("{}/acme", server.issuer()));
+    let token = server.mint(json!({}), c, SignWith::Active);
+
+    // Verified twice (the second admits it to the cache), then answered from it.
+    for _ in 0..3 {
+        let ok = answer_to(&base, &token).await;
+        assert_eq!(ok.status, StatusCode::OK, "{ok:?}");
+    }
+    let stats = guard.token_cache_stats().unwrap();
+    assert!(
+        stats.hits >= 1,
+        "the token was answered from the cache: {stats:?}"
+    );
+
+    // The deny list changes, the token and keys do not: refused at once.
+    denied.lock().unwrap().insert("acme".into());
+    assert_eq!(answer_to(&base, &token).await, invalid_token(ISSUER));
+    denied.lock().unwrap().clear();
+    let ok = answer_to(&base, &token).await;
+    assert_eq!(ok.status, StatusCode::OK, "{ok:?}");
+}

@@ -279,7 +279,7 @@ impl Forwarding {
                 "iss" => Cow::Borrowed(token.issuer()),
                 other => {
                     let claims = raw.get_or_insert_with(|| {
-                        serde_json::from_str(token.raw_claims()).unwrap_or(Value::Null)
+                        serde_json::from_str(token.claims_json()).unwrap_or(Value::Null)
                     });
                     match claims.get(other) {
                         None => continue,

@@ -2,8 +2,14 @@
 //!
 //! Every usable JWK is turned into an aws-lc-rs [`ParsedPublicKey`] once, when the
 //! key set is fetched, so a request pays for the signature check and nothing else.
-//! Unusable keys (`use=enc`, unknown `kty`, RSA under 2048 bits, P-521, malformed
-//! members) are skipped with a warning; the rest of the set still works.
+//! Unusable keys (`use=enc`, `key_ops` without `verify`, unknown `kty`, P-521,
+//! malformed members) are skipped with a warning, and so are keys that would let
+//! anyone forge tokens: RSA under 2048 bits, with an even modulus or an exponent
+//! other than an odd 3..2^32; small-order or non-canonical Ed25519 keys; EC points
+//! off the curve (aws-lc refuses those). A key that carries private members (`d`,
+//! `p`, `q`, `dp`, `dq`, `qi`, `oth`, or `k` beside an asymmetric key) is skipped
+//! and logged as an error: the issuer leaked its signing key. The rest of the set
+//! still works.
 
 pub(crate) mod fetch;
 pub(crate) mod store;
@@ -269,16 +275,72 @@ impl KeySet {
 /// A key that is not usable: its `kid`, and why.
 pub(crate) type Skip = (Option<String>, String);
 
+/// JWK members that only a private (or symmetric) key has (RFC 7518 §6.2.2,
+/// §6.3.2, §6.4.1; RFC 8037 §2). Published in a JWKS, they are the issuer's
+/// signing key for anyone to read.
+const PRIVATE_MEMBERS: [&str; 7] = ["d", "p", "q", "dp", "dq", "qi", "oth"];
+
+/// Refuses a JWK that carries private key material, naming the members (never
+/// their values), and logs it as an error: the issuer has leaked its key.
+fn refuse_private_members(value: &serde_json::Value) -> Result<(), Skip> {
+    let Some(jwk) = value.as_object() else {
+        return Ok(());
+    };
+    let asymmetric = jwk.get("kty").and_then(serde_json::Value::as_str) != Some("oct");
+    let leaked: Vec<&str> = PRIVATE_MEMBERS
+        .into_iter()
+        .chain(asymmetric.then_some("k"))
+        .filter(|m| jwk.contains_key(*m))
+        .collect();
+    if leaked.is_empty() {
+        return Ok(());
+    }
+    let kid = jwk
+        .get("kid")
+        .and_then(serde_json::Value::as_str)
+        .map(str::to_owned);
+    tracing::error!(
+        kid = kid.as_deref(),
+        members = ?leaked,
+        "the JWKS publishes private key material: this key is compromised, skipping it"
+    );
+    Err((
+        kid,
+        format!("the JWK carries private key members {leaked:?}"),
+    ))
+}
+
+/// `key_ops` (RFC 7517 §4.3), when present, must be an array of distinct strings
+/// that includes `verify`.
+fn check_key_ops(value: &serde_json::Value) -> Result<(), String> {
+    let Some(ops) = value.get("key_ops") else {
+        return Ok(());
+    };
+    let ops: Vec<&str> = ops
+        .as_array()
+        .and_then(|ops| ops.iter().map(serde_json::Value::as_str).collect())
+        .ok_or("key_ops is not an array of strings")?;
+    if ops.iter().enumerate().any(|(i, op)| ops[..i].contains(op)) {
+        return Err(format!("key_ops {ops:?} repeats an operation"));
+    }
+    if !ops.contains(&"verify") {
+        return Err(format!("key_ops {ops:?} does not include verify"));
+    }
+    Ok(())
+}
+
 /// One JWK turned into a key, under the same rules for a JWKS entry and a DPoP
 /// proof's `jwk`: allowed `alg`, type and curve fit, RSA of 2048 bits or more.
 pub(crate) fn verifying_key(
     value: serde_json::Value,
     algorithms: AlgorithmSet,
 ) -> Result<VerifyingKey, Skip> {
+    refuse_private_members(&value)?;
     let issuer = value
         .get("issuer")
         .and_then(serde_json::Value::as_str)
         .map(Box::from);
+    let key_ops = check_key_ops(&value);
     let published = serde_json::to_vec(&value).map_err(|e| (None, e.to_string()))?;
     let jwk: Jwk = serde_json::from_value(value).map_err(|e| (None, e.to_string()))?;
     let kid = jwk.common.key_id.clone();
@@ -288,6 +350,7 @@ pub(crate) fn verifying_key(
         None | Some(PublicKeyUse::Signature) => {}
         Some(other) => return Err(skip(format!("use is {other:?}, not sig"))),
     }
+    key_ops.map_err(skip)?;
     let declared = match jwk.common.key_algorithm {
         None => None,
         Some(alg) => Some(
@@ -307,10 +370,7 @@ pub(crate) fn verifying_key(
             let e = decode_b64url(&rsa.e).ok_or_else(|| skip("e is not base64url".into()))?;
             let n = strip_leading_zeros(&n);
             let e = strip_leading_zeros(&e);
-            let bits = bit_len(n);
-            if bits < 2048 {
-                return Err(skip(format!("RSA modulus is {bits} bits, under 2048")));
-            }
+            check_rsa(n, e).map_err(skip)?;
             let components = RsaPublicKeyComponents { n, e };
             let mut parsed = Vec::new();
             for alg in algorithms.iter().filter(|a| a.is_rsa()) {
@@ -353,6 +413,7 @@ pub(crate) fn verifying_key(
             let x = decode_b64url(&okp.x)
                 .filter(|x| x.len() == 32)
                 .ok_or_else(|| skip("Ed25519 x is not 32-byte base64url".into()))?;
+            check_ed25519(&x).map_err(skip)?;
             let key = ParsedPublicKey::new(&signature::ED25519, x)
                 .map_err(|e| skip(format!("Ed25519 key rejected: {e}")))?;
             Material::Ed25519(key)
@@ -371,6 +432,96 @@ pub(crate) fn verifying_key(
         jwk: published.into(),
         material,
     })
+}
+
+/// The largest RSA public exponent accepted, in bits. Real keys use 65537; a
+/// huge exponent only makes verification slow (aws-lc's own limit is 33 bits).
+const MAX_RSA_EXPONENT_BITS: usize = 32;
+
+/// An RSA key that cannot be a real one, or that makes forgery easy: `e = 1`
+/// (every value is its own signature), an even or tiny exponent, a huge one, an
+/// even modulus (no product of two odd primes), a modulus under 2048 bits.
+fn check_rsa(n: &[u8], e: &[u8]) -> Result<(), String> {
+    let bits = bit_len(n);
+    if bits < 2048 {
+        return Err(format!("RSA modulus is {bits} bits, under 2048"));
+    }
+    if n.last().is_some_and(|&low| low & 1 == 0) {
+        return Err("RSA modulus is even".into());
+    }
+    let e_bits = bit_len(e);
+    if e_bits > MAX_RSA_EXPONENT_BITS {
+        return Err(format!(
+            "RSA exponent is {e_bits} bits, over {MAX_RSA_EXPONENT_BITS}"
+        ));
+    }
+    // At most 4 bytes now, without leading zeros.
+    let value = e.iter().fold(0u64, |acc, &b| (acc << 8) | u64::from(b));
+    if value < 3 || value % 2 == 0 {
+        return Err(format!(
+            "RSA exponent {value} is not an odd number of at least 3"
+        ));
+    }
+    Ok(())
+}
+
+/// p = 2^255 - 19, little-endian.
+const ED25519_P: [u8; 32] = {
+    let mut p = [0xff; 32];
+    p[0] = 0xed;
+    p[31] = 0x7f;
+    p
+};
+
+/// The y-coordinates (little-endian, sign bit of x cleared) of the 8 points of
+/// order dividing 8: the identity (y = 1), the point of order 2 (y = p - 1), the
+/// two of order 4 (y = 0) and the four of order 8 (two y values, each with both
+/// signs of x). The list libsodium refuses in `ge25519_has_small_order`
+/// (src/libsodium/crypto_core/ed25519/ref10/ed25519_ref10.c); its two entries for
+/// y = p and y = p + 1 are non-canonical and refused before this list is read.
+const ED25519_SMALL_ORDER_Y: [[u8; 32]; 5] = [
+    [0; 32],
+    {
+        let mut one = [0; 32];
+        one[0] = 1;
+        one
+    },
+    {
+        let mut p_minus_1 = ED25519_P;
+        p_minus_1[0] = 0xec;
+        p_minus_1
+    },
+    [
+        0x26, 0xe8, 0x95, 0x8f, 0xc2, 0xb2, 0x27, 0xb0, 0x45, 0xc3, 0xf4, 0x89, 0xf2, 0xef, 0x98,
+        0xf0, 0xd5, 0xdf, 0xac, 0x05, 0xd3, 0xc6, 0x33, 0x39, 0xb1, 0x38, 0x02, 0x88, 0x6d, 0x53,
+        0xfc, 0x05,
+    ],
+    [
+        0xc7, 0x17, 0x6a, 0x70, 0x3d, 0x4d, 0xd8, 0x4f, 0xba, 0x3c, 0x0b, 0x76, 0x0d, 0x10, 0x67,
+        0x0f, 0x2a, 0x20, 0x53, 0xfa, 0x2c, 0x39, 0xcc, 0xc6, 0x4e, 0xc7, 0xfd, 0x77, 0x92, 0xac,
+        0x03, 0x7a,
+    ],
+];
+
+/// An Ed25519 public key must be canonical (y < p, RFC 8032 §5.1.3) and not of
+/// small order: with a small-order key, one signature verifies for every message
+/// (RFC 8032 §5.1.7's strict checks; libsodium's `ge25519_is_canonical` and
+/// `ge25519_has_small_order`). Byte comparisons only, no curve arithmetic; a y
+/// with no point on the curve is left to aws-lc, which then verifies nothing.
+fn check_ed25519(x: &[u8]) -> Result<(), String> {
+    let Ok(encoded) = <[u8; 32]>::try_from(x) else {
+        return Err("Ed25519 x is not 32 bytes".into());
+    };
+    let mut y = encoded;
+    y[31] &= 0x7f;
+    // Little-endian: compare from the most significant byte down.
+    if y.iter().rev().cmp(ED25519_P.iter().rev()).is_ge() {
+        return Err("Ed25519 key is not canonically encoded (y >= p)".into());
+    }
+    if ED25519_SMALL_ORDER_Y.contains(&y) {
+        return Err("Ed25519 key is a point of small order".into());
+    }
+    Ok(())
 }
 
 fn check_fits(
@@ -595,6 +746,167 @@ pub(crate) mod tests {
         let tag = hmac::sign(&key, b"m");
         assert!(set.verify(None, HS256, b"m", tag.as_ref()).is_ok());
         assert!(set.verify(None, HS384, b"m", tag.as_ref()).is_err());
+    }
+
+    /// The kids `from_jwks` keeps of these JWKs (a good RSA key is added, so the
+    /// set is never empty).
+    fn kept(jwks: Vec<serde_json::Value>) -> Vec<String> {
+        let good = rsa_jwk("control", &RsaKeyPair::generate(KeySize::Rsa2048).unwrap());
+        let keys = [jwks, vec![good]].concat();
+        let doc = serde_json::json!({ "keys": keys });
+        let set = KeySet::from_jwks(doc.to_string().as_bytes(), all(), 100).unwrap();
+        set.kids()
+            .flatten()
+            .filter(|k| *k != "control")
+            .map(str::to_owned)
+            .collect()
+    }
+
+    fn okp(kid: &str, x: &[u8]) -> serde_json::Value {
+        serde_json::json!({"kty":"OKP","crv":"Ed25519","kid":kid,"x":b64(x)})
+    }
+
+    fn ec(kid: &str, crv: &str, x: &[u8], y: &[u8]) -> serde_json::Value {
+        serde_json::json!({"kty":"EC","crv":crv,"kid":kid,"x":b64(x),"y":b64(y)})
+    }
+
+    fn hex(s: &str) -> Vec<u8> {
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn refuses_small_order_and_non_canonical_ed25519_keys() {
+        let genuine = Ed25519KeyPair::generate().unwrap();
+        let mut bad = Vec::new();
+        for y in ED25519_SMALL_ORDER_Y {
+            // Both signs of x: the sign bit is not part of y.
+            let mut negative = y;
+            negative[31] |= 0x80;
+            bad.push(y);
+            bad.push(negative);
+        }
+        // Every y >= p (p .. 2^255 - 1), with either sign bit: p and p + 1 are
+        // the non-canonical spellings of the small-order y = 0 and y = 1.
+        for low in 0xed..=0xff {
+            let mut y = ED25519_P;
+            y[0] = low;
+            let mut negative = y;
+            negative[31] |= 0x80;
+            bad.push(y);
+            bad.push(negative);
+        }
+        let mut jwks: Vec<_> = bad.iter().map(|x| okp("bad", x)).collect();
+        jwks.push(okp("genuine", genuine.public_key().as_ref()));
+        assert_eq!(kept(jwks), ["genuine"]);
+        assert_eq!(bad.len(), 2 * 5 + 2 * 19);
+    }
+
+    #[test]
+    fn refuses_ec_points_off_the_curve_at_infinity_or_out_of_range() {
+        // Computed with Python: x = 5 is on P-256 with this y, x = 2 on P-384;
+        // x + p is the same field element, out of range.
+        let p256_y = hex("459243b9aa581806fe913bce99817ade11ca503c64d9a3c533415c083248fbcc");
+        let p256_x_plus_p = hex("ffffffff00000001000000000000000000000001000000000000000000000004");
+        let p384_y = hex(concat!(
+            "8cdeadbbd04911a3c1931e26df3fa6439dca9c7eb286fbd4",
+            "6fc319f0e2bb780232baf57825fc0c1912ada2fefe84024c"
+        ));
+        let p384_x_plus_p = hex(concat!(
+            "ffffffffffffffffffffffffffffffffffffffffffffffff",
+            "fffffffffffffffeffffffff000000000000000100000001"
+        ));
+        let p256_p = hex("ffffffff00000001000000000000000000000000ffffffffffffffffffffffff");
+        let mut five = [0u8; 32];
+        five[31] = 5;
+        let mut two = [0u8; 48];
+        two[47] = 2;
+        let jwks = vec![
+            ec("p256", "P-256", &five, &p256_y),
+            ec("p384", "P-384", &two, &p384_y),
+            ec("x+p", "P-256", &p256_x_plus_p, &p256_y),
+            ec("x+p", "P-384", &p384_x_plus_p, &p384_y),
+            ec("x=p", "P-256", &p256_p, &p256_y),
+            ec("y=p", "P-256", &five, &p256_p),
+            ec("off-curve", "P-256", &five, &{
+                let mut y = p256_y.clone();
+                y[31] ^= 1;
+                y
+            }),
+            ec("zero", "P-256", &[0; 32], &[0; 32]),
+            ec("zero", "P-384", &[0; 48], &[0; 48]),
+            ec("ones", "P-256", &[0xff; 32], &[0xff; 32]),
+        ];
+        assert_eq!(kept(jwks), ["p256", "p384"]);
+    }
+
+    #[test]
+    fn refuses_rsa_exponents_and_moduli_that_make_forgery_easy() {
+        let rsa = RsaKeyPair::generate(KeySize::Rsa2048).unwrap();
+        let c = RsaPublicKeyComponents::<Vec<u8>>::from(rsa.public_key());
+        let with = |kid: &str, n: &[u8], e: &[u8]| serde_json::json!({"kty":"RSA","kid":kid,"n":b64(n),"e":b64(e)});
+        let mut even_n = c.n.clone();
+        *even_n.last_mut().unwrap() &= 0xfe;
+        let jwks = vec![
+            with("genuine", &c.n, &c.e),
+            with("e=1", &c.n, &[1]),
+            with("e=0", &c.n, &[0]),
+            with("e=empty", &c.n, &[]),
+            with("e=2", &c.n, &[2]),
+            with("e=65536", &c.n, &[1, 0, 0]),
+            with("e=2^32+1", &c.n, &[1, 0, 0, 0, 1]),
+            with("e=huge", &c.n, &[0xff; 256]),
+            with("n-even", &even_n, &c.e),
+        ];
+        assert_eq!(kept(jwks), ["genuine"]);
+        assert!(check_rsa(&c.n, &[3]).is_ok());
+        assert!(check_rsa(&c.n, &[1, 0, 1]).is_ok());
+        assert!(check_rsa(&c.n, &[0xff, 0xff, 0xff, 0xff]).is_ok());
+    }
+
+    #[test]
+    fn a_jwk_whose_key_ops_lack_verify_does_not_verify() {
+        let rsa = RsaKeyPair::generate(KeySize::Rsa2048).unwrap();
+        let with_ops = |kid: &str, ops: serde_json::Value| {
+            let mut jwk = rsa_jwk(kid, &rsa);
+            jwk["key_ops"] = ops;
+            jwk
+        };
+        let jwks = vec![
+            with_ops("verify", serde_json::json!(["verify"])),
+            with_ops("sign+verify", serde_json::json!(["sign", "verify"])),
+            with_ops("sign", serde_json::json!(["sign"])),
+            with_ops("encrypt", serde_json::json!(["encrypt", "wrapKey"])),
+            with_ops("empty", serde_json::json!([])),
+            with_ops("string", serde_json::json!("verify")),
+            with_ops("null", serde_json::Value::Null),
+            with_ops("numbers", serde_json::json!([1])),
+            with_ops("twice", serde_json::json!(["verify", "verify"])),
+            with_ops("case", serde_json::json!(["Verify"])),
+        ];
+        assert_eq!(kept(jwks), ["verify", "sign+verify"]);
+    }
+
+    #[test]
+    fn a_jwk_with_private_key_members_is_skipped() {
+        let rsa = RsaKeyPair::generate(KeySize::Rsa2048).unwrap();
+        let ed = Ed25519KeyPair::generate().unwrap();
+        let with = |mut jwk: serde_json::Value, member: &str| {
+            jwk[member] = b64(b"secret").into();
+            jwk["kid"] = format!("leaks-{member}").into();
+            jwk
+        };
+        let mut jwks: Vec<_> = ["d", "p", "q", "dp", "dq", "qi", "k"]
+            .into_iter()
+            .map(|m| with(rsa_jwk("", &rsa), m))
+            .collect();
+        jwks.push(with(rsa_jwk("", &rsa), "oth"));
+        jwks.push(with(okp("", ed.public_key().as_ref()), "d"));
+        jwks.push(with(okp("", ed.public_key().as_ref()), "k"));
+        jwks.push(okp("public", ed.public_key().as_ref()));
+        assert_eq!(kept(jwks), ["public"]);
     }
 
     #[test]

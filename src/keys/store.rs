@@ -5,7 +5,8 @@
 //! - **Refresh-ahead**: once 80% of the TTL has passed, the next request starts one
 //!   background refresh and goes on with the current keys; requests never wait.
 //! - **Unknown `kid`**: one forced refresh, at most once per `kid_miss_cooldown`;
-//!   every request that misses while it runs waits for that same fetch.
+//!   every request that misses while it runs waits for that same fetch, and one
+//!   that misses after it ended reads the keys it installed.
 //! - **Last-known-good**: a failed refresh keeps the current keys, for up to
 //!   `max_staleness` past their TTL. Failures are logged once per streak, and a new
 //!   attempt waits `retry_interval` so a down issuer is not hammered.
@@ -15,6 +16,7 @@
 //! One fetch is in flight at a time per key source; it runs as its own task, so a
 //! client that disconnects does not cancel it. The read path is an atomic load.
 
+use crate::sync::lock;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -26,7 +28,7 @@ use reqwest::Url;
 
 use super::fetch::{self, FetchLimits, Fetched};
 use super::{KeySet, VerifyingKey};
-use crate::clock::SharedClock;
+use crate::clock::{SharedClock, saturating_millis};
 use crate::discovery;
 use crate::error::AuthError;
 use crate::jws::AlgorithmSet;
@@ -137,12 +139,6 @@ pub(crate) struct KeyStore {
     health: Mutex<Health>,
 }
 
-/// A poisoned lock only means another thread panicked while holding it; the data
-/// here (an option, counters) is still consistent, so keep going.
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
 impl KeyStore {
     pub(crate) fn new(
         label: &str,
@@ -179,7 +175,7 @@ impl KeyStore {
             .clock
             .now()
             .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64)
+            .map_or(0, saturating_millis)
     }
 
     /// The current keys when they may be used without waiting (loaded, and not
@@ -190,7 +186,7 @@ impl KeyStore {
         let now = self.now();
         let stale_limit = loaded
             .expires_at
-            .saturating_add(self.context.policy.max_staleness.as_millis() as u64);
+            .saturating_add(saturating_millis(self.context.policy.max_staleness));
         if now >= stale_limit {
             return None;
         }
@@ -224,27 +220,39 @@ impl KeyStore {
     }
 
     /// Called when the token's `kid` is not in the current keys: refreshes at most
-    /// once per cooldown, shared with every other miss in the meantime. `None` when
-    /// no refresh may run now (or it failed).
+    /// once per cooldown, shared with every other miss in the meantime. Otherwise
+    /// the keys as they are now, which a fetch that ended since the caller read
+    /// them may have changed. `None` when a refresh ran and failed (or there are
+    /// no keys).
+    ///
+    /// The cooldown is checked, the fetch started and published under the
+    /// in-flight lock, so a concurrent miss either joins that fetch or sees the
+    /// keys it installed; never "no fetch yet" in between.
     pub(crate) async fn keys_after_kid_miss(self: &Arc<Self>) -> Option<Arc<Loaded>> {
         if matches!(self.source, KeySource::Static(_)) {
             return None;
         }
-        let now = self.now();
-        let last = self.last_forced.load(Ordering::Acquire);
-        let cooled = last == NEVER
-            || now.saturating_sub(last) >= self.context.policy.kid_miss_cooldown.as_millis() as u64;
-        let fetch = if cooled
-            && self
-                .last_forced
-                .compare_exchange(last, now, Ordering::AcqRel, Ordering::Acquire)
-                .is_ok()
-        {
-            self.start_or_join(false)
-        } else {
-            lock(&self.inflight).clone()
+        let fetch = {
+            let mut slot = lock(&self.inflight);
+            match slot.as_ref() {
+                Some(fetch) => Some(fetch.clone()),
+                None => {
+                    let now = self.now();
+                    let last = self.last_forced.load(Ordering::Acquire);
+                    let cooldown = saturating_millis(self.context.policy.kid_miss_cooldown);
+                    if last == NEVER || now.saturating_sub(last) >= cooldown {
+                        self.last_forced.store(now, Ordering::Release);
+                        Some(self.spawn_fetch(&mut slot))
+                    } else {
+                        None
+                    }
+                }
+            }
         };
-        fetch?.await.ok()
+        match fetch {
+            Some(fetch) => fetch.await.ok(),
+            None => self.current.load_full(),
+        }
     }
 
     /// Fetches now, whatever the policy says (for `Guard::prefetch`).
@@ -289,6 +297,14 @@ impl KeyStore {
         if respect_backoff && self.now() < self.next_attempt.load(Ordering::Acquire) {
             return None;
         }
+        Some(self.spawn_fetch(&mut slot))
+    }
+
+    /// Starts a fetch and publishes it in `slot`, the held in-flight lock.
+    fn spawn_fetch(
+        self: &Arc<Self>,
+        slot: &mut MutexGuard<'_, Option<SharedFetch>>,
+    ) -> SharedFetch {
         let this = Arc::clone(self);
         let task = tokio::spawn(async move { this.fetch_and_install().await });
         let fetch = task
@@ -297,9 +313,9 @@ impl KeyStore {
             })
             .boxed()
             .shared();
-        *slot = Some(fetch.clone());
+        **slot = Some(fetch.clone());
         self.fetching.store(true, Ordering::Release);
-        Some(fetch)
+        fetch
     }
 
     async fn fetch_and_install(&self) -> FetchResult {
@@ -313,7 +329,7 @@ impl KeyStore {
                     if let Some(previous) = self.current.load().as_deref() {
                         keys.keep_unchanged(&previous.keys);
                     }
-                    let ttl = ttl.as_millis() as u64;
+                    let ttl = saturating_millis(ttl);
                     let loaded = Arc::new(Loaded {
                         keys: Arc::new(keys),
                         fetched_at: now,
@@ -350,7 +366,7 @@ impl KeyStore {
                     health.consecutive_failures = health.consecutive_failures.saturating_add(1);
                     health.last_error = Some(Arc::clone(&error));
                     self.next_attempt.store(
-                        now.saturating_add(self.context.policy.retry_interval.as_millis() as u64),
+                        now.saturating_add(saturating_millis(self.context.policy.retry_interval)),
                         Ordering::Release,
                     );
                     *lock(&self.discovered) = None;
@@ -479,6 +495,34 @@ mod tests {
             max_age: max_age.map(Duration::from_secs),
             expires,
         }
+    }
+
+    /// The state the race of issue #10 point 8 left a request in: another
+    /// request has won the cooldown, and its fetch has not published itself yet
+    /// or has already installed new keys and left the slot. The request must
+    /// read the keys installed, not answer "unknown kid" from the ones it had.
+    #[tokio::test]
+    async fn a_kid_miss_that_finds_no_fetch_to_join_reads_the_keys_installed_meanwhile() {
+        let clock = ManualClock::at_unix(1_700_000_000);
+        let s = Arc::new(store(&clock));
+        let algorithms = [crate::jws::Algorithm::HS256].into_iter().collect();
+        let installed = Arc::new(Loaded {
+            keys: Arc::new(KeySet::from_secret(&[7; 32], algorithms)),
+            fetched_at: s.now(),
+            refresh_at: NEVER,
+            expires_at: NEVER,
+        });
+        s.current.store(Some(Arc::clone(&installed)));
+        s.last_forced.store(s.now(), Ordering::Release);
+        let seen = s
+            .keys_after_kid_miss()
+            .await
+            .expect("the keys the other request's fetch installed");
+        assert!(Arc::ptr_eq(&seen, &installed));
+        assert!(
+            lock(&s.inflight).is_none(),
+            "no second fetch within the cooldown"
+        );
     }
 
     #[test]

@@ -62,7 +62,7 @@ struct ProofClaims {
     htm: String,
     htu: String,
     #[serde(deserialize_with = "crate::claims::numeric_date")]
-    iat: Option<u64>,
+    iat: Option<crate::claims::NumericDate>,
     #[serde(default)]
     ath: Option<String>,
     #[serde(default)]
@@ -157,7 +157,12 @@ impl DpopVerifier {
                 )))
             })
         };
-        let header: ProofHeader = from_json_object(&decode(h, "header")?)
+        // Header and claims are JSON text: strict UTF-8 as a whole, as for tokens.
+        let text = |bytes: Vec<u8>, which: &str| {
+            String::from_utf8(bytes)
+                .map_err(|_| bad(DpopProblem::Malformed(format!("the {which} is not UTF-8"))))
+        };
+        let header: ProofHeader = from_json_object(&text(decode(h, "header")?, "header")?)
             .map_err(|e| bad(DpopProblem::Malformed(format!("header: {e}"))))?;
         if header.crit.is_some() || header.b64.is_some() {
             return Err(bad(DpopProblem::Malformed(
@@ -196,7 +201,7 @@ impl DpopVerifier {
                 other => bad(DpopProblem::Key(other.to_string())),
             })?;
 
-        let claims: ProofClaims = from_json_object(&decode(p, "payload")?)
+        let claims: ProofClaims = from_json_object(&text(decode(p, "payload")?, "payload")?)
             .map_err(|e| bad(DpopProblem::Malformed(format!("claims: {e}"))))?;
         if claims.jti.is_empty() {
             return Err(bad(DpopProblem::Malformed("jti is empty".into())));
@@ -219,6 +224,7 @@ impl DpopVerifier {
         }
         let iat = claims
             .iat
+            .map(crate::claims::NumericDate::secs)
             .ok_or_else(|| bad(DpopProblem::Malformed("iat is missing".into())))?;
         let oldest = now.saturating_sub(self.max_age.saturating_add(self.leeway));
         if iat < oldest || iat > now.saturating_add(self.leeway) {
