@@ -4,6 +4,10 @@
 //! token (a hit) and a token never seen before (a miss; a token is cached on its
 //! second verification).
 //!
+//! The `DPoP` group: a DPoP-bound ES256 token with a fresh ES256 proof per
+//! request (one more signature check, the proof's JWK parsed, the replay store),
+//! beside the same kind of token as a plain bearer token.
+//!
 //! `cargo bench --bench validate`
 
 use std::cell::Cell;
@@ -186,5 +190,105 @@ fn bench(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, bench);
+/// The cost of a DPoP check beside the access-token check it comes with.
+fn bench_dpop(c: &mut Criterion) {
+    use bearer_guard::authz_server::DpopKey;
+    use bearer_guard::sender::{Dpop, MemoryReplayStore};
+
+    const ORIGIN: &str = "https://api.example.com";
+    let case = ec();
+    let jwks = json!({"keys": [case.jwk.clone()]}).to_string();
+    let builder = || {
+        Guard::builder()
+            .issuer(Issuer::new(ISS).jwks_document(jwks.clone()))
+            .audience(AUD)
+            // Every proof of the run stays recorded: room for all of them.
+            .dpop(Dpop::new(ORIGIN).replay_store(MemoryReplayStore::new(50_000_000)))
+    };
+    let cold = builder().disable_token_cache().build().expect("guard");
+    let warm = builder().build().expect("guard");
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("time")
+        .as_secs();
+    let key = DpopKey::generate();
+    let sign = |cnf: Option<Value>| {
+        let mut claims = json!({"iss": ISS, "sub": "bench-client", "aud": AUD, "exp": now + 3600,
+                                "iat": now, "nbf": now, "jti": "8d1c6f8e", "client_id": "bench-client",
+                                "scope": "read:data write:data"});
+        if let Some(cnf) = cnf {
+            claims["cnf"] = cnf;
+        }
+        let header = b64(json!({"alg": "ES256", "kid": "ES256", "typ": "at+jwt"})
+            .to_string()
+            .as_bytes());
+        let input = format!("{header}.{}", b64(claims.to_string().as_bytes()));
+        format!("{input}.{}", b64(&(case.sign)(input.as_bytes())))
+    };
+    let bearer = sign(None);
+    let bound = sign(Some(json!({"jkt": key.thumbprint()})));
+    let method = http::Method::GET;
+    let uri: http::Uri = "/orders".parse().expect("uri");
+    let extensions = http::Extensions::new();
+    let bearer_headers = {
+        let mut h = http::HeaderMap::new();
+        h.insert(
+            "authorization",
+            format!("Bearer {bearer}").parse().expect("header"),
+        );
+        h
+    };
+    // A request with the bound token and a proof never used before.
+    let dpop_request = || {
+        let proof = key
+            .proof("GET", &format!("{ORIGIN}/orders"))
+            .access_token(&bound)
+            .sign();
+        let mut h = http::HeaderMap::new();
+        h.insert(
+            "authorization",
+            format!("DPoP {bound}").parse().expect("header"),
+        );
+        h.insert("dpop", proof.parse().expect("header"));
+        h
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("runtime");
+    for guard in [&cold, &warm] {
+        rt.block_on(guard.validate_request(&method, &uri, &dpop_request(), &extensions))
+            .expect("the bench request validates");
+    }
+
+    let mut group = c.benchmark_group("DPoP");
+    for (name, guard) in [("cache off", &cold), ("cache hit", &warm)] {
+        group.bench_function(format!("bearer ES256 token, {name}"), |b| {
+            b.to_async(&rt).iter(|| async {
+                guard
+                    .validate_request(&method, &uri, &bearer_headers, &extensions)
+                    .await
+                    .expect("valid")
+            })
+        });
+        // Signing the proof is setup, not measured.
+        group.bench_function(format!("DPoP-bound token + ES256 proof, {name}"), |b| {
+            b.to_async(&rt).iter_batched(
+                dpop_request,
+                |headers| {
+                    let (method, uri, extensions) = (&method, &uri, &extensions);
+                    async move {
+                        guard
+                            .validate_request(method, uri, &headers, extensions)
+                            .await
+                            .expect("valid")
+                    }
+                },
+                BatchSize::SmallInput,
+            )
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench, bench_dpop);
 criterion_main!(benches);

@@ -5,7 +5,10 @@
 //! 3. a machine client gets a token with Client Credentials and calls the API;
 //! 4. a "browser" goes through Authorization Code + PKCE (login page, consent
 //!    page, redirect with a code) and the app calls the API with the user's token;
-//! 5. the API refuses a token lacking a scope, no token, a forged and an expired one.
+//! 5. the API refuses a token lacking a scope, no token, a forged and an expired one;
+//! 6. a DPoP-bound token (RFC 9449) is accepted with a proof by its key, and the
+//!    same token without that key (replayed as a bearer token, or with a proof by
+//!    another key) is refused.
 //!
 //! Run it with `cargo run --example quickstart`. It exits by itself.
 
@@ -16,7 +19,10 @@ use axum::routing::get;
 use axum::{Json, Router};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use bearer_guard::authz_server::{AuthorizationServer, ClientConfig, SignWith, SigningAlgorithm};
+use bearer_guard::authz_server::{
+    AuthorizationServer, ClientConfig, DpopKey, SignWith, SigningAlgorithm,
+};
+use bearer_guard::sender::Dpop;
 use bearer_guard::{Guard, RequireScope, VerifiedToken};
 use serde_json::{Value, json};
 
@@ -39,11 +45,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .start()
         .await?;
 
-    // 2. The API: it trusts that issuer (keys found by discovery) for its audience.
+    // 2. The API: it trusts that issuer (keys found by discovery) for its audience,
+    // and accepts DPoP-bound tokens as well as bearer tokens; DPoP proofs name the
+    // API's public URL (here its loopback address).
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let api = format!("http://{}", listener.local_addr()?);
     let guard = Guard::builder()
         .issuer(idp.issuer())
         .audience(API_AUDIENCE)
         .realm("orders-api")
+        .dpop(Dpop::new(&api))
         .build()?;
     let app = Router::new()
         .route(
@@ -62,8 +73,6 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             }),
         )
         .layer(guard.layer());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let api = format!("http://{}", listener.local_addr()?);
     tokio::spawn(async move { axum::serve(listener, app).await });
 
     println!("bearer-guard quickstart\n");
@@ -263,6 +272,51 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     )
     .await?;
 
+    // 6. A sender-constrained token: useless without its key.
+    println!("\n4. A DPoP-bound token (RFC 9449: the token only works with its key)");
+    let key = DpopKey::generate();
+    let bound = idp
+        .dpop_client_credentials_token("reporting-job", &["orders:read"], &key)
+        .await?;
+    step(
+        "POST /token with a DPoP proof (client reporting-job)",
+        &format!("token bound to key {}", key.thumbprint()),
+    );
+    let url = format!("{api}/orders");
+    let proof = key.proof("GET", &url).access_token(&bound).sign();
+    let response = http
+        .get(&url)
+        .header("authorization", format!("DPoP {bound}"))
+        .header("dpop", proof)
+        .send()
+        .await?;
+    report(
+        response,
+        "GET  /orders with the token and a proof by its key",
+    )
+    .await?;
+    call(
+        &http,
+        "GET ",
+        &api,
+        "/orders",
+        Some(&bound),
+        "with the same token as a bearer token",
+    )
+    .await?;
+    let thief = DpopKey::generate();
+    let response = http
+        .get(&url)
+        .header("authorization", format!("DPoP {bound}"))
+        .header("dpop", thief.proof("GET", &url).access_token(&bound).sign())
+        .send()
+        .await?;
+    report(
+        response,
+        "GET  /orders with the token and a proof by another key",
+    )
+    .await?;
+
     idp.shutdown().await;
     println!("\nDone: every call above went over real HTTP on 127.0.0.1.");
     Ok(())
@@ -285,12 +339,24 @@ async fn call(
         request = request.bearer_auth(token);
     }
     let response = request.timeout(Duration::from_secs(10)).send().await?;
+    report(response, &format!("{method} {path} {what}")).await
+}
+
+/// Prints an answer: status, and the challenge or the body.
+async fn report(response: reqwest::Response, what: &str) -> Result<(), reqwest::Error> {
     let status = response.status();
-    let challenge = response
+    // With DPoP on, both schemes are challenged: show the one with the error.
+    let challenges: Vec<&str> = response
         .headers()
-        .get("www-authenticate")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
+        .get_all("www-authenticate")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    let challenge = challenges
+        .iter()
+        .find(|c| c.contains("error="))
+        .or(challenges.first())
+        .map(|c| (*c).to_owned());
     let body = response.text().await?;
     let verdict = if status.is_success() {
         "accepted"
@@ -301,10 +367,7 @@ async fn call(
         Some(c) => format!("WWW-Authenticate: {c}"),
         None => body,
     };
-    step(
-        &format!("{method} {path} {what}"),
-        &format!("{} {verdict}  {detail}", status.as_u16()),
-    );
+    step(what, &format!("{} {verdict}  {detail}", status.as_u16()));
     Ok(())
 }
 

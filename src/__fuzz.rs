@@ -29,7 +29,9 @@ pub fn extract_token<'h>(
         #[cfg(feature = "cookie")]
         cookie: cookie.map(Box::from),
     }
-    .extract(headers)
+    // Both schemes: the DPoP one is read by the same code.
+    .extract_scheme(headers, true)
+    .map(|(_, token)| token)
 }
 
 /// `jws.rs`: split, strict base64url, header rules.

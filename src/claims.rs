@@ -62,6 +62,54 @@ pub(crate) struct RegisteredClaims {
     pub scp: Option<Vec<String>>,
     #[serde(default)]
     pub tid: Option<String>,
+    /// RFC 7800 confirmation: what the token is bound to.
+    #[serde(default)]
+    pub cnf: Option<Confirmation>,
+}
+
+/// The `cnf` claim: a DPoP key thumbprint (RFC 9449 §6.1) and/or a client
+/// certificate thumbprint (RFC 8705 §3.1). Other members are kept by name, so
+/// that a binding bearer-guard cannot check is refused rather than ignored.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub(crate) struct Confirmation {
+    #[serde(default, deserialize_with = "present_string")]
+    pub jkt: Option<String>,
+    #[serde(default, rename = "x5t#S256", deserialize_with = "present_string")]
+    pub x5t_s256: Option<String>,
+    #[serde(flatten)]
+    pub other: std::collections::BTreeMap<String, de::IgnoredAny>,
+}
+
+/// A member that, when present, must be a string (`null` is not "absent").
+fn present_string<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    String::deserialize(d).map(Some)
+}
+
+/// How a verified token is bound to its sender (RFC 7800 `cnf`). A bound token
+/// is only ever accepted with its proof: a valid DPoP proof by the key `jkt`
+/// names, or a client certificate with the thumbprint `x5t_s256` names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Binding<'a> {
+    /// Not bound: a plain bearer token.
+    Bearer,
+    /// DPoP-bound (RFC 9449): `cnf.jkt`, the key's RFC 7638 thumbprint.
+    Dpop {
+        /// The thumbprint.
+        jkt: &'a str,
+    },
+    /// Bound to a client certificate (RFC 8705): `cnf["x5t#S256"]`.
+    Certificate {
+        /// The certificate's base64url SHA-256 thumbprint.
+        x5t_s256: &'a str,
+    },
+    /// Bound to both a DPoP key and a client certificate.
+    DpopAndCertificate {
+        /// The key thumbprint.
+        jkt: &'a str,
+        /// The certificate thumbprint.
+        x5t_s256: &'a str,
+    },
 }
 
 impl RegisteredClaims {
@@ -102,7 +150,9 @@ pub(crate) fn from_json_object<T: DeserializeOwned>(json: &str) -> Result<T, ser
 /// A member that is present must be one: `null`, strings, booleans, arrays,
 /// objects, negative, non-finite and absurdly large values are all refused, for
 /// `exp`, `nbf` and `iat` alike (only an absent member is "no claim").
-fn numeric_date<'de, D: Deserializer<'de>>(d: D) -> Result<Option<NumericDate>, D::Error> {
+pub(crate) fn numeric_date<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Option<NumericDate>, D::Error> {
     struct V;
     impl<'de> Visitor<'de> for V {
         type Value = NumericDate;
@@ -343,6 +393,21 @@ impl VerifiedToken {
     /// The tenant a tenant-template issuer matched (cut from `iss`), if any.
     pub fn tenant(&self) -> Option<&str> {
         self.inner.tenant.as_deref()
+    }
+
+    /// Whether and how the token is bound to its sender (`cnf`). The guard accepts
+    /// a bound token only with its proof, so a `Dpop` or `Certificate` answer
+    /// means that proof was checked on this request.
+    pub fn binding(&self) -> Binding<'_> {
+        let cnf = self.inner.claims.cnf.as_ref();
+        let jkt = cnf.and_then(|c| c.jkt.as_deref());
+        let x5t = cnf.and_then(|c| c.x5t_s256.as_deref());
+        match (jkt, x5t) {
+            (None, None) => Binding::Bearer,
+            (Some(jkt), None) => Binding::Dpop { jkt },
+            (None, Some(x5t_s256)) => Binding::Certificate { x5t_s256 },
+            (Some(jkt), Some(x5t_s256)) => Binding::DpopAndCertificate { jkt, x5t_s256 },
+        }
     }
 
     /// The token's payload, the claims JSON object, as text exactly as the issuer

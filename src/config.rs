@@ -10,7 +10,7 @@ use bytes::Bytes;
 use crate::cache::{CacheConfig, TokenCache, TokenCacheStats};
 use crate::clock::{Clock, SharedClock, SystemClock};
 use crate::discovery::check_url;
-use crate::error::{AuthError, ErrorHandler, Responder, is_grpc};
+use crate::error::{AuthError, DpopChallenge, ErrorHandler, Responder};
 use crate::issuer::{Issuer, IssuerEntry, IssuerPolicy, KeySourceSpec, Matcher, TENANT};
 use crate::jws::{Algorithm, AlgorithmSet, TypPolicy};
 use crate::keys::KeySet;
@@ -47,6 +47,7 @@ pub(crate) struct GuardInner {
     pub tokens: TokenSource,
     pub clock: SharedClock,
     pub responder: Responder,
+    pub dpop: Option<crate::sender::DpopVerifier>,
 }
 
 impl fmt::Debug for Guard {
@@ -117,7 +118,7 @@ impl Guard {
         error: &AuthError,
         request: &http::HeaderMap,
     ) -> http::Response<Bytes> {
-        self.inner.responder.respond(error, is_grpc(request))
+        self.inner.responder.respond_to(error, request)
     }
 }
 
@@ -212,6 +213,9 @@ pub enum BuildError {
     /// The HTTP client could not be built.
     #[error("could not build the HTTP client: {0}")]
     HttpClient(String),
+    /// The DPoP settings are unusable, or an issuer asks for DPoP without them.
+    #[error("DPoP: {0}")]
+    InvalidDpop(String),
 }
 
 fn range_text(min: Duration, max: Option<Duration>) -> String {
@@ -250,6 +254,7 @@ pub struct GuardBuilder {
     refresh: RefreshPolicy,
     limits: FetchLimits,
     cache: CacheConfig,
+    dpop: Option<crate::sender::Dpop>,
 }
 
 impl Default for GuardBuilder {
@@ -271,6 +276,7 @@ impl Default for GuardBuilder {
             refresh: RefreshPolicy::default(),
             limits: FetchLimits::default(),
             cache: CacheConfig::default(),
+            dpop: None,
         }
     }
 }
@@ -462,6 +468,14 @@ impl GuardBuilder {
         self
     }
 
+    /// Accepts DPoP-bound tokens (RFC 9449) with these settings; see
+    /// [`sender`](crate::sender). Without it the `DPoP` scheme is not accepted
+    /// and DPoP-bound tokens are refused.
+    pub fn dpop(mut self, dpop: crate::sender::Dpop) -> Self {
+        self.dpop = Some(dpop);
+        self
+    }
+
     /// Checks the configuration and builds the guard. Keys are fetched lazily, on
     /// the first request (or by [`Guard::prefetch`]).
     pub fn build(self) -> Result<Guard, BuildError> {
@@ -541,6 +555,16 @@ impl GuardBuilder {
             });
         }
 
+        let dpop = self.dpop_verifier()?;
+        let challenge = dpop.as_ref().map(|d| {
+            Arc::new(DpopChallenge {
+                algs: Arc::clone(&d.algs),
+                bearer_too: d
+                    .modes
+                    .iter()
+                    .any(|m| *m != crate::sender::DpopMode::Required),
+            })
+        });
         Ok(Guard {
             inner: Arc::new(GuardInner {
                 issuers: IssuerPolicy::new(entries),
@@ -556,9 +580,38 @@ impl GuardBuilder {
                 responder: Responder {
                     realm: self.realm.map(Into::into),
                     handler: self.error_handler,
+                    dpop: challenge,
                 },
+                dpop,
             }),
         })
+    }
+
+    /// The DPoP verifier, with each issuer's mode; `None` without `.dpop(..)`.
+    fn dpop_verifier(&self) -> Result<Option<crate::sender::DpopVerifier>, BuildError> {
+        use crate::sender::DpopMode;
+        let Some(dpop) = &self.dpop else {
+            return match self
+                .issuers
+                .iter()
+                .find(|i| i.dpop.is_some_and(|m| m != DpopMode::Disabled))
+            {
+                Some(i) => Err(BuildError::InvalidDpop(format!(
+                    "issuer {:?} accepts DPoP: configure it with GuardBuilder::dpop(..)",
+                    i.issuer
+                ))),
+                None => Ok(None),
+            };
+        };
+        let modes = self
+            .issuers
+            .iter()
+            .map(|i| i.dpop.unwrap_or(dpop.mode))
+            .collect();
+        dpop.clone()
+            .build(modes)
+            .map(Some)
+            .map_err(BuildError::InvalidDpop)
     }
 
     /// The time settings whose extremes would weaken validation or hammer the

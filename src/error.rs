@@ -29,6 +29,10 @@ pub enum ErrorCode {
     InvalidToken,
     /// `insufficient_scope`: the token lacks a scope the route requires (403).
     InsufficientScope,
+    /// `invalid_dpop_proof`: the DPoP proof is missing or invalid (401, RFC 9449 §7.1).
+    InvalidDpopProof,
+    /// `use_dpop_nonce`: retry with the nonce of the `DPoP-Nonce` header (401, RFC 9449 §9).
+    UseDpopNonce,
 }
 
 impl ErrorCode {
@@ -38,6 +42,8 @@ impl ErrorCode {
             ErrorCode::InvalidRequest => "invalid_request",
             ErrorCode::InvalidToken => "invalid_token",
             ErrorCode::InsufficientScope => "insufficient_scope",
+            ErrorCode::InvalidDpopProof => "invalid_dpop_proof",
+            ErrorCode::UseDpopNonce => "use_dpop_nonce",
         }
     }
 }
@@ -79,6 +85,26 @@ pub enum AuthError {
         /// When a client should try again.
         retry_after: Duration,
     },
+    /// The DPoP proof is missing, malformed or does not match the request
+    /// (RFC 9449 `invalid_dpop_proof`).
+    #[error("invalid DPoP proof: {0}")]
+    InvalidDpopProof(DpopProblem),
+    /// The proof carries no nonce, or one this server no longer accepts: the
+    /// client retries with `nonce` (sent as `DPoP-Nonce`, RFC 9449 §9).
+    #[error("a fresh DPoP nonce is required")]
+    UseDpopNonce {
+        /// The nonce to retry with.
+        nonce: String,
+    },
+    /// The DPoP replay store could not be asked (e.g. Redis is down), so a
+    /// replayed proof cannot be ruled out (503, fail closed).
+    #[error("the DPoP replay store is unavailable: {reason}")]
+    ReplayStoreUnavailable {
+        /// What went wrong.
+        reason: String,
+        /// When a client should try again.
+        retry_after: Duration,
+    },
 }
 
 /// What is malformed about a request (400).
@@ -97,6 +123,182 @@ pub enum RequestProblem {
     /// A token was sent by more than one method (RFC 6750 §2).
     #[error("a token was sent by more than one method")]
     MultipleMethods,
+}
+
+/// Why a DPoP proof (RFC 9449 §4.3) was refused: 401 `invalid_dpop_proof`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum DpopProblem {
+    /// The DPoP scheme was used without a `DPoP` header.
+    #[error("the request has no DPoP proof header")]
+    Missing,
+    /// More than one `DPoP` header.
+    #[error("the request has more than one DPoP header")]
+    Multiple,
+    /// The proof is larger than the limit; nothing was decoded.
+    #[error("the DPoP proof is {len} bytes, more than the {max}-byte limit")]
+    TooLarge {
+        /// The proof's length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// Not a compact JWS with a JSON header and payload.
+    #[error("the DPoP proof is malformed: {0}")]
+    Malformed(String),
+    /// `typ` is not `dpop+jwt`.
+    #[error("the DPoP proof's typ is not dpop+jwt")]
+    Typ,
+    /// `alg` is not an accepted asymmetric algorithm.
+    #[error("the DPoP proof's alg {0:?} is not accepted")]
+    AlgorithmNotAllowed(String),
+    /// The `jwk` header is missing, carries private members, or is unusable.
+    #[error("the DPoP proof's jwk is not acceptable: {0}")]
+    Key(String),
+    /// The signature does not verify with the proof's `jwk`.
+    #[error("the DPoP proof's signature does not verify")]
+    BadSignature,
+    /// `htm` is not the request's method.
+    #[error("htm {htm:?} is not the request method {method}")]
+    MethodMismatch {
+        /// The proof's `htm`.
+        htm: String,
+        /// The request's method.
+        method: String,
+    },
+    /// `htu` is not this resource's URI.
+    #[error("htu {htu:?} is not the request URI {expected:?}")]
+    UriMismatch {
+        /// The proof's `htu`, normalised.
+        htu: String,
+        /// The URI built from the configured origin and the request path.
+        expected: String,
+    },
+    /// `iat` is outside the accepted window.
+    #[error("iat {iat} is outside the window around now {now}")]
+    IatOutOfWindow {
+        /// The proof's `iat`.
+        iat: u64,
+        /// The validator's clock.
+        now: u64,
+    },
+    /// `ath` is missing or is not the hash of the access token.
+    #[error("ath is missing or is not the hash of the access token")]
+    AccessTokenHash,
+    /// The `jti` was seen before within the window.
+    #[error("the DPoP proof was already used (jti replayed)")]
+    Replayed,
+}
+
+impl DpopProblem {
+    /// A short, stable, machine-readable name for the rule that failed.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            DpopProblem::Missing => "dpop_missing",
+            DpopProblem::Multiple => "dpop_multiple",
+            DpopProblem::TooLarge { .. } => "dpop_too_large",
+            DpopProblem::Malformed(_) => "dpop_malformed",
+            DpopProblem::Typ => "dpop_typ",
+            DpopProblem::AlgorithmNotAllowed(_) => "dpop_alg_not_allowed",
+            DpopProblem::Key(_) => "dpop_bad_key",
+            DpopProblem::BadSignature => "dpop_bad_signature",
+            DpopProblem::MethodMismatch { .. } => "dpop_htm_mismatch",
+            DpopProblem::UriMismatch { .. } => "dpop_htu_mismatch",
+            DpopProblem::IatOutOfWindow { .. } => "dpop_iat_out_of_window",
+            DpopProblem::AccessTokenHash => "dpop_ath_mismatch",
+            DpopProblem::Replayed => "dpop_replayed",
+        }
+    }
+
+    /// The safe, fixed phrase sent to the client as `error_description`.
+    pub fn description(&self) -> &'static str {
+        match self {
+            DpopProblem::Missing => "DPoP proof required",
+            DpopProblem::Multiple => "more than one DPoP proof",
+            DpopProblem::TooLarge { .. } => "DPoP proof too large",
+            DpopProblem::Malformed(_) => "DPoP proof malformed",
+            DpopProblem::Typ => "DPoP proof type invalid",
+            DpopProblem::AlgorithmNotAllowed(_) => "DPoP proof algorithm not allowed",
+            DpopProblem::Key(_) => "DPoP proof key not acceptable",
+            DpopProblem::BadSignature => "DPoP proof signature invalid",
+            DpopProblem::MethodMismatch { .. } => "DPoP proof method mismatch",
+            DpopProblem::UriMismatch { .. } => "DPoP proof URI mismatch",
+            DpopProblem::IatOutOfWindow { .. } => "DPoP proof expired or issued in the future",
+            DpopProblem::AccessTokenHash => "DPoP proof access token hash mismatch",
+            DpopProblem::Replayed => "DPoP proof replayed",
+        }
+    }
+}
+
+/// Why a valid token's sender binding (`cnf`, RFC 7800) was not satisfied:
+/// 401 `invalid_token`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum BindingProblem {
+    /// A DPoP-bound token (`cnf.jkt`) sent with the `Bearer` scheme (RFC 9449 §7.2).
+    #[error("the token is DPoP-bound (cnf.jkt) but was sent as a bearer token")]
+    DpopBoundAsBearer,
+    /// The DPoP scheme with a token that has no `cnf.jkt`.
+    #[error("the token was sent with the DPoP scheme but is not DPoP-bound")]
+    NotDpopBound,
+    /// A plain bearer token where DPoP is required.
+    #[error("DPoP is required but the token is a plain bearer token")]
+    DpopRequired,
+    /// The DPoP scheme for an issuer (or guard) that does not accept DPoP.
+    #[error("DPoP is not accepted for this issuer")]
+    DpopNotAccepted,
+    /// `cnf.jkt` is not the thumbprint of the proof's key.
+    #[error("cnf.jkt {jkt:?} is not the thumbprint {proof:?} of the proof's key")]
+    KeyMismatch {
+        /// The token's `cnf.jkt`.
+        jkt: String,
+        /// The RFC 7638 thumbprint of the proof's `jwk`.
+        proof: String,
+    },
+    /// A certificate-bound token (`cnf["x5t#S256"]`) without a client certificate.
+    #[error("the token is certificate-bound but the connection has no client certificate")]
+    CertificateMissing,
+    /// `cnf["x5t#S256"]` is not the thumbprint of the connection's certificate.
+    #[error("cnf x5t#S256 {expected:?} is not the client certificate's thumbprint {actual:?}")]
+    CertificateMismatch {
+        /// The token's `cnf["x5t#S256"]`.
+        expected: String,
+        /// The SHA-256 thumbprint of the connection's certificate.
+        actual: String,
+    },
+    /// `cnf` names a confirmation method bearer-guard cannot check.
+    #[error("cnf uses a confirmation method that is not supported: {0}")]
+    UnsupportedConfirmation(String),
+}
+
+impl BindingProblem {
+    /// A short, stable, machine-readable name for the rule that failed.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            BindingProblem::DpopBoundAsBearer => "dpop_bound_as_bearer",
+            BindingProblem::NotDpopBound => "not_dpop_bound",
+            BindingProblem::DpopRequired => "dpop_required",
+            BindingProblem::DpopNotAccepted => "dpop_not_accepted",
+            BindingProblem::KeyMismatch { .. } => "dpop_key_mismatch",
+            BindingProblem::CertificateMissing => "certificate_missing",
+            BindingProblem::CertificateMismatch { .. } => "certificate_mismatch",
+            BindingProblem::UnsupportedConfirmation(_) => "cnf_unsupported",
+        }
+    }
+
+    /// The safe, fixed phrase sent to the client as `error_description`.
+    pub fn description(&self) -> &'static str {
+        match self {
+            BindingProblem::DpopBoundAsBearer => "DPoP-bound token sent as a bearer token",
+            BindingProblem::NotDpopBound => "token is not DPoP-bound",
+            BindingProblem::DpopRequired => "DPoP-bound token required",
+            BindingProblem::DpopNotAccepted => "DPoP not accepted",
+            BindingProblem::KeyMismatch { .. } => "DPoP key binding mismatch",
+            BindingProblem::CertificateMissing => "client certificate required",
+            BindingProblem::CertificateMismatch { .. } => "client certificate binding mismatch",
+            BindingProblem::UnsupportedConfirmation(_) => "token confirmation method not supported",
+        }
+    }
 }
 
 /// Why a token was refused (401). Each variant carries the values involved.
@@ -234,6 +436,9 @@ pub enum TokenProblem {
         /// The expected audiences.
         expected: Vec<String>,
     },
+    /// The token's `cnf` binding (RFC 7800) is not satisfied by this request.
+    #[error("{0}")]
+    Binding(BindingProblem),
 }
 
 impl TokenProblem {
@@ -264,6 +469,7 @@ impl TokenProblem {
             TokenProblem::IssuedInFuture { .. } => "iat_in_future",
             TokenProblem::AudienceMissing => "aud_missing",
             TokenProblem::AudienceMismatch { .. } => "aud_mismatch",
+            TokenProblem::Binding(b) => b.reason(),
         }
     }
 
@@ -296,6 +502,7 @@ impl TokenProblem {
             TokenProblem::AudienceMissing | TokenProblem::AudienceMismatch { .. } => {
                 "token audience not accepted"
             }
+            TokenProblem::Binding(b) => b.description(),
         }
     }
 }
@@ -309,15 +516,24 @@ impl AuthError {
             AuthError::InsufficientScope { .. } | AuthError::RequirementNotMet { .. } => {
                 StatusCode::FORBIDDEN
             }
-            AuthError::KeysUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            AuthError::InvalidDpopProof(_) | AuthError::UseDpopNonce { .. } => {
+                StatusCode::UNAUTHORIZED
+            }
+            AuthError::KeysUnavailable { .. } | AuthError::ReplayStoreUnavailable { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
         }
     }
 
     /// The RFC 6750 error code, if the answer carries one.
     pub fn error_code(&self) -> Option<ErrorCode> {
         match self {
-            AuthError::MissingToken | AuthError::KeysUnavailable { .. } => None,
+            AuthError::MissingToken
+            | AuthError::KeysUnavailable { .. }
+            | AuthError::ReplayStoreUnavailable { .. } => None,
             AuthError::InvalidRequest(_) => Some(ErrorCode::InvalidRequest),
+            AuthError::InvalidDpopProof(_) => Some(ErrorCode::InvalidDpopProof),
+            AuthError::UseDpopNonce { .. } => Some(ErrorCode::UseDpopNonce),
             AuthError::InvalidToken(_) => Some(ErrorCode::InvalidToken),
             // RFC 6750 has one code for "the token is valid but not enough here".
             AuthError::InsufficientScope { .. } | AuthError::RequirementNotMet { .. } => {
@@ -335,6 +551,9 @@ impl AuthError {
             AuthError::InsufficientScope { .. } => "insufficient_scope",
             AuthError::RequirementNotMet { .. } => "requirement_not_met",
             AuthError::KeysUnavailable { .. } => "keys_unavailable",
+            AuthError::InvalidDpopProof(p) => p.reason(),
+            AuthError::UseDpopNonce { .. } => "dpop_nonce_required",
+            AuthError::ReplayStoreUnavailable { .. } => "replay_store_unavailable",
         }
     }
 
@@ -354,6 +573,9 @@ impl AuthError {
             AuthError::InsufficientScope { .. } => "token lacks a required scope",
             AuthError::RequirementNotMet { .. } => "token does not meet the route's requirements",
             AuthError::KeysUnavailable { .. } => "signing keys temporarily unavailable",
+            AuthError::InvalidDpopProof(p) => p.description(),
+            AuthError::UseDpopNonce { .. } => "a DPoP nonce is required",
+            AuthError::ReplayStoreUnavailable { .. } => "DPoP replay check temporarily unavailable",
         }
     }
 
@@ -361,46 +583,113 @@ impl AuthError {
     ///
     /// `realm` must already be a safe quoted-string value (the builder checks it).
     pub fn to_response(&self, realm: Option<&str>) -> Response<Bytes> {
-        let mut challenge = String::from("Bearer");
-        let mut sep = " ";
-        let mut param = |name: &str, value: &str| {
-            challenge.push_str(sep);
-            challenge.push_str(name);
-            challenge.push_str("=\"");
-            challenge.push_str(value);
-            challenge.push('"');
-            sep = ", ";
+        self.render(realm, None, false)
+    }
+
+    /// The response with the challenges of the accepted schemes: `Bearer` unless
+    /// DPoP is required, `DPoP algs="…"` when DPoP is accepted (RFC 9449 §7.1).
+    /// The error goes on the scheme the client used, and on `DPoP` for a
+    /// proof or nonce problem.
+    pub(crate) fn render(
+        &self,
+        realm: Option<&str>,
+        dpop: Option<&DpopChallenge>,
+        client_used_dpop: bool,
+    ) -> Response<Bytes> {
+        let dpop_error = matches!(
+            self,
+            AuthError::InvalidDpopProof(_) | AuthError::UseDpopNonce { .. }
+        ) || (client_used_dpop && dpop.is_some());
+        let bearer =
+            dpop.is_none_or(|d| d.bearer_too) || (!dpop_error && self.error_code().is_some());
+        let scope = match self {
+            // Scope tokens are %x21 / %x23-5B / %x5D-7E (RFC 6749 §3.3), checked
+            // when the route was configured, so they are safe inside quotes.
+            AuthError::InsufficientScope { required } => Some(required.join(" ")),
+            _ => None,
         };
-        if let Some(realm) = realm {
-            param("realm", realm);
-        }
-        let scope;
-        if let Some(code) = self.error_code() {
-            param("error", code.as_str());
-            param("error_description", self.description());
-            if let AuthError::InsufficientScope { required } = self {
-                // Scope tokens are %x21 / %x23-5B / %x5D-7E (RFC 6749 §3.3), checked
-                // when the route was configured, so they are safe inside quotes.
-                scope = required.join(" ");
-                param("scope", &scope);
+        let challenge = |scheme: &str, with_error: bool, algs: Option<&str>| {
+            let mut c = Challenge::new(scheme);
+            c.param("realm", realm);
+            if let (true, Some(code)) = (with_error, self.error_code()) {
+                c.param("error", Some(code.as_str()));
+                c.param("error_description", Some(self.description()));
+                c.param("scope", scope.as_deref());
             }
-        }
+            c.param("algs", algs);
+            c.0
+        };
 
         let error = self.error_code().map_or(
             match self {
-                AuthError::KeysUnavailable { .. } => "temporarily_unavailable",
+                AuthError::KeysUnavailable { .. } | AuthError::ReplayStoreUnavailable { .. } => {
+                    "temporarily_unavailable"
+                }
                 _ => "unauthorized",
             },
             ErrorCode::as_str,
         );
         let mut response = json_response(self.status(), error, self.description());
         let headers = response.headers_mut();
-        if let AuthError::KeysUnavailable { retry_after, .. } = self {
-            headers.insert(RETRY_AFTER, HeaderValue::from(retry_after.as_secs().max(1)));
-        } else if let Ok(value) = HeaderValue::from_str(&challenge) {
-            headers.insert(WWW_AUTHENTICATE, value);
+        match self {
+            AuthError::KeysUnavailable { retry_after, .. }
+            | AuthError::ReplayStoreUnavailable { retry_after, .. } => {
+                headers.insert(RETRY_AFTER, HeaderValue::from(retry_after.as_secs().max(1)));
+                return response;
+            }
+            AuthError::UseDpopNonce { nonce } => {
+                if let Ok(value) = HeaderValue::from_str(nonce) {
+                    headers.insert(DPOP_NONCE, value);
+                }
+            }
+            _ => {}
+        }
+        let mut values = Vec::with_capacity(2);
+        if bearer {
+            values.push(challenge("Bearer", !dpop_error, None));
+        }
+        if let Some(dpop) = dpop {
+            values.push(challenge("DPoP", dpop_error, Some(&dpop.algs)));
+        }
+        for value in values {
+            if let Ok(value) = HeaderValue::from_str(&value) {
+                headers.append(WWW_AUTHENTICATE, value);
+            }
         }
         response
+    }
+}
+
+/// The `DPoP-Nonce` response header (RFC 9449 §8.1).
+pub(crate) const DPOP_NONCE: http::HeaderName = http::HeaderName::from_static("dpop-nonce");
+
+/// The `DPoP` challenge of a guard that accepts DPoP.
+#[derive(Debug, Clone)]
+pub(crate) struct DpopChallenge {
+    /// The accepted proof algorithms, space-separated.
+    pub algs: Arc<str>,
+    /// Whether plain bearer tokens are accepted too (then both are challenged).
+    pub bearer_too: bool,
+}
+
+/// One `WWW-Authenticate` challenge being written: `Scheme a="1", b="2"`.
+struct Challenge(String);
+
+impl Challenge {
+    fn new(scheme: &str) -> Self {
+        Challenge(scheme.to_owned())
+    }
+
+    /// Values are fixed phrases, checked realms, scope tokens or algorithm
+    /// names: none contains a quote or backslash.
+    fn param(&mut self, name: &str, value: Option<&str>) {
+        let Some(value) = value else { return };
+        self.0
+            .push_str(if self.0.contains('=') { ", " } else { " " });
+        self.0.push_str(name);
+        self.0.push_str("=\"");
+        self.0.push_str(value);
+        self.0.push('"');
     }
 }
 
@@ -421,8 +710,9 @@ impl AuthError {
             AuthError::MissingToken | AuthError::InvalidRequest(_) | AuthError::InvalidToken(_) => {
                 16
             }
+            AuthError::InvalidDpopProof(_) | AuthError::UseDpopNonce { .. } => 16,
             AuthError::InsufficientScope { .. } | AuthError::RequirementNotMet { .. } => 7,
-            AuthError::KeysUnavailable { .. } => 14,
+            AuthError::KeysUnavailable { .. } | AuthError::ReplayStoreUnavailable { .. } => 14,
         }
     }
 
@@ -430,7 +720,16 @@ impl AuthError {
     /// `content-type: application/grpc`, `grpc-status`, `grpc-message`), keeping
     /// the RFC 6750 `WWW-Authenticate` challenge.
     pub fn to_grpc_response(&self, realm: Option<&str>) -> Response<Bytes> {
-        let (mut parts, _) = self.to_response(realm).into_parts();
+        self.to_grpc_response_with(realm, None, false)
+    }
+
+    fn to_grpc_response_with(
+        &self,
+        realm: Option<&str>,
+        dpop: Option<&DpopChallenge>,
+        used_dpop: bool,
+    ) -> Response<Bytes> {
+        let (mut parts, _) = self.render(realm, dpop, used_dpop).into_parts();
         parts.status = StatusCode::OK;
         parts
             .headers
@@ -489,16 +788,38 @@ pub type ErrorHandler = Arc<dyn Fn(&AuthError) -> Response<Bytes> + Send + Sync>
 pub(crate) struct Responder {
     pub realm: Option<Arc<str>>,
     pub handler: Option<ErrorHandler>,
+    /// Set when the guard accepts DPoP (an `Arc`: rejections carry a responder).
+    pub dpop: Option<Arc<DpopChallenge>>,
 }
 
 impl Responder {
     /// The answer to a request: the user's hook, else RFC 6750, in gRPC form for a
     /// gRPC request (see [`is_grpc`]).
     pub(crate) fn respond(&self, error: &AuthError, grpc: bool) -> Response<Bytes> {
+        self.answer(error, grpc, false)
+    }
+
+    /// [`respond`](Self::respond) for a request with these headers: gRPC or not,
+    /// and which scheme its `Authorization` header used.
+    pub(crate) fn respond_to(
+        &self,
+        error: &AuthError,
+        request: &http::HeaderMap,
+    ) -> Response<Bytes> {
+        let used_dpop = request.get(http::header::AUTHORIZATION).is_some_and(|v| {
+            v.as_bytes()
+                .get(..5)
+                .is_some_and(|s| s.eq_ignore_ascii_case(b"dpop "))
+        });
+        self.answer(error, is_grpc(request), used_dpop)
+    }
+
+    fn answer(&self, error: &AuthError, grpc: bool, used_dpop: bool) -> Response<Bytes> {
+        let realm = self.realm.as_deref();
         match &self.handler {
             Some(handler) => handler(error),
-            None if grpc => error.to_grpc_response(self.realm.as_deref()),
-            None => error.to_response(self.realm.as_deref()),
+            None if grpc => error.to_grpc_response_with(realm, self.dpop.as_deref(), used_dpop),
+            None => error.render(realm, self.dpop.as_deref(), used_dpop),
         }
     }
 }

@@ -42,6 +42,7 @@ pub struct Issuer {
     pub(crate) audiences: Vec<String>,
     pub(crate) algorithms: Option<Vec<Algorithm>>,
     pub(crate) tenants: Option<TenantPolicy>,
+    pub(crate) dpop: Option<crate::sender::DpopMode>,
 }
 
 /// Which tenants a tenant template accepts.
@@ -106,6 +107,7 @@ impl Issuer {
             audiences: Vec::new(),
             algorithms: None,
             tenants: None,
+            dpop: None,
         }
     }
 
@@ -184,6 +186,15 @@ impl Issuer {
     /// The algorithms accepted for this issuer (replaces the guard-wide list).
     pub fn algorithms(mut self, algorithms: impl IntoIterator<Item = Algorithm>) -> Self {
         self.algorithms = Some(algorithms.into_iter().collect());
+        self
+    }
+
+    /// Whether this issuer's tokens may or must be DPoP-bound (replaces the
+    /// mode of [`GuardBuilder::dpop`](crate::GuardBuilder::dpop) for this issuer;
+    /// anything but [`DpopMode::Disabled`](crate::sender::DpopMode::Disabled)
+    /// needs that configuration).
+    pub fn dpop(mut self, mode: crate::sender::DpopMode) -> Self {
+        self.dpop = Some(mode);
         self
     }
 

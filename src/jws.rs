@@ -262,28 +262,7 @@ pub struct CompactJws<'a> {
 
 /// Splits and decodes a compact JWS, and applies every header rule that needs no key.
 pub(crate) fn parse(token: &str, typ_policy: TypPolicy) -> Result<CompactJws<'_>, TokenProblem> {
-    let mut parts = token.split('.');
-    let (Some(h), Some(p), Some(s)) = (parts.next(), parts.next(), parts.next()) else {
-        return Err(TokenProblem::Malformed(
-            "not a compact JWS: expected three segments",
-        ));
-    };
-    match parts.count() {
-        0 => {}
-        2 => {
-            return Err(TokenProblem::Malformed(
-                "JWE (encrypted) tokens are not supported",
-            ));
-        }
-        _ => {
-            return Err(TokenProblem::Malformed(
-                "not a compact JWS: expected three segments",
-            ));
-        }
-    }
-    if s.is_empty() {
-        return Err(TokenProblem::Malformed("the signature segment is empty"));
-    }
+    let (h, p, s) = split(token)?;
 
     let header_json = decode_segment(h, "header")?;
     // The whole header, skipped members included, must be UTF-8 (RFC 7515 §4).
@@ -328,6 +307,34 @@ pub(crate) fn parse(token: &str, typ_policy: TypPolicy) -> Result<CompactJws<'_>
         payload,
         signature,
     })
+}
+
+/// The three segments of a compact JWS (header, payload, signature), still
+/// encoded; five segments (JWE) and an empty signature are refused.
+pub(crate) fn split(token: &str) -> Result<(&str, &str, &str), TokenProblem> {
+    let mut parts = token.split('.');
+    let (Some(h), Some(p), Some(s)) = (parts.next(), parts.next(), parts.next()) else {
+        return Err(TokenProblem::Malformed(
+            "not a compact JWS: expected three segments",
+        ));
+    };
+    match parts.count() {
+        0 => {}
+        2 => {
+            return Err(TokenProblem::Malformed(
+                "JWE (encrypted) tokens are not supported",
+            ));
+        }
+        _ => {
+            return Err(TokenProblem::Malformed(
+                "not a compact JWS: expected three segments",
+            ));
+        }
+    }
+    if s.is_empty() {
+        return Err(TokenProblem::Malformed("the signature segment is empty"));
+    }
+    Ok((h, p, s))
 }
 
 /// Strict base64url: the URL-safe alphabet only, no padding, no whitespace, no

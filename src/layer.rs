@@ -13,7 +13,9 @@ use tower_service::Service;
 
 use crate::claims::VerifiedToken;
 use crate::config::Guard;
-use crate::error::AuthError;
+use crate::error::{AuthError, DPOP_NONCE};
+use crate::sender::ClientCertificate;
+use crate::token::Scheme;
 use crate::validate::Early;
 
 /// The guard's handle, left in the extensions so that [`RequireScope`] and the
@@ -139,22 +141,41 @@ where
     fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
         // Most traffic is a reused token: the cache answers it here, and the inner
         // service is called at once, with no allocation and nothing awaited.
-        let token = match self.guard.validate_headers_early(req.headers()) {
+        let certificate = req.extensions().get::<ClientCertificate>();
+        let (scheme, token) = match self
+            .guard
+            .validate_request_early(req.headers(), certificate)
+        {
             Early::Done(result) => {
                 return match self.refusal(result, &mut req) {
-                    None => ResponseFuture::inner(self.inner.call(req)),
+                    None => ResponseFuture::inner(self.inner.call(req), None),
                     Some(response) => ResponseFuture::refused(response),
                 };
             }
-            Early::Verify(token) => token.to_owned(),
+            Early::Verify(scheme, token) => (scheme, token.to_owned()),
         };
+        // What the verification needs of the request, owned by its future: the
+        // method, URI and headers only for a DPoP proof.
+        let certificate = certificate.cloned();
+        let request = (scheme == Scheme::Dpop).then(|| {
+            (
+                req.method().clone(),
+                req.uri().clone(),
+                req.headers().clone(),
+            )
+        });
         // The clone is the one that was not driven to readiness; keep the ready one.
         let clone = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, clone);
         let guard = self.guard.clone();
         ResponseFuture {
             state: State::Verifying {
-                verify: Box::pin(async move { guard.verify_uncached(&token).await }),
+                verify: Box::pin(async move {
+                    let request = request.as_ref().map(|(m, u, h)| (m, u, h));
+                    guard
+                        .verify_request(scheme, &token, request, certificate.as_ref())
+                        .await
+                }),
                 pending: Some(Pending {
                     req,
                     inner,
@@ -229,15 +250,15 @@ pin_project! {
             verify: BoxFuture<Result<VerifiedToken, AuthError>>,
             pending: Option<Pending<S, B>>,
         },
-        Inner { #[pin] future: S::Future },
+        Inner { #[pin] future: S::Future, nonce: Option<http::HeaderValue> },
         Refused { response: Option<Response<Bytes>> },
     }
 }
 
 impl<S: Service<Request<B>>, B> ResponseFuture<S, B> {
-    fn inner(future: S::Future) -> Self {
+    fn inner(future: S::Future, nonce: Option<http::HeaderValue>) -> Self {
         ResponseFuture {
-            state: State::Inner { future },
+            state: State::Inner { future, nonce },
         }
     }
 
@@ -259,10 +280,12 @@ where
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         loop {
             let next = match self.as_mut().project().state.project() {
-                StateProj::Inner { future } => {
-                    return future
-                        .poll(cx)
-                        .map(|r| r.map(|resp| resp.map(GuardBody::inner)));
+                StateProj::Inner { future, nonce } => {
+                    let mut response = std::task::ready!(future.poll(cx))?;
+                    if let Some(nonce) = nonce.take() {
+                        response.headers_mut().insert(DPOP_NONCE, nonce);
+                    }
+                    return Poll::Ready(Ok(response.map(GuardBody::inner)));
                 }
                 StateProj::Refused { response } => {
                     let response = response
@@ -279,9 +302,14 @@ where
                     } = pending
                         .take()
                         .expect("ResponseFuture polled after completion");
+                    let nonce = match &result {
+                        Ok(token) => crate::sender::success_nonce(&service.guard, token),
+                        Err(_) => None,
+                    };
                     match service.refusal(result, &mut req) {
                         None => State::Inner {
                             future: inner.call(req),
+                            nonce,
                         },
                         Some(response) => State::Refused {
                             response: Some(response),

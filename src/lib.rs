@@ -33,13 +33,15 @@
 //! authorization server for tests and local development), `cookie` (tokens from a
 //! cookie), `metrics` (counters through the `metrics` facade), `gateway` (the
 //! validating reverse proxy and the route `decision` it shares), `ext-authz`
-//! (the check services for Envoy, Istio, nginx, Caddy and Traefik).
+//! (the check services for Envoy, Istio, nginx, Caddy and Traefik), `redis` (a DPoP
+//! replay store shared by replicas, `sender::RedisReplayStore`).
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod clock;
 pub mod error;
+pub mod sender;
 
 mod cache;
 mod claims;
@@ -85,7 +87,7 @@ pub mod gateway;
 pub mod __fuzz;
 
 pub use cache::TokenCacheStats;
-pub use claims::{Scopes, VerifiedToken};
+pub use claims::{Binding, Scopes, VerifiedToken};
 pub use config::{BuildError, Guard, GuardBuilder};
 pub use error::AuthError;
 pub use issuer::Issuer;

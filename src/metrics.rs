@@ -7,6 +7,7 @@
 //! | `bearer_guard_jwks_fetches_total` | counter | `issuer`, `result` (`ok`/`error`) |
 //! | `bearer_guard_jwks_keys` | gauge | `issuer` |
 //! | `bearer_guard_token_cache_lookups_total` | counter | `result` (`hit`/`miss`/`stale`) |
+//! | `bearer_guard_dpop_replay_store_failures_total` | counter | `action` (`refused`/`accepted`) |
 
 #[cfg(feature = "metrics")]
 pub(crate) fn validation(reason: Option<&'static str>) {
@@ -44,3 +45,14 @@ pub(crate) fn validation(_reason: Option<&'static str>) {}
 #[cfg(not(feature = "metrics"))]
 #[inline(always)]
 pub(crate) fn jwks_fetch(_issuer: &str, _ok: bool, _keys: usize) {}
+
+#[cfg(feature = "metrics")]
+pub(crate) fn replay_store_failure(fail_open: bool) {
+    let action = if fail_open { "accepted" } else { "refused" };
+    metrics::counter!("bearer_guard_dpop_replay_store_failures_total", "action" => action)
+        .increment(1);
+}
+
+#[cfg(not(feature = "metrics"))]
+#[inline(always)]
+pub(crate) fn replay_store_failure(_fail_open: bool) {}

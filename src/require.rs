@@ -12,8 +12,8 @@ use pin_project_lite::pin_project;
 use tower_layer::Layer;
 use tower_service::Service;
 
-use crate::claims::VerifiedToken;
-use crate::error::{AuthError, Responder, is_grpc};
+use crate::claims::{Binding, VerifiedToken};
+use crate::error::{AuthError, BindingProblem, Responder, TokenProblem, is_grpc};
 use crate::layer::{GuardBody, GuardHandle};
 use crate::scope::is_scope_token;
 
@@ -66,6 +66,7 @@ pub type RequireScopeService<S> = RequireService<S>;
 enum Rule {
     Scopes { scopes: Arc<[String]>, any: bool },
     Predicate { name: Arc<str>, check: Predicate },
+    DpopBound,
 }
 
 type Predicate = Arc<dyn Fn(&VerifiedToken) -> bool + Send + Sync>;
@@ -178,6 +179,21 @@ impl Require {
         })
     }
 
+    /// The token must be DPoP-bound (RFC 9449), so it reached the route with a
+    /// valid proof: DPoP required on this route even where the guard allows
+    /// plain bearer tokens. A plain token is refused 401 `invalid_token`
+    /// ("DPoP-bound token required"), with the `DPoP` challenge.
+    ///
+    /// ```
+    /// use bearer_guard::Require;
+    ///
+    /// let payments = Require::all(["payments:write"]).and(Require::dpop_bound());
+    /// # let _ = payments;
+    /// ```
+    pub fn dpop_bound() -> Self {
+        Self::rule(Rule::DpopBound)
+    }
+
     /// Both `self` and `other`, checked in that order.
     pub fn and(self, other: Require) -> Self {
         let rules: Vec<Rule> = self
@@ -221,6 +237,17 @@ impl Require {
                         });
                     }
                 }
+                Rule::DpopBound => {
+                    if !matches!(
+                        token.binding(),
+                        Binding::Dpop { .. } | Binding::DpopAndCertificate { .. }
+                    ) {
+                        tracing::debug!(sub = token.subject(), "route requires DPoP");
+                        return Err(AuthError::InvalidToken(TokenProblem::Binding(
+                            BindingProblem::DpopRequired,
+                        )));
+                    }
+                }
                 Rule::Predicate { name, check } => {
                     if !check(token) {
                         tracing::debug!(sub = token.subject(), rule = %name, "route requirement not met");
@@ -246,7 +273,7 @@ impl Require {
         let Some(token) = extensions.get::<VerifiedToken>() else {
             return Some(match responder {
                 // The guard ran in optional mode and the request had no credentials.
-                Some(responder) => responder.respond(&AuthError::MissingToken, is_grpc(headers)),
+                Some(responder) => responder.respond_to(&AuthError::MissingToken, headers),
                 None => {
                     tracing::error!(
                         "Require found no verified token: is the Guard layer applied outside this route?"
@@ -258,7 +285,7 @@ impl Require {
         let error = self.check(token).err()?;
         let grpc = is_grpc(headers);
         Some(match responder {
-            Some(responder) => responder.respond(&error, grpc),
+            Some(responder) => responder.respond_to(&error, headers),
             None => Responder::default().respond(&error, grpc),
         })
     }
@@ -272,6 +299,7 @@ impl fmt::Debug for Require {
                 Rule::Scopes { scopes, any: true } => list.entry(&format_args!("any{scopes:?}")),
                 Rule::Scopes { scopes, any: false } => list.entry(&format_args!("all{scopes:?}")),
                 Rule::Predicate { name, .. } => list.entry(&format_args!("predicate({name:?})")),
+                Rule::DpopBound => list.entry(&format_args!("dpop_bound")),
             };
         }
         list.finish()

@@ -23,10 +23,30 @@ pub(crate) struct TokenSource {
     pub cookie: Option<Box<str>>,
 }
 
+/// The authorization scheme the credentials came with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Scheme {
+    /// `Authorization: Bearer` (or the configured cookie).
+    Bearer,
+    /// `Authorization: DPoP` (RFC 9449 §7.1).
+    Dpop,
+}
+
 impl TokenSource {
     /// Finds the request's bearer token, without allocating.
+    #[cfg(test)]
     pub(crate) fn extract<'h>(&self, headers: &'h HeaderMap) -> Result<&'h str, AuthError> {
-        let from_header = self.in_authorization_header(headers)?;
+        self.extract_scheme(headers, false).map(|(_, token)| token)
+    }
+
+    /// Finds the request's token and its scheme; `DPoP` only when `dpop` is set
+    /// (otherwise it is an unsupported scheme, like `Basic`).
+    pub(crate) fn extract_scheme<'h>(
+        &self,
+        headers: &'h HeaderMap,
+        dpop: bool,
+    ) -> Result<(Scheme, &'h str), AuthError> {
+        let from_header = self.in_authorization_header(headers, dpop)?;
         #[cfg(feature = "cookie")]
         let from_cookie = match &self.cookie {
             Some(name) => self.in_cookie(headers, name)?,
@@ -36,7 +56,8 @@ impl TokenSource {
         let from_cookie: Option<&str> = None;
         match (from_header, from_cookie) {
             (Some(_), Some(_)) => Err(AuthError::InvalidRequest(RequestProblem::MultipleMethods)),
-            (Some(t), None) | (None, Some(t)) => Ok(t),
+            (Some(t), None) => Ok(t),
+            (None, Some(t)) => Ok((Scheme::Bearer, t)),
             (None, None) => Err(AuthError::MissingToken),
         }
     }
@@ -44,7 +65,8 @@ impl TokenSource {
     fn in_authorization_header<'h>(
         &self,
         headers: &'h HeaderMap,
-    ) -> Result<Option<&'h str>, AuthError> {
+        dpop: bool,
+    ) -> Result<Option<(Scheme, &'h str)>, AuthError> {
         let mut values = headers.get_all(AUTHORIZATION).iter();
         let Some(value) = values.next() else {
             return Ok(None);
@@ -57,19 +79,14 @@ impl TokenSource {
         let bytes = value.as_bytes();
         // Another scheme (Basic, DPoP, ...) is not bearer credentials: 401 without an
         // error code, as RFC 6750 §3.1 asks for an unsupported method.
-        const SCHEME: &[u8] = b"bearer";
-        if bytes.len() < SCHEME.len() || !bytes[..SCHEME.len()].eq_ignore_ascii_case(SCHEME) {
+        let Some((scheme, rest)) = scheme_of(bytes, dpop) else {
             return Ok(None);
-        }
-        let rest = &bytes[SCHEME.len()..];
-        if !rest.is_empty() && rest[0] != b' ' {
-            return Ok(None); // e.g. "BearerX": some other scheme.
-        }
+        };
         let credentials = trim_spaces(rest);
         if credentials.is_empty() {
             return Err(AuthError::InvalidRequest(RequestProblem::EmptyBearer));
         }
-        self.check(credentials).map(Some)
+        self.check(credentials).map(|t| Some((scheme, t)))
     }
 
     #[cfg(feature = "cookie")]
@@ -118,6 +135,22 @@ impl TokenSource {
         std::str::from_utf8(token)
             .map_err(|_| AuthError::InvalidRequest(RequestProblem::NotToken68))
     }
+}
+
+/// The scheme of an `Authorization` value and what follows it; `None` for
+/// another scheme (`Basic`, `BearerX`, `DPoP` when DPoP is off).
+fn scheme_of(value: &[u8], dpop: bool) -> Option<(Scheme, &[u8])> {
+    let schemes: &[(&[u8], Scheme)] = if dpop {
+        &[(b"bearer", Scheme::Bearer), (b"dpop", Scheme::Dpop)]
+    } else {
+        &[(b"bearer", Scheme::Bearer)]
+    };
+    schemes.iter().find_map(|&(name, scheme)| {
+        let head = value.get(..name.len())?;
+        let rest = &value[name.len()..];
+        (head.eq_ignore_ascii_case(name) && (rest.is_empty() || rest[0] == b' '))
+            .then_some((scheme, rest))
+    })
 }
 
 /// The token68 characters before the `=` padding, as a table: this check runs over
@@ -188,6 +221,30 @@ mod tests {
         ] {
             assert_eq!(source().extract(&headers(v)), Err(AuthError::MissingToken));
         }
+    }
+
+    #[test]
+    fn the_dpop_scheme_is_read_only_when_dpop_is_on() {
+        let h = headers(&["DPoP abc.def.ghi"]);
+        assert_eq!(
+            source().extract_scheme(&h, true),
+            Ok((Scheme::Dpop, "abc.def.ghi"))
+        );
+        assert_eq!(
+            source().extract_scheme(&h, false),
+            Err(AuthError::MissingToken)
+        );
+        for v in ["DPoPX abc", "dpop", "DPoP "] {
+            assert!(
+                source().extract_scheme(&headers(&[v]), true).is_err(),
+                "{v}"
+            );
+        }
+        let bearer = headers(&["bearer abc"]);
+        assert_eq!(
+            source().extract_scheme(&bearer, true),
+            Ok((Scheme::Bearer, "abc"))
+        );
     }
 
     #[test]

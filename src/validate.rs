@@ -25,24 +25,55 @@ use crate::config::{Guard, GuardInner};
 use crate::error::{AuthError, TokenProblem};
 use crate::issuer::{TenantRefusal, key_admits};
 use crate::jws;
+use crate::sender::{ClientCertificate, Presentation, bearer_binding, confirm};
+use crate::token::Scheme;
 
 impl Guard {
-    /// Validates a bearer token (the credentials, without `Bearer `).
+    /// Validates a bearer token (the credentials, without `Bearer `). A
+    /// sender-constrained token (`cnf`) is refused: it needs its proof, which only
+    /// [`validate_request`](Self::validate_request) can see.
     pub async fn validate(&self, token: &str) -> Result<VerifiedToken, AuthError> {
+        let bearer = Presentation::bearer();
         traced(
             &self.inner,
             token,
             now(&self.inner),
             CacheUse::LookupAndInsert,
+            &bearer,
         )
         .await
     }
 
-    /// Validates the bearer token of a request's headers, as the layer does.
+    /// Validates the bearer token of a request's headers (`Bearer` only, no
+    /// DPoP, no client certificate).
     pub async fn validate_headers(&self, headers: &HeaderMap) -> Result<VerifiedToken, AuthError> {
-        match self.validate_headers_early(headers) {
+        match self.early(headers, None, false) {
             Early::Done(result) => result,
-            Early::Verify(token) => self.verify_uncached(token).await,
+            Early::Verify(scheme, token) => self.verify_request(scheme, token, None, None).await,
+        }
+    }
+
+    /// Validates a request as the layer does: the `Bearer` or (with
+    /// [`GuardBuilder::dpop`](crate::GuardBuilder::dpop)) `DPoP` credentials, the
+    /// DPoP proof against `method` and the path of `uri`, and a certificate-bound
+    /// token against the [`ClientCertificate`] in `extensions`. For services that
+    /// see requests in other shapes (an external-authorization check, a proxy):
+    /// pass the original method and URI.
+    pub async fn validate_request(
+        &self,
+        method: &http::Method,
+        uri: &http::Uri,
+        headers: &HeaderMap,
+        extensions: &http::Extensions,
+    ) -> Result<VerifiedToken, AuthError> {
+        let certificate = extensions.get::<ClientCertificate>();
+        match self.validate_request_early(headers, certificate) {
+            Early::Done(result) => result,
+            Early::Verify(scheme, token) => {
+                let request = Some((method, uri, headers));
+                self.verify_request(scheme, token, request, certificate)
+                    .await
+            }
         }
     }
 
@@ -50,39 +81,80 @@ impl Guard {
     /// this token valid then?" for recorded tokens (`bearer-guard verify --now`).
     /// The verified-token cache is neither read nor filled.
     pub async fn validate_at(&self, token: &str, now: u64) -> Result<VerifiedToken, AuthError> {
-        traced(&self.inner, token, Duration::from_secs(now), CacheUse::Off).await
+        let at = Duration::from_secs(now);
+        traced(
+            &self.inner,
+            token,
+            at,
+            CacheUse::Off,
+            &Presentation::bearer(),
+        )
+        .await
     }
 
     /// What can be answered without waiting: credentials that extraction refuses,
-    /// and tokens the cache answers (keys loaded, the verifying key still
-    /// published). Everything else must be verified by [`Guard::verify_uncached`].
-    pub(crate) fn validate_headers_early<'h>(&self, headers: &'h HeaderMap) -> Early<'h> {
+    /// and bearer tokens the cache answers (keys loaded, the verifying key still
+    /// published), binding rules included. A DPoP request always needs
+    /// [`Guard::verify_request`]: its proof is checked against the replay store.
+    pub(crate) fn validate_request_early<'h>(
+        &self,
+        headers: &'h HeaderMap,
+        certificate: Option<&ClientCertificate>,
+    ) -> Early<'h> {
+        self.early(headers, certificate, self.inner.dpop.is_some())
+    }
+
+    fn early<'h>(
+        &self,
+        headers: &'h HeaderMap,
+        certificate: Option<&ClientCertificate>,
+        dpop: bool,
+    ) -> Early<'h> {
         let g = &self.inner;
-        let token = match g.tokens.extract(headers) {
-            Ok(token) => token,
+        let (scheme, token) = match g.tokens.extract_scheme(headers, dpop) {
+            Ok(found) => found,
             Err(e) => {
-                tracing::debug!(reason = e.reason(), "bearer token refused");
+                tracing::debug!(reason = e.reason(), "credentials refused");
                 crate::metrics::validation(Some(e.reason()));
                 return Early::Done(Err(e));
             }
         };
-        let Some(cache) = &g.cache else {
-            return Early::Verify(token);
+        let Some(cache) = g.cache.as_ref().filter(|_| scheme == Scheme::Bearer) else {
+            return Early::Verify(scheme, token);
         };
         let span = span();
         match cached(g, cache, token, now(g), &span) {
             Some(result) => {
+                let result = result
+                    .and_then(|t| bearer_binding(g.dpop.as_ref(), &t, certificate).map(|()| t));
                 finish(&span, &result);
                 Early::Done(result)
             }
-            None => Early::Verify(token),
+            None => Early::Verify(scheme, token),
         }
     }
 
-    /// The full verification of a token the cache did not answer (it is inserted
-    /// when it is admitted).
-    pub(crate) async fn verify_uncached(&self, token: &str) -> Result<VerifiedToken, AuthError> {
-        traced(&self.inner, token, now(&self.inner), CacheUse::InsertOnly).await
+    /// The full verification of what [`Guard::validate_request_early`] did not
+    /// answer: a bearer token the cache missed (inserted when admitted), or a
+    /// DPoP request (the token from the cache when it is there, and the proof).
+    /// `request` is needed for DPoP only.
+    pub(crate) async fn verify_request(
+        &self,
+        scheme: Scheme,
+        token: &str,
+        request: Option<(&http::Method, &http::Uri, &HeaderMap)>,
+        certificate: Option<&ClientCertificate>,
+    ) -> Result<VerifiedToken, AuthError> {
+        let cache_use = match scheme {
+            Scheme::Bearer => CacheUse::InsertOnly,
+            Scheme::Dpop => CacheUse::LookupAndInsert,
+        };
+        let presented = Presentation {
+            scheme,
+            request,
+            certificate,
+        };
+        traced(&self.inner, token, now(&self.inner), cache_use, &presented).await
     }
 }
 
@@ -91,12 +163,12 @@ fn now(g: &GuardInner) -> Duration {
     g.clock.now().duration_since(UNIX_EPOCH).unwrap_or_default()
 }
 
-/// The answer of [`Guard::validate_headers_early`].
+/// The answer of [`Guard::validate_request_early`].
 pub(crate) enum Early<'h> {
     /// Answered without waiting.
     Done(Result<VerifiedToken, AuthError>),
-    /// This token needs the full, asynchronous verification.
-    Verify(&'h str),
+    /// These credentials need the full, asynchronous verification.
+    Verify(Scheme, &'h str),
 }
 
 /// How one validation uses the verified-token cache.
@@ -145,6 +217,7 @@ async fn traced(
     token: &str,
     now: Duration,
     cache_use: CacheUse,
+    presented: &Presentation<'_>,
 ) -> Result<VerifiedToken, AuthError> {
     let span = span();
     let cache = g.cache.as_ref().filter(|_| cache_use != CacheUse::Off);
@@ -157,6 +230,12 @@ async fn traced(
     let result = match early {
         Some(result) => result,
         None => validate(g, token, now, cache, &span).await,
+    };
+    let result = match result {
+        Ok(verified) => confirm(g.dpop.as_ref(), &verified, token, presented, now.as_secs())
+            .await
+            .map(|()| verified),
+        Err(e) => Err(e),
     };
     finish(&span, &result);
     result

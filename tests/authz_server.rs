@@ -1604,3 +1604,73 @@ async fn authorization_code_token_calls_the_protected_api_until_it_expires() {
     let r = common::get_with(format!("{api}/orders"), fresh).await;
     assert_eq!(r.status(), StatusCode::OK);
 }
+
+// ---------------------------------------------------------------- DPoP
+
+/// POSTs a form to `/token` with a DPoP proof header.
+async fn dpop_token_request(
+    server: &AuthorizationServerHandle,
+    form: &[(&str, &str)],
+    proof: String,
+) -> (StatusCode, Value) {
+    let response = http()
+        .post(server.token_endpoint())
+        .header("dpop", proof)
+        .form(form)
+        .send()
+        .await
+        .expect("POST /token");
+    let status = response.status();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn authorization_code_and_refresh_with_dpop_issue_dpop_bound_tokens() {
+    use bearer_guard::authz_server::DpopKey;
+    let clock = ManualClock::starting_now();
+    let server = start(&clock).await;
+    let key = DpopKey::generate();
+    let proof = || {
+        key.proof("POST", &server.token_endpoint())
+            .iat(clock.unix_seconds())
+            .sign()
+    };
+    let code = code_for_spa(&server).await;
+    let form = [
+        ("grant_type", "authorization_code"),
+        ("client_id", "spa"),
+        ("code", code.as_str()),
+        ("code_verifier", VERIFIER),
+        ("redirect_uri", REDIRECT),
+    ];
+    let (status, body) = dpop_token_request(&server, &form, proof()).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["token_type"], "DPoP");
+    let access = body["access_token"].as_str().unwrap();
+    assert_eq!(payload_of(access)["cnf"]["jkt"], key.thumbprint());
+
+    let refresh_token = body["refresh_token"].as_str().unwrap();
+    let form = [
+        ("grant_type", "refresh_token"),
+        ("client_id", "spa"),
+        ("refresh_token", refresh_token),
+    ];
+    // A public client's refresh token is bound to its key (RFC 9449 §5.8):
+    // refused without a proof and with another key, and not spent by either.
+    let (status, _, body) = token_request(&server, None, &form).await;
+    assert_oauth_error(&(status, body), StatusCode::BAD_REQUEST, "invalid_grant");
+    let thief = DpopKey::generate();
+    let stolen = thief
+        .proof("POST", &server.token_endpoint())
+        .iat(clock.unix_seconds())
+        .sign();
+    let refused = dpop_token_request(&server, &form, stolen).await;
+    assert_oauth_error(&refused, StatusCode::BAD_REQUEST, "invalid_grant");
+    let (status, body) = dpop_token_request(&server, &form, proof()).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["token_type"], "DPoP");
+    assert_eq!(
+        payload_of(body["access_token"].as_str().unwrap())["cnf"]["jkt"],
+        key.thumbprint()
+    );
+}

@@ -227,6 +227,7 @@ pub(super) async fn consent(
         subject: session.user,
         scope: pending.scope.clone(),
         audiences: pending.audiences.clone(),
+        dpop_jkt: None,
     };
     let code = store.issue_code(
         grant,

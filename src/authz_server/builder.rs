@@ -164,6 +164,7 @@ pub struct AuthorizationServerBuilder {
     jwks_max_age: Option<Duration>,
     clock: SharedClock,
     bind: SocketAddr,
+    dpop_nonce: bool,
     max_state_entries: usize,
 }
 
@@ -192,6 +193,7 @@ impl Default for AuthorizationServerBuilder {
             jwks_max_age: Some(Duration::from_secs(600)),
             clock: Arc::new(SystemClock),
             bind: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+            dpop_nonce: false,
             max_state_entries: DEFAULT_CAPACITY,
         }
     }
@@ -275,6 +277,14 @@ impl AuthorizationServerBuilder {
         self
     }
 
+    /// Demands a server nonce in DPoP proofs at `/token` (RFC 9449 §8): a proof
+    /// without the current one is answered `400 use_dpop_nonce` with a
+    /// `DPoP-Nonce` header.
+    pub fn require_dpop_nonce(mut self) -> Self {
+        self.dpop_nonce = true;
+        self
+    }
+
     /// Bounds each table of the server's state: pending `/authorize` requests,
     /// sessions, codes, refresh tokens, refresh-token families and revoked
     /// access-token ids. Default 10,000 each (at least 1).
@@ -326,7 +336,15 @@ impl AuthorizationServerBuilder {
             .unwrap_or_else(|| issuer.clone());
         let mut audiences = self.resources;
         audiences.push(default_audience.clone());
+        let mut dpop = crate::sender::Dpop::new(&issuer);
+        if self.dpop_nonce {
+            dpop = dpop.require_nonce(super::oauth::random_token());
+        }
+        let dpop = dpop
+            .build(Box::default())
+            .map_err(AuthzServerError::Config)?;
         let shared = Arc::new(Shared {
+            dpop,
             issuer,
             clients: self
                 .clients

@@ -49,6 +49,7 @@ pub(super) async fn discovery(State(shared): State<Arc<Shared>>) -> Json<Value> 
         "code_challenge_methods_supported": ["S256"],
         "scopes_supported": shared.scopes_supported(),
         "authorization_response_iss_parameter_supported": true,
+        "dpop_signing_alg_values_supported": shared.dpop.algs.split(' ').collect::<Vec<_>>(),
     }))
 }
 

@@ -47,6 +47,7 @@
 mod authorize;
 mod builder;
 mod csrf;
+mod dpop;
 mod keys;
 mod metadata;
 mod oauth;
@@ -76,6 +77,7 @@ use tokio::task::JoinHandle;
 use crate::clock::SharedClock;
 
 pub use builder::{AuthorizationServerBuilder, ClientConfig, IntoSharedClock};
+pub use dpop::{DpopKey, ProofBuilder};
 pub use keys::{SignWith, SigningAlgorithm};
 pub use metadata::JwksBehavior;
 pub use store::StoredState;
@@ -136,12 +138,16 @@ pub enum AuthzServerError {
         error: String,
         /// The `error_description`, if any.
         description: Option<String>,
+        /// The `DPoP-Nonce` the server sent, if any.
+        nonce: Option<String>,
     },
 }
 
 /// State shared by every request handler and the handle. Deliberately not
 /// `Debug`: it holds user passwords and client secrets.
 struct Shared {
+    /// Checks DPoP proofs at `/token` (`htu` is the token endpoint).
+    dpop: crate::sender::DpopVerifier,
     issuer: String,
     clients: HashMap<String, ClientConfig>,
     users: HashMap<String, String>,
@@ -288,6 +294,16 @@ impl AuthorizationServerHandle {
         client_id: &str,
         scopes: &[&str],
     ) -> Result<String, AuthzServerError> {
+        self.request_client_credentials(client_id, scopes, None)
+            .await
+    }
+
+    async fn request_client_credentials(
+        &self,
+        client_id: &str,
+        scopes: &[&str],
+        dpop: Option<String>,
+    ) -> Result<String, AuthzServerError> {
         let secret = self
             .shared
             .clients
@@ -302,9 +318,11 @@ impl AuthorizationServerHandle {
         // RFC 6749 §2.3.1: id and secret are form-encoded before going into Basic.
         let encode =
             |s: &str| url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
-        let response = self
-            .http
-            .post(self.token_endpoint())
+        let mut request = self.http.post(self.token_endpoint());
+        if let Some(proof) = dpop {
+            request = request.header("dpop", proof);
+        }
+        let response = request
             .basic_auth(encode(client_id), Some(encode(&secret)))
             .header(
                 http::header::CONTENT_TYPE,
@@ -314,6 +332,11 @@ impl AuthorizationServerHandle {
             .send()
             .await?;
         let status = response.status();
+        let nonce = response
+            .headers()
+            .get("dpop-nonce")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
         let body: Value = serde_json::from_slice(&response.bytes().await?).unwrap_or_default();
         let text = |name: &str| body.get(name).and_then(Value::as_str).map(str::to_owned);
         match text("access_token") {
@@ -322,7 +345,41 @@ impl AuthorizationServerHandle {
                 status: status.as_u16(),
                 error: text("error").unwrap_or_else(|| "unexpected response".to_owned()),
                 description: text("error_description"),
+                nonce,
             }),
+        }
+    }
+
+    /// [`client_credentials_token`](Self::client_credentials_token) with a DPoP
+    /// proof by `key`: the token is bound to it (`cnf.jkt`, `token_type: DPoP`).
+    /// When the server demands a nonce, the call retries once with it.
+    pub async fn dpop_client_credentials_token(
+        &self,
+        client_id: &str,
+        scopes: &[&str],
+        key: &DpopKey,
+    ) -> Result<String, AuthzServerError> {
+        let mut nonce: Option<String> = None;
+        loop {
+            let mut proof = key
+                .proof("POST", &self.token_endpoint())
+                .iat(self.shared.now());
+            if let Some(n) = &nonce {
+                proof = proof.nonce(n);
+            }
+            match self
+                .request_client_credentials(client_id, scopes, Some(proof.sign()))
+                .await
+            {
+                Err(AuthzServerError::TokenEndpoint {
+                    error,
+                    nonce: Some(n),
+                    ..
+                }) if error == "use_dpop_nonce" && nonce.is_none() => {
+                    nonce = Some(n);
+                }
+                other => return other,
+            }
         }
     }
 

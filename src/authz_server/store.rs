@@ -36,6 +36,8 @@ pub(crate) struct Grant {
     pub(crate) scope: Vec<String>,
     /// Never empty; the token's `aud` (one string, or an array of several).
     pub(crate) audiences: Vec<String>,
+    /// The DPoP key a public client's refresh tokens are bound to (RFC 9449 §5.8).
+    pub(crate) dpop_jkt: Option<String>,
 }
 
 impl Grant {
@@ -122,6 +124,14 @@ pub(crate) struct CheckedCode {
     pub(crate) grant: Grant,
     /// Everything the user authorized: what the refresh-token family keeps.
     authorized: Grant,
+}
+
+impl CheckedCode {
+    /// Binds the refresh-token family to this DPoP key (RFC 9449 §5.8).
+    pub(crate) fn bind_dpop(&mut self, jkt: &str) {
+        self.grant.dpop_jkt = Some(jkt.to_owned());
+        self.authorized.dpop_jkt = Some(jkt.to_owned());
+    }
 }
 
 /// A refresh request [`Store::check_refresh`] accepted.
@@ -427,6 +437,7 @@ mod tests {
             subject: "alice".into(),
             scope: vec!["a".into()],
             audiences: vec!["api".into(), "other".into()],
+            dpop_jkt: None,
         }
     }
 

@@ -61,13 +61,62 @@ pub(super) async fn token(
             return response;
         }
     };
-    match respond(&shared, &headers, &body) {
+    let jkt = match dpop_key(&shared, &headers).await {
+        Ok(jkt) => jkt,
+        Err(response) => return response,
+    };
+    match respond(&shared, &headers, &body, jkt.as_deref()) {
         Ok(body) => (no_store(), Json(body)).into_response(),
         Err(error) => error.into_response(),
     }
 }
 
-fn respond(shared: &Shared, headers: &HeaderMap, body: &[u8]) -> Result<Value, OAuthError> {
+/// The thumbprint of the key of the request's DPoP proof (RFC 9449 §5), if it
+/// has one: the proof is checked as a resource server would (one header,
+/// `dpop+jwt`, a public key that verifies it, `htm` POST, `htu` this endpoint,
+/// `iat`, the nonce when demanded, never replayed), without `ath`. The proof is
+/// recorded before the grant is checked: a proof is single-use either way.
+async fn dpop_key(shared: &Shared, headers: &HeaderMap) -> Result<Option<String>, Response> {
+    if !headers.contains_key("dpop") {
+        return Ok(None);
+    }
+    let now = shared.now();
+    let path = http::Uri::from_static(super::TOKEN_PATH);
+    let checked = shared
+        .dpop
+        .check_proof(headers, &http::Method::POST, &path, now)
+        .and_then(|proof| {
+            shared.dpop.check_nonce(proof.nonce.as_deref(), now)?;
+            Ok(proof)
+        });
+    let refusal = |error: crate::AuthError| {
+        let code = match error {
+            crate::AuthError::UseDpopNonce { .. } => ErrorCode::UseDpopNonce,
+            _ => ErrorCode::InvalidDpopProof,
+        };
+        let mut response = OAuthError::new(code, error.description()).into_response();
+        if let crate::AuthError::UseDpopNonce { nonce } = &error
+            && let Ok(value) = http::HeaderValue::from_str(nonce)
+        {
+            response.headers_mut().insert("dpop-nonce", value);
+        }
+        response
+    };
+    let proof = checked.map_err(refusal)?;
+    shared
+        .dpop
+        .record(&proof.jkt, &proof.jti, now)
+        .await
+        .map_err(refusal)?;
+    Ok(Some(proof.jkt))
+}
+
+fn respond(
+    shared: &Shared,
+    headers: &HeaderMap,
+    body: &[u8],
+    jkt: Option<&str>,
+) -> Result<Value, OAuthError> {
     if !is_form(headers) {
         return Err(OAuthError::invalid_request(
             "body must be application/x-www-form-urlencoded",
@@ -78,9 +127,9 @@ fn respond(shared: &Shared, headers: &HeaderMap, body: &[u8]) -> Result<Value, O
     let grant_type = GrantType::parse(params.require("grant_type")?)?;
     let client = authenticate(shared, headers, &params)?;
     match grant_type {
-        GrantType::ClientCredentials => client_credentials(shared, client, &params),
-        GrantType::AuthorizationCode => authorization_code(shared, client, &params),
-        GrantType::RefreshToken => refresh_token(shared, client, &params),
+        GrantType::ClientCredentials => client_credentials(shared, client, &params, jkt),
+        GrantType::AuthorizationCode => authorization_code(shared, client, &params, jkt),
+        GrantType::RefreshToken => refresh_token(shared, client, &params, jkt),
     }
 }
 
@@ -177,6 +226,7 @@ fn client_credentials(
     shared: &Shared,
     client: &ClientConfig,
     params: &Params,
+    jkt: Option<&str>,
 ) -> Result<Value, OAuthError> {
     if client.is_public() {
         return Err(OAuthError::new(
@@ -190,15 +240,17 @@ fn client_credentials(
         subject: client.id().to_owned(),
         scope: grant_scope(requested, client.allowed_scopes())?,
         audiences: shared.audiences_for(&params.resources())?,
+        dpop_jkt: None,
     };
-    let access = shared.sign_access_token(&grant)?;
-    Ok(shared.token_response(&grant, access.token, None))
+    let access = shared.sign_access_token(&grant, jkt)?;
+    Ok(shared.token_response(&grant, access.token, None, jkt.is_some()))
 }
 
 fn authorization_code(
     shared: &Shared,
     client: &ClientConfig,
     params: &Params,
+    jkt: Option<&str>,
 ) -> Result<Value, OAuthError> {
     let code = params.require("code")?;
     let redirect_uri = params.require("redirect_uri")?;
@@ -213,7 +265,7 @@ fn authorization_code(
     // One lock from check to commit: a refused request consumes nothing, and
     // two concurrent redemptions cannot both pass the check.
     let mut store = lock(&shared.store);
-    let checked = store.check_code(
+    let mut checked = store.check_code(
         code,
         client.id(),
         redirect_uri,
@@ -221,27 +273,41 @@ fn authorization_code(
         &params.resources(),
         now,
     )?;
+    // A public client's refresh tokens are bound to the key it redeemed the
+    // code with (RFC 9449 §5.8); a confidential client authenticates anyway.
+    if let (true, Some(jkt)) = (client.is_public(), jkt) {
+        checked.bind_dpop(jkt);
+    }
     let grant = checked.grant.clone();
-    let access = shared.sign_access_token(&grant)?;
+    let access = shared.sign_access_token(&grant, jkt)?;
     let refresh = store.complete_code(code, checked, access.issued, shared.refresh_expiry(), now);
-    Ok(shared.token_response(&grant, access.token, Some(refresh)))
+    Ok(shared.token_response(&grant, access.token, Some(refresh), jkt.is_some()))
 }
 
 fn refresh_token(
     shared: &Shared,
     client: &ClientConfig,
     params: &Params,
+    jkt: Option<&str>,
 ) -> Result<Value, OAuthError> {
     let token = params.require("refresh_token")?;
     let requested = parse_scope(params.get("scope")?)?;
     let now = shared.now();
     let mut store = lock(&shared.store);
     let checked = store.check_refresh(token, client.id(), requested, &params.resources(), now)?;
+    if let Some(bound) = &checked.grant.dpop_jkt
+        && jkt != Some(bound.as_str())
+    {
+        // Refused before anything is spent: the token stays usable with its key.
+        return Err(OAuthError::invalid_grant(
+            "the refresh token is bound to another DPoP key",
+        ));
+    }
     let grant = checked.grant.clone();
-    let access = shared.sign_access_token(&grant)?;
+    let access = shared.sign_access_token(&grant, jkt)?;
     let refresh =
         store.complete_refresh(token, checked, access.issued, shared.refresh_expiry(), now);
-    Ok(shared.token_response(&grant, access.token, Some(refresh)))
+    Ok(shared.token_response(&grant, access.token, Some(refresh), jkt.is_some()))
 }
 
 /// A signed access token and what the store remembers of it.
@@ -253,7 +319,12 @@ struct SignedAccess {
 impl Shared {
     /// Signs an RFC 9068 access token for `grant`. `aud` is one string, or an
     /// array when the grant names several resources (RFC 8707 §2).
-    fn sign_access_token(&self, grant: &Grant) -> Result<SignedAccess, OAuthError> {
+    /// With `jkt` the token is DPoP-bound to that key (`cnf.jkt`, RFC 9449 §6).
+    fn sign_access_token(
+        &self,
+        grant: &Grant,
+        jkt: Option<&str>,
+    ) -> Result<SignedAccess, OAuthError> {
         let now = self.now();
         let jti = random_token();
         let expires_at = now.saturating_add(self.access_token_lifetime.as_secs());
@@ -261,7 +332,7 @@ impl Shared {
             [one] => json!(one),
             several => json!(several),
         };
-        let claims = json!({
+        let mut claims = json!({
             "iss": self.issuer,
             "sub": grant.subject,
             "aud": aud,
@@ -272,6 +343,9 @@ impl Shared {
             "client_id": grant.client_id,
             "scope": grant.scope.join(" "),
         });
+        if let (Some(jkt), Some(members)) = (jkt, claims.as_object_mut()) {
+            members.insert("cnf".into(), json!({ "jkt": jkt }));
+        }
         let key = lock(&self.keys).active();
         let token = key
             .sign_jwt(&Value::Null, &claims)
@@ -293,10 +367,11 @@ impl Shared {
         grant: &Grant,
         access_token: String,
         refresh: Option<String>,
+        dpop: bool,
     ) -> Value {
         let mut body = json!({
             "access_token": access_token,
-            "token_type": "Bearer",
+            "token_type": if dpop { "DPoP" } else { "Bearer" },
             "expires_in": self.access_token_lifetime.as_secs(),
             "scope": grant.scope.join(" "),
         });

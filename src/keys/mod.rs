@@ -83,7 +83,12 @@ impl VerifyingKey {
         }
     }
 
-    fn verify(&self, alg: Algorithm, message: &[u8], sig: &[u8]) -> Result<(), TokenProblem> {
+    pub(crate) fn verify(
+        &self,
+        alg: Algorithm,
+        message: &[u8],
+        sig: &[u8],
+    ) -> Result<(), TokenProblem> {
         let ok = match &self.material {
             Material::Rsa(keys) => keys
                 .iter()
@@ -267,7 +272,8 @@ impl KeySet {
     }
 }
 
-type Skip = (Option<String>, String);
+/// A key that is not usable: its `kid`, and why.
+pub(crate) type Skip = (Option<String>, String);
 
 /// JWK members that only a private (or symmetric) key has (RFC 7518 §6.2.2,
 /// §6.3.2, §6.4.1; RFC 8037 §2). Published in a JWKS, they are the issuer's
@@ -323,7 +329,12 @@ fn check_key_ops(value: &serde_json::Value) -> Result<(), String> {
     Ok(())
 }
 
-fn verifying_key(value: serde_json::Value, algorithms: AlgorithmSet) -> Result<VerifyingKey, Skip> {
+/// One JWK turned into a key, under the same rules for a JWKS entry and a DPoP
+/// proof's `jwk`: allowed `alg`, type and curve fit, RSA of 2048 bits or more.
+pub(crate) fn verifying_key(
+    value: serde_json::Value,
+    algorithms: AlgorithmSet,
+) -> Result<VerifyingKey, Skip> {
     refuse_private_members(&value)?;
     let issuer = value
         .get("issuer")

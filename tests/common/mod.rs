@@ -205,3 +205,30 @@ pub fn token_with(
 pub fn at(clock: &ManualClock, secs: u64) {
     clock.advance(Duration::from_secs(secs));
 }
+
+/// A token of `server` bound to `key` (`cnf.jkt`, RFC 9449 §6).
+pub fn dpop_bound_token(
+    server: &AuthorizationServerHandle,
+    clock: &ManualClock,
+    key: &bearer_guard::authz_server::DpopKey,
+) -> String {
+    token_with(
+        server,
+        clock,
+        json!({}),
+        json!({"cnf": {"jkt": key.thumbprint()}}),
+    )
+}
+
+/// DPoP credentials on a request: `Authorization: DPoP <token>` and one proof.
+pub trait DpopRequest {
+    /// Adds the token with the DPoP scheme and the `DPoP` proof header.
+    fn dpop(self, token: &str, proof: impl AsRef<str>) -> Self;
+}
+
+impl DpopRequest for reqwest::RequestBuilder {
+    fn dpop(self, token: &str, proof: impl AsRef<str>) -> Self {
+        self.header("authorization", format!("DPoP {token}"))
+            .header("dpop", proof.as_ref())
+    }
+}
