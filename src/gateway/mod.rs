@@ -23,8 +23,9 @@
 //!
 //! Per request, in order:
 //! 1. `/-/health`, `/-/ready`, `/-/metrics` are answered by the gateway itself
-//!    (on `admin_listen` when configured, otherwise on `listen`); a `/-/ready`
-//!    probe while keys are missing retries the load, within the retry back-off;
+//!    on `admin_listen`, and on `listen` only with `admin_on_listen`; a
+//!    `/-/ready` probe while keys are missing retries the load, within the retry
+//!    back-off;
 //! 2. the path is normalised ([`path`]); a refused path is a 400;
 //! 3. the first route whose prefix and methods match is chosen; when routes match
 //!    the prefix but none the method, a 405 with `Allow` (before authentication,
@@ -40,8 +41,13 @@
 //!    route and method overrides, client-address headers unless `trust_forwarded`:
 //!    see `forward.rs`); the claim headers and `X-Forwarded-For`/`-Proto`/`-Host`
 //!    (`[forward] x_forwarded`) are set, and the request is sent to the upstream
-//!    with the normalised path and the original query; a refused connection is a
-//!    502, no response headers within `upstream_timeout_secs` a 504.
+//!    with the normalised path and the original query; a body over
+//!    `max_body_bytes` is a 413, a refused connection a 502, no response headers
+//!    within `upstream_timeout_secs` a 504, and a body that stalls past
+//!    `upstream_body_timeout_secs` aborts the response.
+//!
+//! Connections are accepted within `[limits]` (`listener.rs`): `TCP_NODELAY`,
+//! header read and idle timeouts, a connection limit, a header size limit.
 //!
 //! Metrics (through the `metrics` facade; the binary installs the Prometheus
 //! recorder): `bearer_guard_gateway_requests_total{outcome}` besides the guard's own.
