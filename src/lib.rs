@@ -52,6 +52,7 @@ mod layer;
 mod metrics;
 mod require;
 mod scope;
+mod sync;
 mod token;
 mod validate;
 

@@ -308,7 +308,7 @@ async fn validate(
     }
 
     let tenant = tenant.map(Box::from);
-    let verified = VerifiedToken::new(jws.header, claims, raw.into(), index, tenant);
+    let verified = VerifiedToken::new(jws.header, claims, raw.into(), token.into(), index, tenant);
     if let Some(cache) = cache {
         cache.insert(token, &verified, Arc::clone(key), index, now, g.leeway);
     }

@@ -218,7 +218,7 @@ impl ClaimHeaders {
                 },
                 other => {
                     let claims = raw.get_or_insert_with(|| {
-                        serde_json::from_str(token.raw_claims()).unwrap_or(Value::Null)
+                        serde_json::from_str(token.claims_json()).unwrap_or(Value::Null)
                     });
                     match claims.get(other) {
                         None => continue,

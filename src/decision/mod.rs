@@ -34,9 +34,10 @@
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! # let jwks = r#"{"keys":[]}"#;
+//! // Nothing is fetched below: the public route needs no token, and a request
+//! // without one is refused before any key lookup.
 //! let guard = Guard::builder()
-//!     .issuer(Issuer::new("https://login.example.com").jwks_document(jwks))
+//!     .issuer(Issuer::new("https://login.example.com").jwks_uri("https://login.example.com/jwks"))
 //!     .audience("https://api.example.com")
 //!     .build()?;
 //! let routes: Vec<RouteConfig> = toml::from_str::<toml::Table>(r#"
