@@ -721,7 +721,9 @@ struct Mode {
 
 /// Accepts HTTP/1.1 and h2c connections on `listener` within the default
 /// [`ConnLimits`] and answers each request with `handler(request, peer)` until
-/// `shutdown` completes, then lets in-flight requests finish for up to `grace`.
+/// `shutdown` completes, then lets in-flight requests finish for up to `grace`
+/// (the ext-authz HTTP and admin listeners).
+#[cfg(feature = "ext-authz")]
 pub(crate) async fn serve_connections<F, Fut, B>(
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
