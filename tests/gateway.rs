@@ -524,7 +524,11 @@ async fn readiness_follows_key_loading() {
     ))
     .await;
     let upstream = spawn_echo().await;
-    let toml = minimal_config(upstream, &format!("http://{jwks_server}/jwks"), "");
+    // The admin endpoints on the public listener only because it says so.
+    let toml = format!(
+        "admin_on_listen = true\n{}",
+        minimal_config(upstream, &format!("http://{jwks_server}/jwks"), "")
+    );
     let clock = bearer_guard::clock::ManualClock::starting_now();
     let c = clock.clone();
     let gateway = Gateway::from_config_with(GatewayConfig::from_toml(&toml).expect("parse"), |b| {
@@ -1011,6 +1015,7 @@ async fn readiness_probes_retry_the_key_load_only_after_the_back_off() {
     idp.set_jwks_behavior(JwksBehavior::Status(503));
     let toml = minimal_config(spawn_echo().await, idp.jwks_uri().as_ref(), "public = true")
         .replace("https://login.example.com", idp.issuer().as_ref());
+    let toml = format!("admin_on_listen = true\n{toml}");
     let c = clock.clone();
     let gateway = Gateway::from_config_with(GatewayConfig::from_toml(&toml).expect("parse"), |b| {
         b.clock(c)

@@ -89,15 +89,20 @@ async fn run_gateway(args: bearer_guard::cli::GatewayArgs) -> ExitCode {
             gateway
         }
     };
+    let bound = match gateway.bind().await {
+        Ok(bound) => bound,
+        Err(e) => return usage(&e.to_string()),
+    };
+    // Only once bound, with the addresses actually bound (a port 0 is resolved).
     eprintln!(
         "bearer-guard gateway: listening on {}{}",
-        gateway.listen_addr(),
-        gateway
+        bound.local_addr(),
+        bound
             .admin_addr()
             .map(|a| format!(", admin endpoints on {a}"))
             .unwrap_or_default()
     );
-    match gateway.run(shutdown_signal()).await {
+    match bound.serve(shutdown_signal()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("bearer-guard gateway: {e}");

@@ -25,9 +25,15 @@ pub struct GatewayConfig {
     /// The `realm` of `WWW-Authenticate` challenges.
     #[serde(default)]
     pub realm: Option<String>,
-    /// Serve `/-/health`, `/-/ready`, `/-/metrics` here instead of on `listen`.
+    /// Serve `/-/health`, `/-/ready`, `/-/metrics` here. Without it (and without
+    /// `admin_on_listen`) the gateway serves no admin endpoints.
     #[serde(default)]
     pub admin_listen: Option<SocketAddr>,
+    /// Also serve the admin endpoints on `listen` (default `false`): `/-/ready`
+    /// shows issuer URLs and key-load errors, `/-/metrics` the traffic, to
+    /// whoever can reach the public listener.
+    #[serde(default)]
+    pub admin_on_listen: bool,
     /// How long to wait for the upstream's response headers (default 30 s).
     #[serde(default)]
     pub upstream_timeout_secs: Option<f64>,
@@ -46,6 +52,46 @@ pub struct GatewayConfig {
     /// What is forwarded to the upstream besides the request.
     #[serde(default)]
     pub forward: ForwardConfig,
+    /// `[limits]`: timeouts and sizes that keep slow or greedy clients from
+    /// holding the gateway.
+    #[serde(default)]
+    pub limits: LimitsConfig,
+}
+
+/// `[limits]`: each absent key takes the default named on it (an edge proxy's).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct LimitsConfig {
+    /// A request head must arrive whole within this many seconds: the first one
+    /// from the accept, each later HTTP/1.1 one from the previous response
+    /// (default 10). Slow clients (slowloris) are disconnected.
+    #[serde(default)]
+    pub header_read_timeout_secs: Option<f64>,
+    /// A connection with no request in flight for this many seconds is closed
+    /// (default 60; HTTP/1.1 connections also by `header_read_timeout_secs`).
+    #[serde(default)]
+    pub idle_timeout_secs: Option<f64>,
+    /// Open client connections at most, per listener (default 512, below the
+    /// common 1024 file-descriptor limit with room for upstream connections);
+    /// a connection beyond it is closed as soon as accepted, the others are
+    /// served on. Raise it together with the process's descriptor limit.
+    #[serde(default)]
+    pub max_connections: Option<usize>,
+    /// The largest request head in bytes: the HTTP/1.1 request line and headers,
+    /// the HTTP/2 header list (default 65536, at least 8192). Larger: 431.
+    #[serde(default)]
+    pub max_header_bytes: Option<usize>,
+    /// The largest request body in bytes (default 10485760, 10 MiB): a larger
+    /// `Content-Length` is answered 413 before anything is forwarded; a body that
+    /// grows past it is cut off and answered 413 if the upstream has not answered.
+    #[serde(default)]
+    pub max_body_bytes: Option<u64>,
+    /// Once the upstream's response headers arrived, the longest wait for its
+    /// next piece of body in seconds (default 60, like nginx's
+    /// `proxy_read_timeout`); past it the client's response is aborted.
+    #[serde(default)]
+    pub upstream_body_timeout_secs: Option<f64>,
 }
 
 /// `[forward]`: what the upstream learns about the verified token and the client.

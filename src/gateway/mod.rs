@@ -23,8 +23,9 @@
 //!
 //! Per request, in order:
 //! 1. `/-/health`, `/-/ready`, `/-/metrics` are answered by the gateway itself
-//!    (on `admin_listen` when configured, otherwise on `listen`); a `/-/ready`
-//!    probe while keys are missing retries the load, within the retry back-off;
+//!    on `admin_listen`, and on `listen` only with `admin_on_listen`; a
+//!    `/-/ready` probe while keys are missing retries the load, within the retry
+//!    back-off;
 //! 2. the path is normalised ([`path`]); a refused path is a 400;
 //! 3. the first route whose prefix and methods match is chosen; when routes match
 //!    the prefix but none the method, a 405 with `Allow` (before authentication,
@@ -40,13 +41,17 @@
 //!    route and method overrides, client-address headers unless `trust_forwarded`:
 //!    see `forward.rs`); the claim headers and `X-Forwarded-For`/`-Proto`/`-Host`
 //!    (`[forward] x_forwarded`) are set, and the request is sent to the upstream
-//!    with the normalised path and the original query; a refused connection is a
-//!    502, no response headers within `upstream_timeout_secs` a 504.
+//!    with the normalised path and the original query; a body over
+//!    `max_body_bytes` is a 413, a refused connection a 502, no response headers
+//!    within `upstream_timeout_secs` a 504, and a body that stalls past
+//!    `upstream_body_timeout_secs` aborts the response.
+//!
+//! Connections are accepted within `[limits]` (`listener.rs`): `TCP_NODELAY`,
+//! header read and idle timeouts, a connection limit, a header size limit.
 //!
 //! Metrics (through the `metrics` facade; the binary installs the Prometheus
 //! recorder): `bearer_guard_gateway_requests_total{outcome}` besides the guard's own.
 
-use std::convert::Infallible;
 use std::future::Future;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
@@ -57,31 +62,37 @@ use bytes::Bytes;
 use futures_util::FutureExt as _;
 use http::uri::{Authority, Scheme};
 use http::{HeaderValue, Request, Response, StatusCode, Uri, Version, header};
+use http_body::Body as _;
 use http_body_util::combinators::BoxBody;
-use http_body_util::{BodyExt as _, Full};
+use http_body_util::{BodyExt as _, Full, LengthLimitError, Limited};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::rt::TokioExecutor;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 
 use crate::decision::{Allow, CheckRequest, Decider, Decision, HeaderRules};
 use crate::{Guard, GuardBuilder};
 
+mod body;
 pub mod config;
 mod forward;
+mod listener;
 /// The path normaliser (now shared with the ext-authz service).
 pub use crate::decision::path;
 
-pub use config::{ConfigError, ForwardConfig, GatewayConfig, IssuerConfig, RouteConfig};
+pub use config::{
+    ConfigError, ForwardConfig, GatewayConfig, IssuerConfig, LimitsConfig, RouteConfig,
+};
 
+use body::{BoxError, UpstreamBody};
 use forward::{Forwarding, strip_hop_by_hop};
+use listener::{ConnLimits, MIN_HEADER_BYTES};
 
-/// The body of every gateway response: the upstream's, streamed, or the gateway's own.
-pub type GatewayBody = BoxBody<Bytes, hyper::Error>;
+/// The body of every gateway response: the upstream's, streamed, or the gateway's
+/// own. Its error aborts the response (the upstream failed or stalled).
+pub type GatewayBody = BoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
 
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -94,12 +105,16 @@ pub struct Gateway {
 struct Shared {
     decider: Decider,
     upstream: Upstream,
-    client: Client<HttpConnector, Incoming>,
+    client: Client<HttpConnector, Limited<Incoming>>,
     upstream_timeout: Duration,
+    upstream_body_timeout: Duration,
+    max_body_bytes: u64,
     shutdown_timeout: Duration,
+    conn_limits: ConnLimits,
     forwarding: Forwarding,
     listen: SocketAddr,
     admin_listen: Option<SocketAddr>,
+    admin_on_listen: bool,
     metrics: Option<PrometheusHandle>,
 }
 
@@ -158,6 +173,7 @@ impl Gateway {
         let upstream = parse_upstream(&config.upstream)?;
         let upstream_timeout = seconds("upstream_timeout_secs", config.upstream_timeout_secs)?;
         let shutdown_timeout = seconds("shutdown_timeout_secs", config.shutdown_timeout_secs)?;
+        let limits = Limits::from_config(&config.limits)?;
         let guard = crate::decision::config::build_guard(
             &config.issuers,
             config.realm.as_deref(),
@@ -175,17 +191,21 @@ impl Gateway {
         )?;
         let forwarding = Forwarding::from_config(&config.forward)?;
         // The pool keeps upstream connections open between requests.
-        let client = Client::builder(TokioExecutor::new()).build_http();
+        let client = Client::builder(TokioExecutor::new()).build(upstream_connector());
         Ok(Gateway {
             shared: Arc::new(Shared {
                 decider,
                 upstream,
                 client,
                 upstream_timeout,
+                upstream_body_timeout: limits.upstream_body_timeout,
+                max_body_bytes: limits.max_body_bytes,
                 shutdown_timeout,
+                conn_limits: limits.conn,
                 forwarding,
                 listen: config.listen,
                 admin_listen: config.admin_listen,
+                admin_on_listen: config.admin_on_listen,
                 metrics: None,
             }),
         })
@@ -232,7 +252,7 @@ impl Gateway {
                 tracing::warn!(error = %e, "initial key load failed; retried on demand");
             }
         });
-        let admin = self.shared.admin_listen.is_none();
+        let admin = self.shared.admin_on_listen;
         self.accept_loop(listener, shutdown, Mode { proxy: true, admin })
             .await
     }
@@ -252,22 +272,70 @@ impl Gateway {
     }
 
     /// Binds `listen` (and `admin_listen`) and serves until `shutdown` completes.
+    /// A bind failure names the address ([`bind`](Self::bind)).
     pub async fn run(&self, shutdown: impl Future<Output = ()> + Send + 'static) -> io::Result<()> {
-        let shutdown = shutdown.shared();
-        let listener = TcpListener::bind(self.shared.listen).await?;
-        tracing::info!(addr = %self.shared.listen, "gateway listening");
-        match self.shared.admin_listen {
-            None => self.serve(listener, shutdown).await,
-            Some(addr) => {
-                let admin = TcpListener::bind(addr).await?;
-                tracing::info!(%addr, "admin endpoints listening");
-                let (a, b) = tokio::join!(
-                    self.serve(listener, shutdown.clone()),
-                    self.serve_admin(admin, shutdown)
-                );
-                a.and(b)
-            }
-        }
+        let bound = self
+            .bind()
+            .await
+            .map_err(|e| io::Error::new(e.source.kind(), e.to_string()))?;
+        bound.serve(shutdown).await
+    }
+
+    /// Binds `listen` and, when configured, `admin_listen`; nothing is served yet.
+    ///
+    /// ```
+    /// use bearer_guard::gateway::{Gateway, GatewayConfig};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let config = GatewayConfig::from_toml(r#"
+    ///     listen = "127.0.0.1:0"
+    ///     upstream = "http://127.0.0.1:9000"
+    ///     [[issuer]]
+    ///     issuer = "https://login.example.com"
+    ///     audiences = ["https://api.example.com"]
+    ///     [[route]]
+    ///     path = "/"
+    /// "#)?;
+    /// let gateway = Gateway::from_config(config)?;
+    /// let bound = gateway.bind().await?;
+    /// assert_ne!(bound.local_addr().port(), 0, "the port the system chose");
+    /// let taken = bound.local_addr().to_string();
+    /// let config = GatewayConfig::from_toml(&format!(r#"
+    ///     listen = "{taken}"
+    ///     upstream = "http://127.0.0.1:9000"
+    ///     [[issuer]]
+    ///     issuer = "https://login.example.com"
+    ///     audiences = ["https://api.example.com"]
+    ///     [[route]]
+    ///     path = "/"
+    /// "#))?;
+    /// let error = Gateway::from_config(config)?.bind().await.unwrap_err();
+    /// assert!(error.to_string().starts_with(&format!("listen = {taken}: ")));
+    /// # Ok(()) }
+    /// ```
+    pub async fn bind(&self) -> Result<BoundGateway, BindError> {
+        let bind = |key: &'static str, addr: SocketAddr| async move {
+            TcpListener::bind(addr)
+                .await
+                .map_err(|source| BindError { key, addr, source })
+        };
+        let listener = bind("listen", self.shared.listen).await?;
+        let admin = match self.shared.admin_listen {
+            Some(addr) => Some(bind("admin_listen", addr).await?),
+            None => None,
+        };
+        let addr = |l: &TcpListener, configured| l.local_addr().unwrap_or(configured);
+        Ok(BoundGateway {
+            gateway: self.clone(),
+            addr: addr(&listener, self.shared.listen),
+            admin_addr: admin
+                .as_ref()
+                .zip(self.shared.admin_listen)
+                .map(|(l, configured)| addr(l, configured)),
+            listener,
+            admin,
+        })
     }
 
     async fn accept_loop(
@@ -281,7 +349,15 @@ impl Gateway {
             let this = this.clone();
             async move { this.handle_logged(req, mode, peer).await }
         };
-        serve_connections(listener, shutdown, self.shared.shutdown_timeout, handler).await
+        let s = &self.shared;
+        listener::serve_connections_with(
+            listener,
+            shutdown,
+            s.shutdown_timeout,
+            &s.conn_limits,
+            handler,
+        )
+        .await
     }
 
     /// One access-log line per request: method, path as received (no query, which
@@ -338,6 +414,10 @@ impl Gateway {
     ) -> Response<GatewayBody> {
         let s = &self.shared;
         let (mut parts, body) = req.into_parts();
+        let client_version = parts.version;
+        if body.size_hint().lower() > s.max_body_bytes {
+            return count("payload_too_large", too_large(client_version));
+        }
         let path = &allow.path;
         let target = match &allow.query {
             Some(q) => format!("{}{path}?{q}", s.upstream.base),
@@ -379,12 +459,23 @@ impl Gateway {
             headers.insert(name, value);
         }
         s.forwarding.set_forwarded_headers(headers, peer, host);
+        let body = Limited::new(
+            body,
+            usize::try_from(s.max_body_bytes).unwrap_or(usize::MAX),
+        );
         let sent = s.client.request(Request::from_parts(parts, body));
         match tokio::time::timeout(s.upstream_timeout, sent).await {
             Ok(Ok(response)) => {
                 let (mut parts, body) = response.into_parts();
                 strip_hop_by_hop(&mut parts.headers);
-                count("forwarded", Response::from_parts(parts, body.boxed()))
+                // The client's connection is the gateway's: an HTTP/1.0 upstream
+                // must not make it HTTP/1.0 (and so not reusable).
+                parts.version = client_version;
+                let body = UpstreamBody::new(body, s.upstream_body_timeout).boxed();
+                count("forwarded", Response::from_parts(parts, body))
+            }
+            Ok(Err(e)) if caused_by::<LengthLimitError>(&e) => {
+                count("payload_too_large", too_large(client_version))
             }
             Ok(Err(e)) => {
                 tracing::warn!(error = %e, "upstream request failed");
@@ -409,6 +500,97 @@ impl Gateway {
     }
 }
 
+/// Whether `e` or an error in its `source` chain is an `E`.
+fn caused_by<E: std::error::Error + 'static>(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(e);
+    while let Some(e) = next {
+        if e.is::<E>() {
+            return true;
+        }
+        next = e.source();
+    }
+    false
+}
+
+/// 413 for a body over `max_body_bytes`. Over HTTP/1.1 the connection is closed:
+/// the rest of the body was not read, so the next request cannot be found.
+fn too_large(version: Version) -> Response<GatewayBody> {
+    let mut response = own(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "payload_too_large",
+        "the request body is larger than the gateway accepts",
+    );
+    if version < Version::HTTP_2 {
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    response
+}
+
+/// The upstream connector: pooled plain-http connections with `TCP_NODELAY`, so
+/// a request body's last small write is not held back by Nagle's algorithm.
+fn upstream_connector() -> HttpConnector {
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    connector
+}
+
+/// `[limits]`, checked.
+struct Limits {
+    conn: ConnLimits,
+    max_body_bytes: u64,
+    upstream_body_timeout: Duration,
+}
+
+impl Limits {
+    fn from_config(c: &LimitsConfig) -> Result<Limits, ConfigError> {
+        let defaults = ConnLimits::default();
+        let key = |k: &str| format!("limits.{k}");
+        let max_connections = c.max_connections.unwrap_or(defaults.max_connections);
+        if max_connections == 0 {
+            return Err(ConfigError::at(
+                key("max_connections"),
+                "0 would refuse every connection",
+            ));
+        }
+        let max_header_bytes = c.max_header_bytes.unwrap_or(defaults.max_header_bytes);
+        if !(MIN_HEADER_BYTES..=MAX_HEADER_BYTES).contains(&max_header_bytes) {
+            return Err(ConfigError::at(
+                key("max_header_bytes"),
+                format!(
+                    "{max_header_bytes} is not between {MIN_HEADER_BYTES} and {MAX_HEADER_BYTES}"
+                ),
+            ));
+        }
+        Ok(Limits {
+            conn: ConnLimits {
+                header_read_timeout: seconds_or(
+                    &key("header_read_timeout_secs"),
+                    c.header_read_timeout_secs,
+                    defaults.header_read_timeout,
+                )?,
+                idle_timeout: seconds_or(
+                    &key("idle_timeout_secs"),
+                    c.idle_timeout_secs,
+                    defaults.idle_timeout,
+                )?,
+                max_connections,
+                max_header_bytes,
+            },
+            max_body_bytes: c.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY_BYTES),
+            upstream_body_timeout: seconds_or(
+                &key("upstream_body_timeout_secs"),
+                c.upstream_body_timeout_secs,
+                Duration::from_secs(60),
+            )?,
+        })
+    }
+}
+
+const DEFAULT_MAX_BODY_BYTES: u64 = 10 * 1024 * 1024;
+const MAX_HEADER_BYTES: usize = 1024 * 1024;
+
 /// `/-/health`, `/-/ready` and `/-/metrics` for `guard` (also the ext-authz
 /// service's admin listener).
 pub(crate) async fn admin(
@@ -417,7 +599,14 @@ pub(crate) async fn admin(
     path: &str,
 ) -> Response<GatewayBody> {
     match path {
-        "/-/health" => own(StatusCode::OK, "ok", "alive"),
+        "/-/health" => {
+            let mut r = Response::new(full(Bytes::from_static(b"ok\n")));
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; charset=utf-8"),
+            );
+            r
+        }
         "/-/ready" => {
             if !guard.ready() {
                 // A probe while keys are missing is a load attempt (the issuer
@@ -465,6 +654,64 @@ pub(crate) async fn admin(
     }
 }
 
+/// A listen address that could not be bound: the key, the address, the reason.
+#[derive(Debug, thiserror::Error)]
+#[error("{key} = {addr}: cannot listen: {source}")]
+pub struct BindError {
+    key: &'static str,
+    addr: SocketAddr,
+    #[source]
+    source: io::Error,
+}
+
+impl BindError {
+    /// The address that could not be bound.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+}
+
+/// A gateway whose listeners are bound ([`Gateway::bind`]).
+#[derive(Debug)]
+pub struct BoundGateway {
+    gateway: Gateway,
+    listener: TcpListener,
+    admin: Option<TcpListener>,
+    addr: SocketAddr,
+    admin_addr: Option<SocketAddr>,
+}
+
+impl BoundGateway {
+    /// The address the proxy listens on (the port chosen when `listen` had port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The address the admin endpoints listen on, with `admin_listen`.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_addr
+    }
+
+    /// Serves until `shutdown` completes (see [`Gateway::serve`]).
+    pub async fn serve(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> io::Result<()> {
+        let shutdown = shutdown.shared();
+        let g = &self.gateway;
+        match self.admin {
+            None => g.serve(self.listener, shutdown).await,
+            Some(admin) => {
+                let (a, b) = tokio::join!(
+                    g.serve(self.listener, shutdown.clone()),
+                    g.serve_admin(admin, shutdown)
+                );
+                a.and(b)
+            }
+        }
+    }
+}
+
 /// Which endpoints a listener serves.
 #[derive(Clone, Copy)]
 struct Mode {
@@ -472,9 +719,11 @@ struct Mode {
     admin: bool,
 }
 
-/// Accepts HTTP/1.1 and h2c connections on `listener` and answers each request
-/// with `handler(request, peer)` until `shutdown` completes, then lets in-flight
-/// requests finish for up to `grace`.
+/// Accepts HTTP/1.1 and h2c connections on `listener` within the default
+/// [`ConnLimits`] and answers each request with `handler(request, peer)` until
+/// `shutdown` completes, then lets in-flight requests finish for up to `grace`
+/// (the ext-authz HTTP and admin listeners).
+#[cfg(feature = "ext-authz")]
 pub(crate) async fn serve_connections<F, Fut, B>(
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
@@ -487,45 +736,8 @@ where
     B: http_body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let graceful = GracefulShutdown::new();
-    let builder = auto::Builder::new(TokioExecutor::new());
-    let mut shutdown = std::pin::pin!(shutdown);
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => {
-                let (stream, peer) = match accepted {
-                    Ok(accepted) => accepted,
-                    Err(e) => {
-                        // Out of descriptors and the like: pause rather than spin.
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                        continue;
-                    }
-                };
-                let handler = handler.clone();
-                let service = hyper::service::service_fn(move |req| {
-                    let response = handler(req, peer);
-                    async move { Ok::<_, Infallible>(response.await) }
-                });
-                let conn = builder.serve_connection(TokioIo::new(stream), service).into_owned();
-                let conn = graceful.watch(conn);
-                tokio::spawn(async move {
-                    if let Err(e) = conn.await {
-                        tracing::debug!(error = %e, "connection ended with an error");
-                    }
-                });
-            }
-            () = &mut shutdown => break,
-        }
-    }
-    drop(listener);
-    if tokio::time::timeout(grace, graceful.shutdown())
-        .await
-        .is_err()
-    {
-        tracing::warn!("shutdown timeout: in-flight requests abandoned");
-    }
-    Ok(())
+    let limits = ConnLimits::default();
+    listener::serve_connections_with(listener, shutdown, grace, &limits, handler).await
 }
 
 /// Completes on SIGTERM or SIGINT (Ctrl-C elsewhere than Unix).
@@ -581,8 +793,13 @@ fn parse_upstream(text: &str) -> Result<Upstream, ConfigError> {
 
 /// A positive number of seconds (`key` names it in errors), 30 s when absent.
 pub(crate) fn seconds(key: &str, value: Option<f64>) -> Result<Duration, ConfigError> {
+    seconds_or(key, value, DEFAULT_TIMEOUT)
+}
+
+/// A positive number of seconds (`key` names it in errors), `default` when absent.
+fn seconds_or(key: &str, value: Option<f64>, default: Duration) -> Result<Duration, ConfigError> {
     match value {
-        None => Ok(DEFAULT_TIMEOUT),
+        None => Ok(default),
         Some(secs) if secs > 0.0 => Duration::try_from_secs_f64(secs)
             .map_err(|e| ConfigError::at(key, format!("{secs}: {e}"))),
         Some(secs) => Err(ConfigError::at(
@@ -593,7 +810,9 @@ pub(crate) fn seconds(key: &str, value: Option<f64>) -> Result<Duration, ConfigE
 }
 
 pub(crate) fn full(bytes: Bytes) -> GatewayBody {
-    Full::new(bytes).map_err(|never| match never {}).boxed()
+    Full::new(bytes)
+        .map_err(|never| -> BoxError { match never {} })
+        .boxed()
 }
 
 fn json(status: StatusCode, body: &serde_json::Value) -> Response<GatewayBody> {

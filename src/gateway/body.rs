@@ -1,0 +1,88 @@
+//! The upstream's response body, with `upstream_body_timeout_secs`: the longest
+//! the gateway waits for the upstream's next piece of body (or its end) once the
+//! headers arrived. Only time spent waiting on the upstream counts, not time the
+//! client takes to read, so a long download or a slow reader is never cut.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use pin_project_lite::pin_project;
+use tokio::time::{Instant, Sleep};
+
+/// The error of a body relayed by the gateway.
+pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The upstream sent nothing for `upstream_body_timeout_secs` in the middle of
+/// its body; the client's response is aborted (HTTP/1.1: the connection is
+/// closed; HTTP/2: the stream is reset), never completed as if whole.
+#[derive(Debug, thiserror::Error)]
+#[error("the upstream's response body stalled past upstream_body_timeout_secs")]
+pub(crate) struct UpstreamBodyTimeout;
+
+pin_project! {
+    pub(crate) struct UpstreamBody {
+        #[pin]
+        inner: Incoming,
+        #[pin]
+        stall: Sleep,
+        timeout: Duration,
+        waiting: bool,
+    }
+}
+
+impl UpstreamBody {
+    pub(crate) fn new(inner: Incoming, timeout: Duration) -> Self {
+        UpstreamBody {
+            inner,
+            stall: tokio::time::sleep(timeout),
+            timeout,
+            waiting: false,
+        }
+    }
+}
+
+impl Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let mut this = self.project();
+        match this.inner.poll_frame(cx) {
+            Poll::Ready(frame) => {
+                *this.waiting = false;
+                Poll::Ready(frame.map(|f| f.map_err(BoxError::from)))
+            }
+            Poll::Pending => {
+                if !*this.waiting {
+                    // The clock starts when the gateway starts waiting.
+                    *this.waiting = true;
+                    this.stall.as_mut().reset(Instant::now() + *this.timeout);
+                }
+                match this.stall.poll(cx) {
+                    Poll::Ready(()) => {
+                        tracing::warn!("upstream response body timed out; response aborted");
+                        metrics::counter!("bearer_guard_gateway_upstream_body_timeouts_total")
+                            .increment(1);
+                        Poll::Ready(Some(Err(UpstreamBodyTimeout.into())))
+                    }
+                    Poll::Pending => Poll::Pending,
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}

@@ -1,0 +1,278 @@
+//! Accepting connections for the gateway (and the ext-authz HTTP listeners):
+//! `TCP_NODELAY`, the connection limit, the header read and idle timeouts, the
+//! request header size limit, and a graceful shutdown that connections without a
+//! request in progress do not hold.
+//!
+//! The timeouts, per connection:
+//! - until its first request arrives whole, a connection has `header_read_timeout`
+//!   from its accept (a client that sends nothing, a few bytes, or a head slowly,
+//!   over HTTP/1.1 or HTTP/2), then it is closed;
+//! - HTTP/1.1: each later request head must arrive within `header_read_timeout` of
+//!   the previous response (hyper's own timer, which starts when the response is
+//!   sent: an idle HTTP/1.1 connection is closed after the smaller of the two);
+//! - once no request is in flight for `idle_timeout`, the connection is shut down
+//!   gracefully (HTTP/2: `GOAWAY`; a request that slips in is still answered).
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, watch};
+use tokio::time::Instant;
+
+/// The connection-level limits of one listener.
+#[derive(Debug, Clone)]
+pub(crate) struct ConnLimits {
+    /// A request head (the first one from accept) must arrive whole within this.
+    pub header_read_timeout: Duration,
+    /// A connection with no request in flight for this long is shut down.
+    pub idle_timeout: Duration,
+    /// Connections beyond this many open ones are closed as soon as accepted.
+    pub max_connections: usize,
+    /// The largest request head: HTTP/1.1 read buffer, HTTP/2 header list.
+    pub max_header_bytes: usize,
+}
+
+/// hyper's floor for the HTTP/1.1 read buffer.
+pub(crate) const MIN_HEADER_BYTES: usize = 8 * 1024;
+
+impl Default for ConnLimits {
+    fn default() -> Self {
+        ConnLimits {
+            header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            max_connections: 512,
+            max_header_bytes: 64 * 1024,
+        }
+    }
+}
+
+/// Accepts one connection and sets `TCP_NODELAY` on it: without it, a small
+/// HTTP/2 DATA frame waits for the client's delayed ACK (about 40 ms each).
+pub(crate) async fn accept(listener: &TcpListener) -> io::Result<(TcpStream, SocketAddr)> {
+    let (stream, peer) = listener.accept().await?;
+    if let Err(e) = stream.set_nodelay(true) {
+        tracing::debug!(error = %e, "TCP_NODELAY not set");
+    }
+    Ok((stream, peer))
+}
+
+/// What a connection's task and its requests share.
+struct ConnState {
+    accepted: Instant,
+    /// A request reached the handler on this connection.
+    dispatched: AtomicBool,
+    in_flight: AtomicUsize,
+    /// When the last request finished, in milliseconds after `accepted`.
+    last_done_ms: AtomicU64,
+}
+
+impl ConnState {
+    fn new() -> Self {
+        ConnState {
+            accepted: Instant::now(),
+            dispatched: AtomicBool::new(false),
+            in_flight: AtomicUsize::new(0),
+            last_done_ms: AtomicU64::new(0),
+        }
+    }
+
+    fn begin(self: &Arc<Self>) -> InFlight {
+        self.dispatched.store(true, Ordering::Release);
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        InFlight(self.clone())
+    }
+
+    /// Completes when the connection should close: `NoRequest` when no request
+    /// arrived within `header_read_timeout` of the accept, `Idle` when none was in
+    /// flight for `idle_timeout`.
+    async fn expired(&self, limits: &ConnLimits) -> Expiry {
+        let head_due = self.accepted + limits.header_read_timeout;
+        let mut deadline = head_due.min(self.accepted + limits.idle_timeout);
+        loop {
+            tokio::time::sleep_until(deadline).await;
+            let now = Instant::now();
+            if !self.dispatched.load(Ordering::Acquire) {
+                if now >= head_due {
+                    return Expiry::NoRequest;
+                }
+                deadline = head_due.min(now + limits.idle_timeout);
+                continue;
+            }
+            if self.in_flight.load(Ordering::Acquire) > 0 {
+                deadline = now + limits.idle_timeout;
+                continue;
+            }
+            let done = Duration::from_millis(self.last_done_ms.load(Ordering::Acquire));
+            let due = self.accepted + done + limits.idle_timeout;
+            if due <= now {
+                return Expiry::Idle;
+            }
+            deadline = due;
+        }
+    }
+}
+
+enum Expiry {
+    NoRequest,
+    Idle,
+}
+
+/// One request in flight; dropped when its handler has answered.
+struct InFlight(Arc<ConnState>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let since = self.0.accepted.elapsed().as_millis();
+        self.0
+            .last_done_ms
+            .store(u64::try_from(since).unwrap_or(u64::MAX), Ordering::Release);
+        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Accepts HTTP/1.1 and h2c connections on `listener` within `limits`, and answers
+/// each request with `handler(request, peer)` until `shutdown` completes; then
+/// closes the connections with no request in progress at once and lets the others
+/// finish for up to `grace`.
+pub(crate) async fn serve_connections_with<F, Fut, B>(
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+    grace: Duration,
+    limits: &ConnLimits,
+    handler: F,
+) -> io::Result<()>
+where
+    F: Fn(Request<Incoming>, SocketAddr) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Response<B>> + Send + 'static,
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(limits.max_header_bytes.max(MIN_HEADER_BYTES));
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX));
+    let builder = Arc::new(builder);
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let (stopping, stop_seen) = watch::channel(false);
+    drop(stop_seen);
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        tokio::select! {
+            accepted = accept(&listener) => {
+                let (stream, peer) = match accepted {
+                    Ok(accepted) => accepted,
+                    Err(e) => {
+                        // Out of descriptors and the like: pause rather than spin.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                };
+                let Ok(slot) = slots.clone().try_acquire_owned() else {
+                    // Closed at once: the descriptor is freed and the open
+                    // connections keep being served.
+                    metrics::counter!("bearer_guard_gateway_connections_refused_total").increment(1);
+                    tracing::debug!(%peer, "connection limit reached; connection closed");
+                    drop(stream);
+                    continue;
+                };
+                let state = Arc::new(ConnState::new());
+                let handler = handler.clone();
+                let requests = state.clone();
+                let service = hyper::service::service_fn(move |req| {
+                    let in_flight = requests.begin();
+                    let response = handler(req, peer);
+                    async move {
+                        let response = response.await;
+                        drop(in_flight);
+                        Ok::<_, Infallible>(response)
+                    }
+                });
+                let builder = builder.clone();
+                let mut stop = stopping.subscribe();
+                let limits = limits.clone();
+                tokio::spawn(async move {
+                    let _slot = slot;
+                    let conn = builder.serve_connection(TokioIo::new(stream), service);
+                    let mut conn = std::pin::pin!(conn);
+                    tokio::select! {
+                        ended = conn.as_mut() => return log_end(ended),
+                        expiry = state.expired(&limits) => match expiry {
+                            Expiry::NoRequest => return,
+                            Expiry::Idle => conn.as_mut().graceful_shutdown(),
+                        },
+                        _ = stop.changed() => {
+                            // Nothing was ever answered here, so nothing is cut:
+                            // a half-sent first head does not hold the shutdown.
+                            if !state.dispatched.load(Ordering::Acquire) {
+                                return;
+                            }
+                            conn.as_mut().graceful_shutdown();
+                        }
+                    }
+                    log_end(conn.await);
+                });
+            }
+            () = &mut shutdown => break,
+        }
+    }
+    drop(listener);
+    let _ = stopping.send(true);
+    if tokio::time::timeout(grace, stopping.closed())
+        .await
+        .is_err()
+    {
+        tracing::warn!("shutdown timeout: in-flight requests abandoned");
+    }
+    Ok(())
+}
+
+fn log_end(ended: Result<(), Box<dyn std::error::Error + Send + Sync>>) {
+    if let Err(e) = ended {
+        tracing::debug!(error = %e, "connection ended with an error");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn accepted_connections_have_tcp_nodelay() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let client = TcpStream::connect(addr).await.expect("connect");
+        let (accepted, peer) = accept(&listener).await.expect("accept");
+        assert_eq!(peer, client.local_addr().expect("client addr"));
+        assert!(accepted.nodelay().expect("nodelay readable"));
+    }
+
+    #[test]
+    fn default_limits_are_an_edge_proxys() {
+        let l = ConnLimits::default();
+        assert!(l.header_read_timeout <= Duration::from_secs(30));
+        assert!(l.idle_timeout >= l.header_read_timeout);
+        assert!(
+            l.max_connections > 0 && l.max_connections < 1024,
+            "below the usual fd limit"
+        );
+        assert!(l.max_header_bytes >= 32 * 1024, "room for a 16 KiB token");
+    }
+}
