@@ -79,6 +79,17 @@ pub enum AuthError {
         /// When a client should try again.
         retry_after: Duration,
     },
+    /// The issuer's introspection endpoint could not answer for an opaque token
+    /// (down, timeout, 5xx, an unreadable answer), so it could not be checked.
+    #[error("token introspection at {issuer} is unavailable: {reason}")]
+    IntrospectionUnavailable {
+        /// The issuer whose introspection endpoint failed.
+        issuer: String,
+        /// Why the call failed.
+        reason: String,
+        /// When a client should try again.
+        retry_after: Duration,
+    },
 }
 
 /// What is malformed about a request (400).
@@ -226,6 +237,10 @@ pub enum TokenProblem {
     /// No `aud` claim.
     #[error("the aud claim is missing")]
     AudienceMissing,
+    /// The introspection endpoint answered `active: false` (RFC 7662 §2.2):
+    /// revoked, expired, or never issued.
+    #[error("the introspection endpoint says the token is not active")]
+    Inactive,
     /// None of the token's audiences is an expected one.
     #[error("aud {aud:?} contains none of {expected:?}")]
     AudienceMismatch {
@@ -264,6 +279,7 @@ impl TokenProblem {
             TokenProblem::IssuedInFuture { .. } => "iat_in_future",
             TokenProblem::AudienceMissing => "aud_missing",
             TokenProblem::AudienceMismatch { .. } => "aud_mismatch",
+            TokenProblem::Inactive => "inactive",
         }
     }
 
@@ -296,6 +312,7 @@ impl TokenProblem {
             TokenProblem::AudienceMissing | TokenProblem::AudienceMismatch { .. } => {
                 "token audience not accepted"
             }
+            TokenProblem::Inactive => "token not active",
         }
     }
 }
@@ -309,14 +326,18 @@ impl AuthError {
             AuthError::InsufficientScope { .. } | AuthError::RequirementNotMet { .. } => {
                 StatusCode::FORBIDDEN
             }
-            AuthError::KeysUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            AuthError::KeysUnavailable { .. } | AuthError::IntrospectionUnavailable { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
         }
     }
 
     /// The RFC 6750 error code, if the answer carries one.
     pub fn error_code(&self) -> Option<ErrorCode> {
         match self {
-            AuthError::MissingToken | AuthError::KeysUnavailable { .. } => None,
+            AuthError::MissingToken
+            | AuthError::KeysUnavailable { .. }
+            | AuthError::IntrospectionUnavailable { .. } => None,
             AuthError::InvalidRequest(_) => Some(ErrorCode::InvalidRequest),
             AuthError::InvalidToken(_) => Some(ErrorCode::InvalidToken),
             // RFC 6750 has one code for "the token is valid but not enough here".
@@ -335,6 +356,7 @@ impl AuthError {
             AuthError::InsufficientScope { .. } => "insufficient_scope",
             AuthError::RequirementNotMet { .. } => "requirement_not_met",
             AuthError::KeysUnavailable { .. } => "keys_unavailable",
+            AuthError::IntrospectionUnavailable { .. } => "introspection_unavailable",
         }
     }
 
@@ -354,6 +376,7 @@ impl AuthError {
             AuthError::InsufficientScope { .. } => "token lacks a required scope",
             AuthError::RequirementNotMet { .. } => "token does not meet the route's requirements",
             AuthError::KeysUnavailable { .. } => "signing keys temporarily unavailable",
+            AuthError::IntrospectionUnavailable { .. } => "token introspection temporarily unavailable",
         }
     }
 
@@ -388,14 +411,18 @@ impl AuthError {
 
         let error = self.error_code().map_or(
             match self {
-                AuthError::KeysUnavailable { .. } => "temporarily_unavailable",
+                AuthError::KeysUnavailable { .. } | AuthError::IntrospectionUnavailable { .. } => {
+                    "temporarily_unavailable"
+                }
                 _ => "unauthorized",
             },
             ErrorCode::as_str,
         );
         let mut response = json_response(self.status(), error, self.description());
         let headers = response.headers_mut();
-        if let AuthError::KeysUnavailable { retry_after, .. } = self {
+        if let AuthError::KeysUnavailable { retry_after, .. }
+        | AuthError::IntrospectionUnavailable { retry_after, .. } = self
+        {
             headers.insert(RETRY_AFTER, HeaderValue::from(retry_after.as_secs().max(1)));
         } else if let Ok(value) = HeaderValue::from_str(&challenge) {
             headers.insert(WWW_AUTHENTICATE, value);
@@ -422,7 +449,7 @@ impl AuthError {
                 16
             }
             AuthError::InsufficientScope { .. } | AuthError::RequirementNotMet { .. } => 7,
-            AuthError::KeysUnavailable { .. } => 14,
+            AuthError::KeysUnavailable { .. } | AuthError::IntrospectionUnavailable { .. } => 14,
         }
     }
 

@@ -41,6 +41,7 @@ pub struct Issuer {
     pub(crate) audiences: Vec<String>,
     pub(crate) algorithms: Option<Vec<Algorithm>>,
     pub(crate) tenants: Option<TenantPolicy>,
+    pub(crate) introspection: Option<crate::Introspection>,
 }
 
 /// Which tenants a tenant template accepts.
@@ -104,6 +105,7 @@ impl Issuer {
             audiences: Vec::new(),
             algorithms: None,
             tenants: None,
+            introspection: None,
         }
     }
 
@@ -169,6 +171,15 @@ impl Issuer {
     /// algorithms must be named explicitly.
     pub fn shared_secret(mut self, secret: impl AsRef<[u8]>) -> Self {
         self.keys = KeySourceSpec::SharedSecret(secret.as_ref().into());
+        self
+    }
+
+    /// Accepts opaque access tokens (anything not shaped like a JWS) by asking
+    /// this issuer's introspection endpoint (RFC 7662). At most one issuer may
+    /// have one: an opaque token names no issuer, and sending it to several
+    /// would disclose one issuer's tokens to the others.
+    pub fn introspection(mut self, introspection: crate::Introspection) -> Self {
+        self.introspection = Some(introspection);
         self
     }
 

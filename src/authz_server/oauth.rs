@@ -23,6 +23,7 @@ pub(crate) enum ErrorCode {
     UnsupportedResponseType,
     AccessDenied,
     ServerError,
+    UnsupportedTokenType,
 }
 
 impl ErrorCode {
@@ -38,6 +39,7 @@ impl ErrorCode {
             Self::UnsupportedResponseType => "unsupported_response_type",
             Self::AccessDenied => "access_denied",
             Self::ServerError => "server_error",
+            Self::UnsupportedTokenType => "unsupported_token_type",
         }
     }
 }

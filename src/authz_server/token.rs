@@ -84,7 +84,7 @@ fn respond(shared: &Shared, headers: &HeaderMap, body: &[u8]) -> Result<Value, O
     }
 }
 
-fn is_form(headers: &HeaderMap) -> bool {
+pub(super) fn is_form(headers: &HeaderMap) -> bool {
     headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -102,7 +102,7 @@ fn invalid_client(description: &str) -> OAuthError {
 
 /// Identifies and authenticates the client: `client_secret_basic`,
 /// `client_secret_post`, or `none` (a public client sending only `client_id`).
-fn authenticate<'a>(
+pub(super) fn authenticate<'a>(
     shared: &'a Shared,
     headers: &HeaderMap,
     params: &Params,
@@ -272,10 +272,13 @@ impl Shared {
             "client_id": grant.client_id,
             "scope": grant.scope.join(" "),
         });
-        let key = lock(&self.keys).active();
-        let token = key
-            .sign_jwt(&Value::Null, &claims)
-            .map_err(|_| OAuthError::new(ErrorCode::ServerError, "signing failed"))?;
+        let token = if self.opaque_access_tokens {
+            lock(&self.opaque).issue(claims, expires_at, now)
+        } else {
+            let key = lock(&self.keys).active();
+            key.sign_jwt(&Value::Null, &claims)
+                .map_err(|_| OAuthError::new(ErrorCode::ServerError, "signing failed"))?
+        };
         Ok(SignedAccess {
             token,
             issued: IssuedAccess { jti, expires_at },
