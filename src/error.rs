@@ -376,7 +376,9 @@ impl AuthError {
             AuthError::InsufficientScope { .. } => "token lacks a required scope",
             AuthError::RequirementNotMet { .. } => "token does not meet the route's requirements",
             AuthError::KeysUnavailable { .. } => "signing keys temporarily unavailable",
-            AuthError::IntrospectionUnavailable { .. } => "token introspection temporarily unavailable",
+            AuthError::IntrospectionUnavailable { .. } => {
+                "token introspection temporarily unavailable"
+            }
         }
     }
 

@@ -206,7 +206,10 @@ impl Introspector {
     /// for one token share one call.
     pub(crate) async fn call(&self, key: TokenKey, token: &str) -> CallOutcome {
         let cell = {
-            let mut in_flight = self.in_flight.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut in_flight = self
+                .in_flight
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
             Arc::clone(in_flight.entry(key).or_default())
         };
         let mut made = false;
@@ -218,7 +221,10 @@ impl Introspector {
             .await
             .clone();
         if made {
-            let mut in_flight = self.in_flight.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut in_flight = self
+                .in_flight
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
             if in_flight.get(&key).is_some_and(|c| Arc::ptr_eq(c, &cell)) {
                 in_flight.remove(&key);
             }
@@ -240,7 +246,10 @@ impl Introspector {
             }
             Err(_) => {
                 tracing::warn!(issuer = %self.issuer, "token introspection timed out");
-                Err(unavailable(format!("timed out after {:?}", self.limits.timeout)))
+                Err(unavailable(format!(
+                    "timed out after {:?}",
+                    self.limits.timeout
+                )))
             }
         }
     }
@@ -256,10 +265,7 @@ impl Introspector {
         let mut response = self
             .client
             .post(self.endpoint.clone())
-            .basic_auth(
-                encode(&self.client_id),
-                Some(encode(&self.client_secret)),
-            )
+            .basic_auth(encode(&self.client_id), Some(encode(&self.client_secret)))
             .header(
                 http::header::CONTENT_TYPE,
                 "application/x-www-form-urlencoded",
@@ -276,7 +282,10 @@ impl Introspector {
             return Err(format!("HTTP status {}", status.as_u16()));
         }
         let max = self.limits.max_bytes;
-        if response.content_length().is_some_and(|len| len > max as u64) {
+        if response
+            .content_length()
+            .is_some_and(|len| len > max as u64)
+        {
             return Err(format!("the response is larger than {max} bytes"));
         }
         let mut bytes = Vec::new();

@@ -22,9 +22,10 @@ async fn opaque_world(
 ) -> (ManualClock, AuthorizationServerHandle, Guard) {
     let clock = ManualClock::starting_now();
     let server = authz_server(&clock, |b| {
-        b.opaque_access_tokens().client(
-            bearer_guard::authz_server::ClientConfig::confidential(RS_ID, RS_SECRET),
-        )
+        b.opaque_access_tokens()
+            .client(bearer_guard::authz_server::ClientConfig::confidential(
+                RS_ID, RS_SECRET,
+            ))
     })
     .await;
     let endpoint = Introspection::new(server.introspection_endpoint(), RS_ID, RS_SECRET);
@@ -79,7 +80,10 @@ async fn an_opaque_token_is_accepted_then_refused_once_revoked_and_the_cache_bou
     assert_eq!(revoke(&server, &token).await, 200);
     // Within the cache's bound (60 s by default) the revocation is not seen yet.
     at(&clock, 59);
-    assert_eq!(get_with(format!("{api}/orders"), &token).await.status(), 200);
+    assert_eq!(
+        get_with(format!("{api}/orders"), &token).await.status(),
+        200
+    );
     assert_eq!(server.introspection_count(), 1);
 
     at(&clock, 1);
@@ -171,11 +175,13 @@ async fn an_unreachable_introspection_endpoint_answers_503_with_retry_after() {
 async fn an_endpoint_refusing_our_credentials_is_503_not_a_verdict_on_the_token() {
     let (_clock, server, _guard) = opaque_world(|i| i).await;
     let guard = Guard::builder()
-        .issuer(Issuer::new(server.issuer()).introspection(Introspection::new(
-            server.introspection_endpoint(),
-            RS_ID,
-            "wrong-secret",
-        )))
+        .issuer(
+            Issuer::new(server.issuer()).introspection(Introspection::new(
+                server.introspection_endpoint(),
+                RS_ID,
+                "wrong-secret",
+            )),
+        )
         .audience(API)
         .build()
         .expect("guard");
@@ -193,11 +199,13 @@ async fn an_endpoint_refusing_our_credentials_is_503_not_a_verdict_on_the_token(
 async fn an_answer_for_another_audience_is_refused() {
     let (_clock, server, _guard) = opaque_world(|i| i).await;
     let guard = Guard::builder()
-        .issuer(Issuer::new(server.issuer()).introspection(Introspection::new(
-            server.introspection_endpoint(),
-            RS_ID,
-            RS_SECRET,
-        )))
+        .issuer(
+            Issuer::new(server.issuer()).introspection(Introspection::new(
+                server.introspection_endpoint(),
+                RS_ID,
+                RS_SECRET,
+            )),
+        )
         .audience(OTHER_API)
         .build()
         .expect("guard");
@@ -232,13 +240,18 @@ fn only_one_issuer_may_introspect() {
         .err();
     assert!(matches!(e, Some(BuildError::InvalidLimit(_))));
     let e = Guard::builder()
-        .issuer(Issuer::new("https://a.example").introspection(Introspection::new(
-            "http://a.example/introspect",
-            RS_ID,
-            RS_SECRET,
-        )))
+        .issuer(
+            Issuer::new("https://a.example").introspection(Introspection::new(
+                "http://a.example/introspect",
+                RS_ID,
+                RS_SECRET,
+            )),
+        )
         .audience(API)
         .build()
         .err();
-    assert!(matches!(e, Some(BuildError::InvalidUrl { .. })), "https only");
+    assert!(
+        matches!(e, Some(BuildError::InvalidUrl { .. })),
+        "https only"
+    );
 }

@@ -11,9 +11,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
-use super::{
-    AUTHORIZE_PATH, INTROSPECT_PATH, JWKS_PATH, REVOKE_PATH, Shared, TOKEN_PATH, lock,
-};
+use super::{AUTHORIZE_PATH, INTROSPECT_PATH, JWKS_PATH, REVOKE_PATH, Shared, TOKEN_PATH, lock};
 
 /// How `GET /jwks` answers; set with
 /// [`set_jwks_behavior`](super::AuthorizationServerHandle::set_jwks_behavior).
