@@ -14,7 +14,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 use super::oauth::{ErrorCode, OAuthError, Params, no_store, random_token};
-use super::token::{authenticate, is_form};
+use super::token::{authenticate, is_form, unreadable_body};
 use super::{Shared, lock};
 
 /// What the server remembers of an opaque access token it issued.
@@ -73,36 +73,41 @@ impl OpaqueTokens {
 }
 
 /// Reads the form and authenticates the (confidential) client calling.
-fn checked_form(
+fn checked_form(shared: &Shared, headers: &HeaderMap, body: &[u8]) -> Result<Params, OAuthError> {
+    if !is_form(headers) {
+        return Err(OAuthError::invalid_request(
+            "body must be application/x-www-form-urlencoded",
+        ));
+    }
+    let params = Params::parse(body);
+    params.reject_duplicates()?;
+    let client = authenticate(shared, headers, &params)?;
+    if client.is_public() {
+        return Err(OAuthError::new(
+            ErrorCode::InvalidClient,
+            "public clients cannot call this endpoint",
+        ));
+    }
+    params.require("token")?;
+    Ok(params)
+}
+
+/// Answers a request to `/introspect` or `/revoke` with `answer`, once its
+/// form is read and its client authenticated.
+fn with_form(
     shared: &Shared,
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> Result<Params, Response> {
-    let body = body.map_err(|rejection| {
-        let mut response =
-            OAuthError::invalid_request("the request body could not be read").into_response();
-        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            *response.status_mut() = StatusCode::PAYLOAD_TOO_LARGE;
-        }
-        response
-    })?;
-    let refuse = |e: OAuthError| e.into_response();
-    if !is_form(headers) {
-        return Err(refuse(OAuthError::invalid_request(
-            "body must be application/x-www-form-urlencoded",
-        )));
+    answer: impl FnOnce(&str) -> Response,
+) -> Response {
+    let body = match body {
+        Ok(body) => body,
+        Err(rejection) => return unreadable_body(&rejection),
+    };
+    match checked_form(shared, headers, &body) {
+        Ok(params) => answer(params.require("token").unwrap_or_default()),
+        Err(error) => error.into_response(),
     }
-    let params = Params::parse(&body);
-    params.reject_duplicates().map_err(refuse)?;
-    let client = authenticate(shared, headers, &params).map_err(refuse)?;
-    if client.is_public() {
-        return Err(refuse(OAuthError::new(
-            ErrorCode::InvalidClient,
-            "public clients cannot call this endpoint",
-        )));
-    }
-    params.require("token").map_err(refuse)?;
-    Ok(params)
 }
 
 /// `POST /introspect`: `{"active": true, ...claims}` for a live opaque token
@@ -113,11 +118,12 @@ pub(super) async fn introspect(
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     shared.introspections.fetch_add(1, Ordering::SeqCst);
-    let params = match checked_form(&shared, &headers, body) {
-        Ok(params) => params,
-        Err(response) => return response,
-    };
-    let token = params.require("token").unwrap_or_default();
+    with_form(&shared, &headers, body, |token| {
+        introspection(&shared, token)
+    })
+}
+
+fn introspection(shared: &Shared, token: &str) -> Response {
     let now = shared.now();
     let answer = match lock(&shared.opaque).active(token, now) {
         Some(claims) => {
@@ -141,11 +147,10 @@ pub(super) async fn revoke(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let params = match checked_form(&shared, &headers, body) {
-        Ok(params) => params,
-        Err(response) => return response,
-    };
-    let token = params.require("token").unwrap_or_default();
+    with_form(&shared, &headers, body, |token| revocation(&shared, token))
+}
+
+fn revocation(shared: &Shared, token: &str) -> Response {
     if token.split('.').count() == 3 {
         return OAuthError::new(
             ErrorCode::UnsupportedTokenType,

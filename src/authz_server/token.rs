@@ -51,20 +51,23 @@ pub(super) async fn token(
 ) -> Response {
     let body = match body {
         Ok(body) => body,
-        Err(rejection) => {
-            let mut response =
-                OAuthError::invalid_request("the request body could not be read").into_response();
-            // 413 stays 413 (the router adds `Connection: close`).
-            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                *response.status_mut() = StatusCode::PAYLOAD_TOO_LARGE;
-            }
-            return response;
-        }
+        Err(rejection) => return unreadable_body(&rejection),
     };
     match respond(&shared, &headers, &body) {
         Ok(body) => (no_store(), Json(body)).into_response(),
         Err(error) => error.into_response(),
     }
+}
+
+/// The answer to a form body that could not be read; 413 stays 413 (the
+/// router adds `Connection: close`).
+pub(super) fn unreadable_body(rejection: &BytesRejection) -> Response {
+    let mut response =
+        OAuthError::invalid_request("the request body could not be read").into_response();
+    if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        *response.status_mut() = StatusCode::PAYLOAD_TOO_LARGE;
+    }
+    response
 }
 
 fn respond(shared: &Shared, headers: &HeaderMap, body: &[u8]) -> Result<Value, OAuthError> {
