@@ -255,3 +255,45 @@ fn only_one_issuer_may_introspect() {
         "https only"
     );
 }
+
+#[tokio::test]
+async fn an_unreadable_or_oversized_answer_is_503_not_a_verdict_on_the_token() {
+    use axum::routing::post;
+    let big = format!(r#"{{"active":false,"pad":"{}"}}"#, "x".repeat(600 * 1024));
+    let broken = axum::Router::new()
+        .route("/string-active", post(|| async { r#"{"active":"true"}"# }))
+        .route("/array", post(|| async { "[]" }))
+        .route(
+            "/duplicate",
+            post(|| async { r#"{"active":false,"active":true}"# }),
+        )
+        .route("/oversized", post(move || async move { big }))
+        .route(
+            "/server-error",
+            post(|| async { (axum::http::StatusCode::INTERNAL_SERVER_ERROR, "{}") }),
+        );
+    let base = serve(broken).await;
+    for path in [
+        "string-active",
+        "array",
+        "duplicate",
+        "oversized",
+        "server-error",
+    ] {
+        let guard = Guard::builder()
+            .issuer(
+                Issuer::new("http://127.0.0.1:9").introspection(Introspection::new(
+                    format!("{base}/{path}"),
+                    RS_ID,
+                    RS_SECRET,
+                )),
+            )
+            .audience(API)
+            .build()
+            .expect("guard");
+        let api = serve(orders_api(&guard)).await;
+        let r = get_with(format!("{api}/orders"), "some-opaque-token").await;
+        assert_eq!(r.status(), 503, "{path}");
+        assert!(r.headers().contains_key("retry-after"), "{path}");
+    }
+}
