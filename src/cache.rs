@@ -136,7 +136,7 @@ impl Doorkeeper {
 }
 
 pub(crate) struct TokenCache {
-    cache: Cache<Box<str>, Entry, TokenHasher>,
+    cache: Cache<Arc<str>, Entry, TokenHasher>,
     doorkeeper: Doorkeeper,
     max_token_bytes: usize,
     max_ttl: Duration,
@@ -153,14 +153,14 @@ type TokenHasher = foldhash::fast::RandomState;
 
 /// An entry's weight: its bytes, at least `floor`.
 fn weigh(token: &str, entry: &Entry, floor: u64) -> u32 {
-    let bytes = token.len() + entry.token.raw_claims().len() + ENTRY_OVERHEAD;
+    let bytes = token.len() + entry.token.claims_json().len() + ENTRY_OVERHEAD;
     u32::try_from((bytes as u64).max(floor)).unwrap_or(u32::MAX)
 }
 
 struct UntilExpiry;
 
-impl moka::Expiry<Box<str>, Entry> for UntilExpiry {
-    fn expire_after_create(&self, _: &Box<str>, entry: &Entry, _: Instant) -> Option<Duration> {
+impl moka::Expiry<Arc<str>, Entry> for UntilExpiry {
+    fn expire_after_create(&self, _: &Arc<str>, entry: &Entry, _: Instant) -> Option<Duration> {
         Some(entry.lifetime)
     }
 }
@@ -173,9 +173,7 @@ impl TokenCache {
         // With every entry weighing at least max_bytes / max_entries, the memory
         // bound also bounds the number of entries.
         let floor = config.max_bytes.div_ceil(config.max_entries);
-        // moka hands the key as `&Box<str>`.
-        #[allow(clippy::borrowed_box)]
-        let weigher = move |token: &Box<str>, entry: &Entry| weigh(token, entry, floor);
+        let weigher = move |token: &Arc<str>, entry: &Entry| weigh(token, entry, floor);
         let cache = Cache::builder()
             .max_capacity(config.max_bytes)
             .weigher(weigher)
@@ -244,8 +242,13 @@ impl TokenCache {
         if lifetime.is_zero() || !self.doorkeeper.seen_before(token) {
             return;
         }
+        // The verified token holds the same text: share it rather than copy it.
+        let text = match verified.access_token_arc() {
+            t if **t == *token => Arc::clone(t),
+            _ => Arc::from(token),
+        };
         self.cache.insert(
-            token.into(),
+            text,
             Entry {
                 token: verified.clone(),
                 key,
@@ -298,7 +301,7 @@ mod tests {
             exp: Some(NumericDate::from_secs(exp)),
             ..Default::default()
         };
-        VerifiedToken::new(Some(header), claims, "{}".into(), 0, None)
+        VerifiedToken::new(Some(header), claims, "{}".into(), "a.b.c".into(), 0, None)
     }
 
     fn cache(max_token_bytes: usize) -> TokenCache {

@@ -235,6 +235,8 @@ struct Inner {
     claims: RegisteredClaims,
     scopes: Scopes,
     raw: Box<str>,
+    /// The access token itself, shared with the cache's key for it.
+    token: Arc<str>,
     issuer_index: usize,
     tenant: Option<Box<str>>,
 }
@@ -245,6 +247,7 @@ impl VerifiedToken {
         header: Option<TokenHeader>,
         claims: RegisteredClaims,
         raw: Box<str>,
+        token: Arc<str>,
         issuer_index: usize,
         tenant: Option<Box<str>>,
     ) -> Self {
@@ -255,6 +258,7 @@ impl VerifiedToken {
                 claims,
                 scopes,
                 raw,
+                token,
                 issuer_index,
                 tenant,
             }),
@@ -349,9 +353,37 @@ impl VerifiedToken {
         self.inner.tenant.as_deref()
     }
 
-    /// The verified claims as JSON text, exactly as the issuer signed them.
-    pub fn raw_claims(&self) -> &str {
+    /// The token's payload, the claims JSON object, as text exactly as the issuer
+    /// signed it (claims this crate does not model included).
+    pub fn claims_json(&self) -> &str {
         &self.inner.raw
+    }
+
+    /// The claims JSON text: the old name of [`VerifiedToken::claims_json`].
+    #[deprecated(
+        since = "0.1.1",
+        note = "renamed `claims_json`: it is the payload's JSON text"
+    )]
+    pub fn raw_claims(&self) -> &str {
+        self.claims_json()
+    }
+
+    /// The access token exactly as the client sent it (without `Bearer `), for
+    /// relaying it to a downstream API or an on-behalf-of exchange. It is a bearer
+    /// credential: never log it.
+    ///
+    /// ```
+    /// # fn relay(token: &bearer_guard::VerifiedToken) {
+    /// let header = format!("Bearer {}", token.access_token());
+    /// # }
+    /// ```
+    pub fn access_token(&self) -> &str {
+        &self.inner.token
+    }
+
+    /// The shared text of [`VerifiedToken::access_token`].
+    pub(crate) fn access_token_arc(&self) -> &Arc<str> {
+        &self.inner.token
     }
 
     /// Deserializes the verified claims into the application's own type.

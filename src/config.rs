@@ -54,7 +54,7 @@ pub(crate) struct GuardInner {
 impl fmt::Debug for Guard {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Guard")
-            .field("issuers", &self.inner.issuers.identifiers())
+            .field("issuers", &self.inner.issuers.len())
             .field("leeway", &self.inner.leeway)
             .field("typ", &self.inner.typ)
             .finish_non_exhaustive()
@@ -83,6 +83,7 @@ impl Guard {
     /// unless its retry back-off after a failure is still running: unlike
     /// [`prefetch`](Self::prefetch), a caller cannot make the guard fetch more often
     /// than `retry_interval` (the gateway's `/-/ready` probes and start-up).
+    #[cfg(feature = "gateway")]
     pub(crate) async fn load_missing_keys(&self) -> Result<(), AuthError> {
         for entry in self.inner.issuers.entries() {
             entry.store.keys().await?;

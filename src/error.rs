@@ -154,7 +154,7 @@ pub enum TokenProblem {
     IssuerNotAllowed {
         /// The token's `iss`.
         iss: String,
-        /// The configured issuers.
+        /// The configured issuers (the first eight, when there are more).
         allowed: Vec<String>,
     },
     /// A tenant template matched `iss`, but its tenant is not accepted.

@@ -14,6 +14,7 @@
 //! shared, a JWK that names its `issuer` (Entra's do, with a `{tenantid}`
 //! placeholder) only verifies tokens of that issuer.
 
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use crate::jws::{Algorithm, AlgorithmSet};
@@ -47,7 +48,8 @@ pub struct Issuer {
 /// Which tenants a tenant template accepts.
 #[derive(Clone)]
 pub(crate) enum TenantPolicy {
-    List(Arc<[String]>),
+    /// A set: 10,000 tenants cost one hash, not 10,000 comparisons.
+    List(Arc<HashSet<String, Hasher>>),
     Predicate(Arc<dyn Fn(&str) -> bool + Send + Sync>),
     Any,
 }
@@ -55,7 +57,7 @@ pub(crate) enum TenantPolicy {
 impl TenantPolicy {
     fn accepts(&self, tenant: &str) -> bool {
         match self {
-            TenantPolicy::List(list) => list.iter().any(|t| t == tenant),
+            TenantPolicy::List(set) => set.contains(tenant),
             TenantPolicy::Predicate(f) => f(tenant),
             TenantPolicy::Any => true,
         }
@@ -135,8 +137,8 @@ impl Issuer {
         I: IntoIterator<Item = S>,
         S: Into<String>,
     {
-        let list: Vec<String> = tenants.into_iter().map(Into::into).collect();
-        self.tenants = Some(TenantPolicy::List(list.into()));
+        let set: HashSet<String, Hasher> = tenants.into_iter().map(Into::into).collect();
+        self.tenants = Some(TenantPolicy::List(Arc::new(set)));
         self
     }
 
@@ -237,62 +239,103 @@ pub(crate) struct IssuerEntry {
 /// The trusted issuers, looked up by exact `iss`.
 pub(crate) struct IssuerPolicy {
     entries: Vec<IssuerEntry>,
+    /// Exact issuers by `iss`: a SaaS may trust thousands (one per custom domain).
+    exact: HashMap<Box<str>, usize, Hasher>,
+    /// The indices of the tenant templates, in configuration order (a short list).
+    templates: Box<[usize]>,
 }
+
+/// How many configured issuers an `IssuerNotAllowed` detail names.
+pub(crate) const SHOWN_ISSUERS: usize = 8;
+
+/// Keys are configuration (issuers, tenants) and lookups are the unverified `iss`:
+/// foldhash, seeded per process, is fast on short strings and nothing an attacker
+/// sends is ever inserted.
+pub(crate) type Hasher = foldhash::fast::RandomState;
 
 impl IssuerPolicy {
     pub(crate) fn new(entries: Vec<IssuerEntry>) -> Self {
-        IssuerPolicy { entries }
+        let mut exact = HashMap::with_hasher(Hasher::default());
+        let mut templates = Vec::new();
+        for (index, entry) in entries.iter().enumerate() {
+            match entry.matcher {
+                // The first entry for an issuer wins, as in a scan.
+                Matcher::Exact => {
+                    exact.entry(entry.issuer.clone()).or_insert(index);
+                }
+                Matcher::Template { .. } => templates.push(index),
+            }
+        }
+        IssuerPolicy {
+            entries,
+            exact,
+            templates: templates.into(),
+        }
     }
 
     /// The entry for `iss`, and the tenant when a template matched. Exact entries
-    /// compare byte for byte. A linear scan: deployments trust a handful of
-    /// issuers, and this beats hashing at that size.
+    /// compare byte for byte. The first entry in configuration order that accepts
+    /// `iss` wins: templates before the exact entry are tried first.
     pub(crate) fn find<'i>(&self, iss: &'i str) -> Result<Match<'_, 'i>, TenantRefusal<'i>> {
+        let exact = self.exact.get(iss).copied();
         let mut refusal = TenantRefusal::NoEntry;
-        for (index, entry) in self.entries.iter().enumerate() {
-            match &entry.matcher {
-                Matcher::Exact if *entry.issuer == *iss => {
-                    return Ok(Match {
-                        index,
-                        entry,
-                        tenant: None,
-                    });
-                }
-                Matcher::Exact => {}
-                Matcher::Template {
-                    prefix,
-                    suffix,
-                    tenants,
-                } => {
-                    let Some(tenant) = iss
-                        .strip_prefix(&**prefix)
-                        .and_then(|rest| rest.strip_suffix(&**suffix))
-                    else {
-                        continue;
-                    };
-                    if !is_tenant_id(tenant) {
-                        continue;
-                    }
-                    if tenants.accepts(tenant) {
-                        return Ok(Match {
-                            index,
-                            entry,
-                            tenant: Some(tenant),
-                        });
-                    }
-                    refusal = TenantRefusal::NotAllowed(tenant);
-                }
+        for &index in self.templates.iter() {
+            if exact.is_some_and(|e| e < index) {
+                break;
             }
+            let entry = &self.entries[index];
+            let Matcher::Template {
+                prefix,
+                suffix,
+                tenants,
+            } = &entry.matcher
+            else {
+                continue;
+            };
+            let Some(tenant) = iss
+                .strip_prefix(&**prefix)
+                .and_then(|rest| rest.strip_suffix(&**suffix))
+            else {
+                continue;
+            };
+            if !is_tenant_id(tenant) {
+                continue;
+            }
+            if tenants.accepts(tenant) {
+                return Ok(Match {
+                    index,
+                    entry,
+                    tenant: Some(tenant),
+                });
+            }
+            refusal = TenantRefusal::NotAllowed(tenant);
         }
-        Err(refusal)
+        match exact {
+            Some(index) => Ok(Match {
+                index,
+                entry: &self.entries[index],
+                tenant: None,
+            }),
+            None => Err(refusal),
+        }
     }
 
     pub(crate) fn entries(&self) -> &[IssuerEntry] {
         &self.entries
     }
 
+    /// The first [`SHOWN_ISSUERS`] configured issuers, for error details: a refused
+    /// token must not cost an allocation per configured issuer.
     pub(crate) fn identifiers(&self) -> Vec<String> {
-        self.entries.iter().map(|e| e.issuer.to_string()).collect()
+        self.entries
+            .iter()
+            .take(SHOWN_ISSUERS)
+            .map(|e| e.issuer.to_string())
+            .collect()
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.entries.len()
     }
 }
 

@@ -31,7 +31,9 @@
 //!
 //! Features: `axum` (default: extractors), `authz-server` (the bundled OAuth 2.1
 //! authorization server for tests and local development), `cookie` (tokens from a
-//! cookie), `metrics` (counters through the `metrics` facade).
+//! cookie), `metrics` (counters through the `metrics` facade), `gateway` (the
+//! validating reverse proxy and the route `decision` it shares), `ext-authz`
+//! (the check services for Envoy, Istio, nginx, Caddy and Traefik).
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
@@ -51,6 +53,7 @@ mod layer;
 mod metrics;
 mod require;
 mod scope;
+mod sync;
 mod token;
 mod validate;
 
@@ -64,6 +67,12 @@ pub mod authz_server;
 #[cfg(feature = "cli")]
 #[cfg_attr(docsrs, doc(cfg(feature = "cli")))]
 pub mod cli;
+#[cfg(feature = "gateway")]
+#[cfg_attr(docsrs, doc(cfg(feature = "gateway")))]
+pub mod decision;
+#[cfg(feature = "ext-authz")]
+#[cfg_attr(docsrs, doc(cfg(feature = "ext-authz")))]
+pub mod ext_authz;
 #[cfg(feature = "gateway")]
 #[cfg_attr(docsrs, doc(cfg(feature = "gateway")))]
 pub mod gateway;

@@ -321,7 +321,14 @@ async fn validate(
     }
 
     let tenant = tenant.map(Box::from);
-    let verified = VerifiedToken::new(Some(jws.header), claims, raw.into(), index, tenant);
+    let verified = VerifiedToken::new(
+        Some(jws.header),
+        claims,
+        raw.into(),
+        token.into(),
+        index,
+        tenant,
+    );
     if let Some(cache) = cache {
         cache.insert(token, &verified, Arc::clone(key), index, now, g.leeway);
     }
@@ -359,7 +366,7 @@ async fn introspected(
         return result;
     }
     let body = intro.call(key, token).await?;
-    let (verdict, until) = introspection_verdict(g, intro, &body, now)?;
+    let (verdict, until) = introspection_verdict(g, intro, token, &body, now)?;
     if reuse {
         intro.remember(key, verdict.clone(), until);
     }
@@ -372,6 +379,7 @@ async fn introspected(
 fn introspection_verdict(
     g: &GuardInner,
     intro: &Introspector,
+    token: &str,
     body: &str,
     now: Duration,
 ) -> Result<(Result<VerifiedToken, TokenProblem>, Duration), AuthError> {
@@ -416,7 +424,14 @@ fn introspection_verdict(
     // Reused until the earlier of the configured bound and the token's `exp`.
     let exp = claims.exp.map_or(now, |exp| exp.since_epoch());
     let until = now.saturating_add(intro.max_ttl).min(exp);
-    let verified = VerifiedToken::new(None, claims, body.into(), intro.issuer_index, None);
+    let verified = VerifiedToken::new(
+        None,
+        claims,
+        body.into(),
+        token.into(),
+        intro.issuer_index,
+        None,
+    );
     Ok((Ok(verified), until))
 }
 

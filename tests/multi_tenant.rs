@@ -295,3 +295,69 @@ async fn allowlist_checks_each_issuers_own_audience() {
         TokenProblem::AudienceMismatch { .. }
     ));
 }
+
+mod configuration_order {
+    use aws_lc_rs::hmac;
+    use base64::Engine as _;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use bearer_guard::{Algorithm, Guard, Issuer};
+    use serde_json::json;
+
+    const SECRET: [u8; 32] = [9; 32];
+    const ISS: &str = "https://login.example.com/acme/v2.0";
+    const TEMPLATE: &str = "https://login.example.com/{tenant}/v2.0";
+
+    fn hs256(issuer: Issuer) -> Issuer {
+        issuer.shared_secret(SECRET).algorithms([Algorithm::HS256])
+    }
+
+    fn token() -> String {
+        let b64 = |b: &[u8]| URL_SAFE_NO_PAD.encode(b);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let claims = json!({"iss": ISS, "sub": "s", "aud": "api", "exp": now + 60});
+        let input = format!(
+            "{}.{}",
+            b64(br#"{"alg":"HS256"}"#),
+            b64(claims.to_string().as_bytes())
+        );
+        let tag = hmac::sign(
+            &hmac::Key::new(hmac::HMAC_SHA256, &SECRET),
+            input.as_bytes(),
+        );
+        format!("{input}.{}", b64(tag.as_ref()))
+    }
+
+    async fn matched(issuers: Vec<Issuer>) -> (usize, Option<String>) {
+        let mut builder = Guard::builder().audience("api");
+        for issuer in issuers {
+            builder = builder.issuer(issuer);
+        }
+        let t = builder.build().unwrap().validate(&token()).await.unwrap();
+        (t.issuer_index(), t.tenant().map(str::to_owned))
+    }
+
+    #[tokio::test]
+    async fn the_first_configured_entry_that_accepts_iss_wins_among_thousands() {
+        let many =
+            |from: usize| (from..from + 2_000).map(|i| hs256(Issuer::new(format!("https://t{i}"))));
+        // A template before the exact entry answers first...
+        let mut issuers: Vec<Issuer> = many(0).collect();
+        issuers.push(hs256(Issuer::tenant_template(TEMPLATE).tenants(["acme"])));
+        issuers.push(hs256(Issuer::new(ISS)));
+        assert_eq!(matched(issuers).await, (2_000, Some("acme".into())));
+        // ...an exact entry before the template does...
+        let mut issuers: Vec<Issuer> = vec![hs256(Issuer::new(ISS))];
+        issuers.extend(many(0));
+        issuers.push(hs256(Issuer::tenant_template(TEMPLATE).tenants(["acme"])));
+        assert_eq!(matched(issuers).await, (0, None));
+        // ...and a template that refuses the tenant does not hide a later exact entry.
+        let issuers = vec![
+            hs256(Issuer::tenant_template(TEMPLATE).tenants(["other"])),
+            hs256(Issuer::new(ISS)),
+        ];
+        assert_eq!(matched(issuers).await, (1, None));
+    }
+}

@@ -59,7 +59,9 @@ mod token;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex};
+
+pub(crate) use crate::sync::lock;
 use std::time::Duration;
 
 use axum::Router;
@@ -205,12 +207,6 @@ impl Shared {
         scopes.dedup();
         scopes
     }
-}
-
-/// Locks a mutex, shrugging off poisoning: every critical section leaves the
-/// maps consistent, so a panicked holder cannot have left half an update.
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 fn router(shared: Arc<Shared>) -> Router {

@@ -22,6 +22,7 @@ async fn main() -> ExitCode {
     match cli.command {
         Command::Verify(args) => run_verify(args).await,
         Command::Gateway(args) => run_gateway(args).await,
+        Command::ExtAuthz(args) => run_ext_authz(args).await,
         Command::AuthzServer(args) => run_authz_server(args).await,
     }
 }
@@ -100,6 +101,32 @@ async fn run_gateway(args: bearer_guard::cli::GatewayArgs) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("bearer-guard gateway: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run_ext_authz(args: bearer_guard::cli::GatewayArgs) -> ExitCode {
+    use bearer_guard::ext_authz::{ExtAuthz, ExtAuthzConfig};
+    let config = match ExtAuthzConfig::load(&args.config) {
+        Ok(config) => config,
+        Err(e) => return usage(&e),
+    };
+    let service = match ExtAuthz::from_config(config) {
+        Ok(service) => service,
+        Err(e) => return usage(&e.in_file(&args.config)),
+    };
+    let service = match PrometheusBuilder::new().install_recorder() {
+        Ok(handle) => service.with_metrics(handle),
+        Err(e) => {
+            eprintln!("bearer-guard: metrics disabled: {e}");
+            service
+        }
+    };
+    match service.run(shutdown_signal()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("bearer-guard ext-authz: {e}");
             ExitCode::FAILURE
         }
     }

@@ -28,15 +28,18 @@ pub enum Command {
     Verify(verify::VerifyArgs),
     /// Run the validating reverse proxy described by a TOML file.
     Gateway(GatewayArgs),
+    /// Run the external authorization service for Envoy (gRPC and HTTP), nginx,
+    /// Caddy and Traefik described by a TOML file.
+    ExtAuthz(GatewayArgs),
     /// Run the bundled OAuth 2.1 authorization server for local development
     /// (both flows, discovery, JWKS). Plain HTTP, in memory: not for production.
     AuthzServer(authz::AuthzServerArgs),
 }
 
-/// The arguments of `bearer-guard gateway`.
+/// The arguments of `bearer-guard gateway` and `bearer-guard ext-authz`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct GatewayArgs {
-    /// The gateway's TOML configuration.
+    /// The TOML configuration (`gateway.toml`, `ext-authz.toml`).
     #[arg(long, value_name = "FILE")]
     pub config: PathBuf,
 }

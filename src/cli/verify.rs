@@ -261,7 +261,7 @@ fn render_valid(t: &VerifiedToken, token: &str, as_json: bool) -> String {
         .unwrap_or_else(
             || json!({ "alg": t.algorithm().map(|a| a.as_str()), "kid": t.key_id(), "typ": t.token_type() }),
         );
-    let claims: Value = serde_json::from_str(t.raw_claims()).unwrap_or(Value::Null);
+    let claims: Value = serde_json::from_str(t.claims_json()).unwrap_or(Value::Null);
     if as_json {
         return escape_json(
             &json!({ "valid": true, "header": header, "claims": claims }).to_string(),

@@ -6,11 +6,12 @@
 //! anything it refuses.
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde::Deserialize;
+
+pub use crate::decision::config::{ConfigError, IssuerConfig, RouteConfig};
 
 /// The whole gateway configuration (one TOML file).
 #[derive(Debug, Clone, Deserialize)]
@@ -45,47 +46,6 @@ pub struct GatewayConfig {
     /// What is forwarded to the upstream besides the request.
     #[serde(default)]
     pub forward: ForwardConfig,
-}
-
-/// One `[[issuer]]`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-#[non_exhaustive]
-pub struct IssuerConfig {
-    /// The exact `iss` value; discovery starts from it unless `jwks_uri` is set.
-    pub issuer: String,
-    /// The JWKS URL, instead of discovery.
-    #[serde(default)]
-    pub jwks_uri: Option<String>,
-    /// The accepted audiences (at least one, RFC 9068).
-    #[serde(default)]
-    pub audiences: Vec<String>,
-    /// The accepted algorithms (default: every asymmetric one).
-    #[serde(default)]
-    pub algorithms: Option<Vec<String>>,
-}
-
-/// One `[[route]]`: a path prefix, optional methods, and what the token needs.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-#[non_exhaustive]
-pub struct RouteConfig {
-    /// A path prefix, matched segment by segment (`/orders` matches `/orders/7`,
-    /// not `/ordersX`).
-    pub path: String,
-    /// The methods this route applies to (default: all). A request whose path some
-    /// route covers but whose method none allows is a 405 with `Allow`.
-    #[serde(default)]
-    pub methods: Option<Vec<String>>,
-    /// No token required.
-    #[serde(default)]
-    pub public: bool,
-    /// The token must carry every one of these scopes.
-    #[serde(default)]
-    pub scopes_all: Vec<String>,
-    /// The token must carry at least one of these scopes.
-    #[serde(default)]
-    pub scopes_any: Vec<String>,
 }
 
 /// `[forward]`: what the upstream learns about the verified token and the client.
@@ -142,70 +102,11 @@ fn yes() -> bool {
 impl GatewayConfig {
     /// Parses a configuration (shape only; see [`Gateway::from_config`](super::Gateway::from_config)).
     pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
-        toml::from_str(text).map_err(|e| ConfigError {
-            file: None,
-            key: None,
-            // toml's message names the line, the column and the offending key.
-            problem: e.to_string().trim_end().to_owned(),
-        })
+        crate::decision::config::from_toml(text)
     }
 
     /// Reads and parses a configuration file; errors name the file.
     pub fn load(path: impl AsRef<Path>) -> Result<Self, ConfigError> {
-        let path = path.as_ref();
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
-            file: Some(path.to_owned()),
-            key: None,
-            problem: format!("cannot read the file: {e}"),
-        })?;
-        Self::from_toml(&text).map_err(|e| e.in_file(path))
+        crate::decision::config::load(path.as_ref())
     }
 }
-
-/// A refused configuration: the file (when known), the key and the problem.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigError {
-    file: Option<PathBuf>,
-    key: Option<String>,
-    problem: String,
-}
-
-impl ConfigError {
-    pub(crate) fn at(key: impl Into<String>, problem: impl Into<String>) -> Self {
-        ConfigError {
-            file: None,
-            key: Some(key.into()),
-            problem: problem.into(),
-        }
-    }
-
-    /// The same error, naming the file it came from.
-    pub fn in_file(mut self, path: impl AsRef<Path>) -> Self {
-        self.file = Some(path.as_ref().to_owned());
-        self
-    }
-
-    /// The key path of a semantic error, e.g. `route[2].scopes_any[0]`.
-    pub fn key(&self) -> Option<&str> {
-        self.key.as_deref()
-    }
-
-    /// What is wrong.
-    pub fn problem(&self) -> &str {
-        &self.problem
-    }
-}
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if let Some(file) = &self.file {
-            write!(f, "{}: ", file.display())?;
-        }
-        if let Some(key) = &self.key {
-            write!(f, "{key}: ")?;
-        }
-        f.write_str(&self.problem)
-    }
-}
-
-impl std::error::Error for ConfigError {}

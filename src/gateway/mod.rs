@@ -56,7 +56,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::FutureExt as _;
 use http::uri::{Authority, Scheme};
-use http::{HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri, Version, header};
+use http::{HeaderValue, Request, Response, StatusCode, Uri, Version, header};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt as _, Full};
 use hyper::body::Incoming;
@@ -68,18 +68,17 @@ use hyper_util::server::graceful::GracefulShutdown;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 
-use crate::error::TokenProblem;
-use crate::{Algorithm, AuthError, BuildError, Guard, GuardBuilder, Issuer};
+use crate::decision::{Allow, CheckRequest, Decider, Decision, HeaderRules};
+use crate::{Guard, GuardBuilder};
 
 pub mod config;
 mod forward;
-pub mod path;
-mod route;
+/// The path normaliser (now shared with the ext-authz service).
+pub use crate::decision::path;
 
 pub use config::{ConfigError, ForwardConfig, GatewayConfig, IssuerConfig, RouteConfig};
 
 use forward::{Forwarding, strip_hop_by_hop};
-use route::{Route, Selected};
 
 /// The body of every gateway response: the upstream's, streamed, or the gateway's own.
 pub type GatewayBody = BoxBody<Bytes, hyper::Error>;
@@ -93,8 +92,7 @@ pub struct Gateway {
 }
 
 struct Shared {
-    guard: Guard,
-    routes: Vec<Route>,
+    decider: Decider,
     upstream: Upstream,
     client: Client<HttpConnector, Incoming>,
     upstream_timeout: Duration,
@@ -118,7 +116,7 @@ impl std::fmt::Debug for Gateway {
             .field("listen", &self.shared.listen)
             .field("admin_listen", &self.shared.admin_listen)
             .field("upstream", &self.shared.upstream.authority)
-            .field("routes", &self.shared.routes.len())
+            .field("decider", &self.shared.decider)
             .finish_non_exhaustive()
     }
 }
@@ -160,26 +158,27 @@ impl Gateway {
         let upstream = parse_upstream(&config.upstream)?;
         let upstream_timeout = seconds("upstream_timeout_secs", config.upstream_timeout_secs)?;
         let shutdown_timeout = seconds("shutdown_timeout_secs", config.shutdown_timeout_secs)?;
-        let guard = build_guard(&config, configure)?;
-        if config.routes.is_empty() {
-            return Err(ConfigError::at(
-                "route",
-                "no [[route]]: at least one is required (path = \"/\" for any valid token)",
-            ));
-        }
-        let routes = config
-            .routes
-            .iter()
-            .enumerate()
-            .map(|(i, r)| Route::from_config(i, r))
-            .collect::<Result<Vec<_>, _>>()?;
+        let guard = crate::decision::config::build_guard(
+            &config.issuers,
+            config.realm.as_deref(),
+            config.allow_insecure_http,
+            configure,
+        )?;
+        let decider = Decider::from_config(
+            guard,
+            &config.routes,
+            &config.forward.claims_to_headers,
+            HeaderRules {
+                strip_authorization: config.forward.strip_authorization,
+                trust_forwarded: config.forward.trust_forwarded,
+            },
+        )?;
         let forwarding = Forwarding::from_config(&config.forward)?;
         // The pool keeps upstream connections open between requests.
         let client = Client::builder(TokioExecutor::new()).build_http();
         Ok(Gateway {
             shared: Arc::new(Shared {
-                guard,
-                routes,
+                decider,
                 upstream,
                 client,
                 upstream_timeout,
@@ -205,7 +204,7 @@ impl Gateway {
 
     /// The guard validating the tokens.
     pub fn guard(&self) -> &Guard {
-        &self.shared.guard
+        self.shared.decider.guard()
     }
 
     /// The configured `listen` address.
@@ -227,7 +226,7 @@ impl Gateway {
         listener: TcpListener,
         shutdown: impl Future<Output = ()>,
     ) -> io::Result<()> {
-        let guard = self.shared.guard.clone();
+        let guard = self.shared.decider.guard().clone();
         tokio::spawn(async move {
             if let Err(e) = guard.load_missing_keys().await {
                 tracing::warn!(error = %e, "initial key load failed; retried on demand");
@@ -277,45 +276,12 @@ impl Gateway {
         shutdown: impl Future<Output = ()>,
         mode: Mode,
     ) -> io::Result<()> {
-        let graceful = GracefulShutdown::new();
-        let builder = auto::Builder::new(TokioExecutor::new());
-        let mut shutdown = std::pin::pin!(shutdown);
-        loop {
-            tokio::select! {
-                accepted = listener.accept() => {
-                    let (stream, peer) = match accepted {
-                        Ok(accepted) => accepted,
-                        Err(e) => {
-                            // Out of descriptors and the like: pause rather than spin.
-                            tracing::warn!(error = %e, "accept failed");
-                            tokio::time::sleep(Duration::from_millis(100)).await;
-                            continue;
-                        }
-                    };
-                    let this = self.clone();
-                    let service = hyper::service::service_fn(move |req| {
-                        let this = this.clone();
-                        async move { Ok::<_, Infallible>(this.handle_logged(req, mode, peer).await) }
-                    });
-                    let conn = builder.serve_connection(TokioIo::new(stream), service).into_owned();
-                    let conn = graceful.watch(conn);
-                    tokio::spawn(async move {
-                        if let Err(e) = conn.await {
-                            tracing::debug!(error = %e, "connection ended with an error");
-                        }
-                    });
-                }
-                () = &mut shutdown => break,
-            }
-        }
-        drop(listener);
-        if tokio::time::timeout(self.shared.shutdown_timeout, graceful.shutdown())
-            .await
-            .is_err()
-        {
-            tracing::warn!("shutdown timeout: in-flight requests abandoned");
-        }
-        Ok(())
+        let this = self.clone();
+        let handler = move |req, peer| {
+            let this = this.clone();
+            async move { this.handle_logged(req, mode, peer).await }
+        };
+        serve_connections(listener, shutdown, self.shared.shutdown_timeout, handler).await
     }
 
     /// One access-log line per request: method, path as received (no query, which
@@ -348,7 +314,7 @@ impl Gateway {
         peer: SocketAddr,
     ) -> Response<GatewayBody> {
         if mode.admin && req.uri().path().starts_with("/-/") {
-            return self.admin(req.uri().path()).await;
+            return admin(self.guard(), self.shared.metrics.as_ref(), req.uri().path()).await;
         }
         if !mode.proxy {
             return count(
@@ -356,84 +322,24 @@ impl Gateway {
                 own(StatusCode::NOT_FOUND, "not_found", "no such endpoint"),
             );
         }
-        let path = match path::normalize_path(req.uri().path()) {
-            Ok(p) => p,
-            Err(e) => {
-                return count(
-                    "bad_request",
-                    own(StatusCode::BAD_REQUEST, "invalid_request", &e.to_string()),
-                );
-            }
-        };
-        // Like the 404, the 405 is answered before authentication: without a
-        // matching route there are no requirements to check a token against, and
-        // verifying a signature only to refuse the request anyway would be work
-        // an anonymous client could make the gateway do. What the 405 tells such
-        // a client (this path is routed, for these methods) is configuration,
-        // which the 404/401 difference already shows for paths.
-        let key = path::match_key(&path);
-        let route = match route::select(&self.shared.routes, req.method(), &key) {
-            Selected::Route(route) => route,
-            Selected::MethodNotAllowed(allowed) => {
-                return count("method_not_allowed", method_not_allowed(&allowed));
-            }
-            Selected::NotFound => {
-                return count(
-                    "not_found",
-                    own(StatusCode::NOT_FOUND, "not_found", "no route for this path"),
-                );
-            }
-        };
-        let token = if route.public {
-            None
-        } else {
-            match self.shared.guard.validate_headers(req.headers()).await {
-                Ok(token) => Some(token),
-                Err(e) => return count("rejected", self.refusal(&e, req.headers())),
-            }
-        };
-        if let Some(t) = &token
-            && let Some((_, required)) = route
-                .requirements
-                .iter()
-                .find(|(require, _)| !require.is_satisfied_by(t))
-        {
-            let e = AuthError::InsufficientScope {
-                required: required.clone(),
-            };
-            return count("forbidden", self.refusal(&e, req.headers()));
+        let target = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
+        let check = CheckRequest::new(req.method(), target, req.headers());
+        match self.shared.decider.decide(&check).await {
+            Decision::Allow(allow) => self.forward(req, allow, peer.ip()).await,
+            Decision::Deny(deny) => count(deny.outcome.as_str(), deny.response.map(full)),
         }
-        let claims = match token
-            .as_ref()
-            .map(|t| self.shared.forwarding.claim_headers(t))
-        {
-            None => Vec::new(),
-            Some(Ok(claims)) => claims,
-            Some(Err(e)) => {
-                // A verified token the upstream would read differently: refused as
-                // an invalid token (README, "What happens to a request").
-                tracing::warn!(error = %e, "refused: a claim cannot be forwarded as is");
-                let e = AuthError::InvalidToken(TokenProblem::BadClaims(e.to_string()));
-                return count("rejected", self.refusal(&e, req.headers()));
-            }
-        };
-        self.forward(req, &path, claims, peer.ip()).await
-    }
-
-    fn refusal(&self, error: &AuthError, request: &http::HeaderMap) -> Response<GatewayBody> {
-        self.shared.guard.error_response(error, request).map(full)
     }
 
     async fn forward(
         &self,
         req: Request<Incoming>,
-        path: &str,
-        claims: Vec<(HeaderName, HeaderValue)>,
+        allow: Allow,
         peer: IpAddr,
     ) -> Response<GatewayBody> {
         let s = &self.shared;
         let (mut parts, body) = req.into_parts();
-        let target = match parts.uri.query() {
+        let path = &allow.path;
+        let target = match &allow.query {
             Some(q) => format!("{}{path}?{q}", s.upstream.base),
             None => format!("{}{path}", s.upstream.base),
         };
@@ -466,11 +372,10 @@ impl Gateway {
         strip_hop_by_hop(headers);
         // The client sets Host from the upstream URI.
         headers.remove(header::HOST);
-        s.forwarding.remove_untrusted(headers);
-        if s.forwarding.strip_authorization {
-            headers.remove(header::AUTHORIZATION);
+        for name in &allow.headers_to_remove {
+            headers.remove(name);
         }
-        for (name, value) in claims {
+        for (name, value) in allow.headers_to_set {
             headers.insert(name, value);
         }
         s.forwarding.set_forwarded_headers(headers, peer, host);
@@ -502,56 +407,61 @@ impl Gateway {
             ),
         }
     }
+}
 
-    async fn admin(&self, path: &str) -> Response<GatewayBody> {
-        let guard = &self.shared.guard;
-        match path {
-            "/-/health" => own(StatusCode::OK, "ok", "alive"),
-            "/-/ready" => {
-                if !guard.ready() {
-                    // A probe while keys are missing is a load attempt (the issuer
-                    // may be back), but no more often than the key store's retry
-                    // back-off allows: anyone who can reach the probe could
-                    // otherwise make the gateway hammer a down issuer.
-                    let _ = guard.load_missing_keys().await;
-                }
-                let issuers: Vec<_> = guard
-                    .key_status()
-                    .iter()
-                    .map(|k| {
-                        serde_json::json!({
-                            "issuer": k.issuer, "ready": k.ready(), "last_error": k.last_error,
-                        })
-                    })
-                    .collect();
-                let ready = guard.ready();
-                let status = if ready {
-                    StatusCode::OK
-                } else {
-                    StatusCode::SERVICE_UNAVAILABLE
-                };
-                json(
-                    status,
-                    &serde_json::json!({ "ready": ready, "issuers": issuers }),
-                )
+/// `/-/health`, `/-/ready` and `/-/metrics` for `guard` (also the ext-authz
+/// service's admin listener).
+pub(crate) async fn admin(
+    guard: &Guard,
+    metrics: Option<&PrometheusHandle>,
+    path: &str,
+) -> Response<GatewayBody> {
+    match path {
+        "/-/health" => own(StatusCode::OK, "ok", "alive"),
+        "/-/ready" => {
+            if !guard.ready() {
+                // A probe while keys are missing is a load attempt (the issuer
+                // may be back), but no more often than the key store's retry
+                // back-off allows: anyone who can reach the probe could
+                // otherwise make the gateway hammer a down issuer.
+                let _ = guard.load_missing_keys().await;
             }
-            "/-/metrics" => match &self.shared.metrics {
-                Some(handle) => {
-                    let mut r = Response::new(full(Bytes::from(handle.render())));
-                    r.headers_mut().insert(
-                        header::CONTENT_TYPE,
-                        HeaderValue::from_static("text/plain; version=0.0.4"),
-                    );
-                    r
-                }
-                None => own(
-                    StatusCode::NOT_FOUND,
-                    "not_found",
-                    "metrics are not enabled",
-                ),
-            },
-            _ => own(StatusCode::NOT_FOUND, "not_found", "no such endpoint"),
+            let issuers: Vec<_> = guard
+                .key_status()
+                .iter()
+                .map(|k| {
+                    serde_json::json!({
+                        "issuer": k.issuer, "ready": k.ready(), "last_error": k.last_error,
+                    })
+                })
+                .collect();
+            let ready = guard.ready();
+            let status = if ready {
+                StatusCode::OK
+            } else {
+                StatusCode::SERVICE_UNAVAILABLE
+            };
+            json(
+                status,
+                &serde_json::json!({ "ready": ready, "issuers": issuers }),
+            )
         }
+        "/-/metrics" => match metrics {
+            Some(handle) => {
+                let mut r = Response::new(full(Bytes::from(handle.render())));
+                r.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("text/plain; version=0.0.4"),
+                );
+                r
+            }
+            None => own(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "metrics are not enabled",
+            ),
+        },
+        _ => own(StatusCode::NOT_FOUND, "not_found", "no such endpoint"),
     }
 }
 
@@ -560,6 +470,62 @@ impl Gateway {
 struct Mode {
     proxy: bool,
     admin: bool,
+}
+
+/// Accepts HTTP/1.1 and h2c connections on `listener` and answers each request
+/// with `handler(request, peer)` until `shutdown` completes, then lets in-flight
+/// requests finish for up to `grace`.
+pub(crate) async fn serve_connections<F, Fut, B>(
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+    grace: Duration,
+    handler: F,
+) -> io::Result<()>
+where
+    F: Fn(Request<Incoming>, SocketAddr) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Response<B>> + Send + 'static,
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let graceful = GracefulShutdown::new();
+    let builder = auto::Builder::new(TokioExecutor::new());
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (stream, peer) = match accepted {
+                    Ok(accepted) => accepted,
+                    Err(e) => {
+                        // Out of descriptors and the like: pause rather than spin.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                };
+                let handler = handler.clone();
+                let service = hyper::service::service_fn(move |req| {
+                    let response = handler(req, peer);
+                    async move { Ok::<_, Infallible>(response.await) }
+                });
+                let conn = builder.serve_connection(TokioIo::new(stream), service).into_owned();
+                let conn = graceful.watch(conn);
+                tokio::spawn(async move {
+                    if let Err(e) = conn.await {
+                        tracing::debug!(error = %e, "connection ended with an error");
+                    }
+                });
+            }
+            () = &mut shutdown => break,
+        }
+    }
+    drop(listener);
+    if tokio::time::timeout(grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("shutdown timeout: in-flight requests abandoned");
+    }
+    Ok(())
 }
 
 /// Completes on SIGTERM or SIGINT (Ctrl-C elsewhere than Unix).
@@ -613,7 +579,8 @@ fn parse_upstream(text: &str) -> Result<Upstream, ConfigError> {
     })
 }
 
-fn seconds(key: &str, value: Option<f64>) -> Result<Duration, ConfigError> {
+/// A positive number of seconds (`key` names it in errors), 30 s when absent.
+pub(crate) fn seconds(key: &str, value: Option<f64>) -> Result<Duration, ConfigError> {
     match value {
         None => Ok(DEFAULT_TIMEOUT),
         Some(secs) if secs > 0.0 => Duration::try_from_secs_f64(secs)
@@ -625,118 +592,17 @@ fn seconds(key: &str, value: Option<f64>) -> Result<Duration, ConfigError> {
     }
 }
 
-fn build_guard(
-    config: &GatewayConfig,
-    configure: impl FnOnce(GuardBuilder) -> GuardBuilder,
-) -> Result<Guard, ConfigError> {
-    if config.issuers.is_empty() {
-        return Err(ConfigError::at(
-            "issuer",
-            "no [[issuer]]: at least one is required",
-        ));
-    }
-    let mut builder = Guard::builder();
-    for (i, c) in config.issuers.iter().enumerate() {
-        let mut issuer = Issuer::new(c.issuer.as_str());
-        if let Some(uri) = &c.jwks_uri {
-            issuer = issuer.jwks_uri(uri.as_str());
-        }
-        if c.audiences.is_empty() {
-            return Err(ConfigError::at(
-                format!("issuer[{i}].audiences"),
-                "at least one audience is required (RFC 9068)",
-            ));
-        }
-        for aud in &c.audiences {
-            issuer = issuer.audience(aud.as_str());
-        }
-        if let Some(list) = &c.algorithms {
-            let algs = list
-                .iter()
-                .enumerate()
-                .map(|(j, a)| {
-                    a.parse::<Algorithm>().map_err(|e| {
-                        ConfigError::at(format!("issuer[{i}].algorithms[{j}]"), e.to_string())
-                    })
-                })
-                .collect::<Result<Vec<_>, _>>()?;
-            issuer = issuer.algorithms(algs);
-        }
-        builder = builder.issuer(issuer);
-    }
-    if let Some(realm) = &config.realm {
-        builder = builder.realm(realm.as_str());
-    }
-    if config.allow_insecure_http {
-        builder = builder.allow_insecure_http();
-    }
-    configure(builder)
-        .build()
-        .map_err(|e| ConfigError::at(build_error_key(&e, config), e.to_string()))
-}
-
-/// The configuration key a [`BuildError`] is about.
-fn build_error_key(e: &BuildError, config: &GatewayConfig) -> String {
-    let issuer = match e {
-        BuildError::InvalidRealm => return "realm".to_owned(),
-        BuildError::DuplicateIssuer(i)
-        | BuildError::NoAudience(i)
-        | BuildError::NoAlgorithms(i)
-        | BuildError::SecretNeedsHmacAlgorithms(i) => i,
-        BuildError::HmacWithJwks { issuer, .. }
-        | BuildError::SecretTooShort { issuer, .. }
-        | BuildError::InvalidUrl { issuer, .. }
-        | BuildError::InvalidJwks { issuer, .. } => issuer,
-        _ => return "issuer".to_owned(),
-    };
-    match config.issuers.iter().position(|c| &c.issuer == issuer) {
-        Some(i) => format!("issuer[{i}]"),
-        None => "issuer".to_owned(),
-    }
-}
-
-fn full(bytes: Bytes) -> GatewayBody {
+pub(crate) fn full(bytes: Bytes) -> GatewayBody {
     Full::new(bytes).map_err(|never| match never {}).boxed()
 }
 
 fn json(status: StatusCode, body: &serde_json::Value) -> Response<GatewayBody> {
-    let mut r = Response::new(full(Bytes::from(body.to_string())));
-    *r.status_mut() = status;
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    r.headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    r
-}
-
-/// 405, with `Allow` listing the methods of the routes covering the path (RFC 9110
-/// §15.5.6).
-fn method_not_allowed(allowed: &[Method]) -> Response<GatewayBody> {
-    let mut r = own(
-        StatusCode::METHOD_NOT_ALLOWED,
-        "method_not_allowed",
-        "no route for this method on this path",
-    );
-    let list = allowed
-        .iter()
-        .map(Method::as_str)
-        .collect::<Vec<_>>()
-        .join(", ");
-    // Methods are tokens, so this always succeeds; left out rather than panic.
-    if let Ok(value) = HeaderValue::from_str(&list) {
-        r.headers_mut().insert(header::ALLOW, value);
-    }
-    r
+    crate::decision::json(status, body).map(full)
 }
 
 /// The gateway's own small JSON answer.
 fn own(status: StatusCode, error: &str, description: &str) -> Response<GatewayBody> {
-    json(
-        status,
-        &serde_json::json!({ "error": error, "error_description": description }),
-    )
+    crate::decision::own(status, error, description).map(full)
 }
 
 fn count(outcome: &'static str, response: Response<GatewayBody>) -> Response<GatewayBody> {

@@ -16,6 +16,7 @@
 //! One fetch is in flight at a time per key source; it runs as its own task, so a
 //! client that disconnects does not cancel it. The read path is an atomic load.
 
+use crate::sync::lock;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -136,12 +137,6 @@ pub(crate) struct KeyStore {
     next_attempt: AtomicU64,
     discovered: Mutex<Option<Url>>,
     health: Mutex<Health>,
-}
-
-/// A poisoned lock only means another thread panicked while holding it; the data
-/// here (an option, counters) is still consistent, so keep going.
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl KeyStore {

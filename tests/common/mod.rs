@@ -17,6 +17,9 @@ use serde_json::{Value, json};
 mod static_keys;
 pub use static_keys::*;
 
+#[cfg(feature = "ext-authz")]
+pub mod checks;
+
 pub const API: &str = "https://api.example.com";
 pub const OTHER_API: &str = "https://other.example.com";
 

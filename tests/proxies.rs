@@ -1,0 +1,441 @@
+//! The real proxies: nginx (`auth_request`) and Caddy (`forward_auth`) run the
+//! exact configurations of `examples/proxies/` on 127.0.0.1 (their ports
+//! replaced), with the ext-authz HTTP check as their check service, in front of
+//! an upstream that records what it received.
+//!
+//! nginx and Caddy must be installed (`.ci/run` installs both from Debian's
+//! packages): a missing binary fails these tests with a message, never skips them.
+#![cfg(feature = "ext-authz")]
+
+mod common;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use common::checks::{Checks, Issuer, send, spawn_recorder, start_checks};
+use http::{HeaderMap, Method};
+use serde_json::Value;
+use tokio::process::{Child, Command};
+
+/// The binary `name` from PATH or the sbin directories, or a failing test.
+fn require(name: &str) -> PathBuf {
+    let path = std::env::var("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin", "/usr/local/sbin", "/sbin"].map(PathBuf::from))
+        .map(|dir| dir.join(name))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| {
+            panic!(
+                "{name} is not installed: these tests run the real proxy \
+                 (apt-get install -y nginx caddy, as .ci/run does)"
+            )
+        })
+}
+
+/// A port that was free a moment ago (the proxy binds it itself).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// A fresh directory for one proxy's files.
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "bearer-guard-{name}-{}-{}",
+        std::process::id(),
+        free_port()
+    ));
+    std::fs::create_dir_all(&dir).expect("scratch dir");
+    dir
+}
+
+/// The example configuration with its placeholder addresses replaced.
+fn config(
+    file: &str,
+    proxy: &str,
+    proxy_addr: SocketAddr,
+    checks: &Checks,
+    upstream: SocketAddr,
+) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("examples/proxies")
+        .join(file);
+    let text = std::fs::read_to_string(&path).expect("example config");
+    for placeholder in [proxy, "127.0.0.1:9002", "127.0.0.1:9000"] {
+        assert!(text.contains(placeholder), "{file} names {placeholder}");
+    }
+    text.replace(proxy, &proxy_addr.to_string())
+        .replace("127.0.0.1:9002", &checks.http.to_string())
+        .replace("127.0.0.1:9000", &upstream.to_string())
+}
+
+/// Waits until `addr` accepts connections (the proxy has started), or fails
+/// with what the proxy printed.
+async fn wait_listening(addr: SocketAddr, child: &mut Child, name: &str) {
+    for _ in 0..200 {
+        if tokio::net::TcpStream::connect(addr).await.is_ok() {
+            return;
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            let mut err = String::new();
+            if let Some(mut stderr) = child.stderr.take() {
+                use tokio::io::AsyncReadExt as _;
+                let _ = stderr.read_to_string(&mut err).await;
+            }
+            panic!("{name} exited with {status}: {err}");
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("{name} did not listen on {addr} within 5 s");
+}
+
+/// A running proxy in front of the recorder, checked by the ext-authz service.
+struct Proxy {
+    addr: SocketAddr,
+    issuer: Issuer,
+    checks: Checks,
+    _child: Child,
+    name: &'static str,
+}
+
+async fn backing() -> (Issuer, Checks, SocketAddr) {
+    let issuer = Issuer::start().await;
+    // Only 127.0.0.1 is a proxy: the tests call the check from 127.0.0.2 to be
+    // "anyone else" on the same machine.
+    let checks = start_checks(&issuer.url, r#"trusted_proxies = ["127.0.0.1"]"#).await;
+    let upstream = spawn_recorder().await;
+    (issuer, checks, upstream)
+}
+
+async fn nginx() -> Proxy {
+    let bin = require("nginx");
+    let (issuer, checks, upstream) = backing().await;
+    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+    let dir = scratch("nginx");
+    let conf = dir.join("nginx.conf");
+    std::fs::write(
+        &conf,
+        config("nginx.conf", "127.0.0.1:8080", addr, &checks, upstream),
+    )
+    .expect("write");
+    let globals = format!(
+        "daemon off; error_log stderr; pid {}/nginx.pid;",
+        dir.display()
+    );
+    let mut child = Command::new(bin)
+        .arg("-p")
+        .arg(&dir)
+        .arg("-c")
+        .arg(&conf)
+        .arg("-g")
+        .arg(globals)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("nginx starts");
+    wait_listening(addr, &mut child, "nginx").await;
+    Proxy {
+        addr,
+        issuer,
+        checks,
+        _child: child,
+        name: "nginx",
+    }
+}
+
+async fn caddy() -> Proxy {
+    let bin = require("caddy");
+    let (issuer, checks, upstream) = backing().await;
+    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+    let dir = scratch("caddy");
+    let file = dir.join("Caddyfile");
+    std::fs::write(
+        &file,
+        config("Caddyfile", "127.0.0.1:8081", addr, &checks, upstream),
+    )
+    .expect("write");
+    let mut child = Command::new(bin)
+        .args(["run", "--adapter", "caddyfile", "--config"])
+        .arg(&file)
+        // Caddy keeps its state under these: the scratch dir, not the user's.
+        .env("HOME", &dir)
+        .env("XDG_DATA_HOME", &dir)
+        .env("XDG_CONFIG_HOME", &dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("caddy starts");
+    wait_listening(addr, &mut child, "caddy").await;
+    Proxy {
+        addr,
+        issuer,
+        checks,
+        _child: child,
+        name: "caddy",
+    }
+}
+
+struct Answer {
+    status: u16,
+    headers: HeaderMap,
+    body: Value,
+    raw: bytes::Bytes,
+}
+
+impl Proxy {
+    async fn request(
+        &self,
+        method: Method,
+        target: &str,
+        token: Option<&str>,
+        extra: &[(&str, &str)],
+    ) -> Answer {
+        let mut headers: Vec<(String, String)> = extra
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        if let Some(t) = token {
+            headers.push(("authorization".to_owned(), format!("Bearer {t}")));
+        }
+        let (status, headers, raw) =
+            send(method, &format!("http://{}{target}", self.addr), &headers).await;
+        let body = serde_json::from_slice(&raw).unwrap_or(Value::Null);
+        Answer {
+            status,
+            headers,
+            body,
+            raw,
+        }
+    }
+
+    fn www<'a>(&self, a: &'a Answer) -> &'a str {
+        a.headers
+            .get("www-authenticate")
+            .map(|v| v.to_str().expect("ascii"))
+            .unwrap_or_else(|| panic!("{}: no WWW-Authenticate in {:?}", self.name, a.headers))
+    }
+}
+
+/// What the upstream recorded of a claim header (any spelling the client used).
+fn upstream_header<'a>(a: &'a Answer, name: &str) -> Option<&'a str> {
+    a.body["headers"][name].as_str()
+}
+
+const SPOOF: &[(&str, &str)] = &[
+    ("X-AUTH-SUB", "admin"),
+    ("x_auth_sub", "admin"),
+    ("X_Auth_Scope", "orders:admin"),
+    ("x-auth-client-id", "evil"),
+    ("X-Original-URL", "/admin"),
+    ("X-HTTP-Method-Override", "DELETE"),
+];
+
+/// Route and method overrides: the upstream must not see them either.
+const OVERRIDES: [&str; 2] = ["x-original-url", "x-http-method-override"];
+
+/// No client-sent copy of a claim header reached the upstream.
+fn assert_no_spoof(p: &Proxy, a: &Answer) {
+    let headers = a.body["headers"].as_object().expect("recorded headers");
+    for (name, value) in headers {
+        let folded = name.replace('_', "-");
+        if folded.starts_with("x-auth-") {
+            assert_ne!(value, "admin", "{}: {name} reached the upstream", p.name);
+            assert_ne!(value, "evil", "{}: {name} reached the upstream", p.name);
+            assert_ne!(
+                value, "orders:admin",
+                "{}: {name} reached the upstream",
+                p.name
+            );
+        }
+        assert!(
+            !name.contains('_'),
+            "{}: {name} reached the upstream",
+            p.name
+        );
+        assert!(
+            !OVERRIDES.contains(&name.as_str()),
+            "{}: {name} reached the upstream",
+            p.name
+        );
+    }
+}
+
+async fn valid_token_reaches_the_upstream_with_verified_claims(p: &Proxy) {
+    let token = p.issuer.token("orders:read");
+    let a = p
+        .request(Method::GET, "/orders/7?page=2", Some(&token), SPOOF)
+        .await;
+    assert_eq!(a.status, 200, "{}: {:?}", p.name, a.body);
+    assert_eq!(a.body["path"], "/orders/7?page=2", "{}", p.name);
+    assert_eq!(
+        upstream_header(&a, "x-auth-sub"),
+        Some("alice"),
+        "{}",
+        p.name
+    );
+    assert_eq!(
+        upstream_header(&a, "x-auth-client-id"),
+        Some("cli-app"),
+        "{}",
+        p.name
+    );
+    assert_eq!(
+        upstream_header(&a, "x-auth-scope"),
+        Some("orders:read"),
+        "{}",
+        p.name
+    );
+    assert_no_spoof(p, &a);
+}
+
+async fn public_route_never_passes_client_claim_headers(p: &Proxy) {
+    let a = p.request(Method::GET, "/health", None, SPOOF).await;
+    assert_eq!(a.status, 200, "{}: {:?}", p.name, a.body);
+    assert_no_spoof(p, &a);
+    for name in ["x-auth-sub", "x-auth-scope", "x-auth-client-id"] {
+        assert!(
+            upstream_header(&a, name).is_none_or(str::is_empty),
+            "{}: {name} on a public route: {:?}",
+            p.name,
+            upstream_header(&a, name)
+        );
+    }
+}
+
+async fn refusals_reach_the_client_with_their_challenge(p: &Proxy) {
+    let none = p.request(Method::GET, "/orders", None, &[]).await;
+    assert_eq!(none.status, 401, "{}", p.name);
+    assert_eq!(p.www(&none), r#"Bearer realm="orders-api""#, "{}", p.name);
+    assert_eq!(none.body["error"], "unauthorized", "{}", p.name);
+
+    let expired = p
+        .request(Method::GET, "/orders", Some(&p.issuer.expired()), &[])
+        .await;
+    assert_eq!(expired.status, 401, "{}", p.name);
+    assert_eq!(
+        p.www(&expired),
+        r#"Bearer realm="orders-api", error="invalid_token", error_description="token expired""#,
+        "{}",
+        p.name
+    );
+    let forged = p
+        .request(
+            Method::GET,
+            "/orders",
+            Some("eyJhbGciOiJub25lIn0.e30."),
+            &[],
+        )
+        .await;
+    assert_eq!(forged.status, 401, "{}", p.name);
+    assert!(
+        p.www(&forged).contains(r#"error="invalid_token""#),
+        "{}",
+        p.name
+    );
+
+    let malformed = p
+        .request(
+            Method::GET,
+            "/orders",
+            None,
+            &[("authorization", "Bearer a b")],
+        )
+        .await;
+    assert_eq!(malformed.status, 400, "{}", p.name);
+    assert!(
+        p.www(&malformed).contains(r#"error="invalid_request""#),
+        "{}",
+        p.name
+    );
+
+    let read = p.issuer.token("orders:read");
+    let scope = p.request(Method::POST, "/orders", Some(&read), &[]).await;
+    assert_eq!(scope.status, 403, "{}", p.name);
+    assert_eq!(
+        p.www(&scope),
+        r#"Bearer realm="orders-api", error="insufficient_scope", error_description="token lacks a required scope", scope="orders:write""#,
+        "{}",
+        p.name
+    );
+    assert_eq!(scope.body["error"], "insufficient_scope", "{}", p.name);
+    assert_eq!(scope.headers["cache-control"], "no-store", "{}", p.name);
+}
+
+async fn unknown_route_and_wrong_method_answer_as_the_gateway(p: &Proxy) {
+    let token = p.issuer.token("orders:read");
+    let unknown = p.request(Method::GET, "/nope", Some(&token), &[]).await;
+    assert_eq!(unknown.status, 404, "{}", p.name);
+    assert_eq!(
+        unknown.body["error"], "not_found",
+        "{}: {:?}",
+        p.name, unknown.raw
+    );
+    let method = p.request(Method::DELETE, "/admin", Some(&token), &[]).await;
+    assert_eq!(method.status, 405, "{}", p.name);
+    assert_eq!(method.headers["allow"], "GET", "{}", p.name);
+    assert_eq!(method.body["error"], "method_not_allowed", "{}", p.name);
+}
+
+async fn forged_original_uri_from_a_non_proxy_is_refused(p: &Proxy) {
+    // 127.0.0.2 is loopback too, but not a configured proxy.
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .local_address("127.0.0.2".parse::<std::net::IpAddr>().expect("ip"))
+        .build()
+        .expect("client");
+    let token = p.issuer.token("orders:read");
+    let r = client
+        .get(format!("http://{}/check", p.checks.http))
+        .bearer_auth(&token)
+        .header("x-forwarded-method", "GET")
+        .header("x-forwarded-uri", "/health")
+        .send()
+        .await
+        .expect("direct check");
+    assert_eq!(r.status(), 403, "{}", p.name);
+    let r = client
+        .get(format!("http://{}/check", p.checks.http))
+        .header("x-original-method", "GET")
+        .header("x-original-uri", "/health")
+        .send()
+        .await
+        .expect("direct check");
+    assert_eq!(r.status(), 403, "{}", p.name);
+}
+
+async fn run_all(p: Proxy) {
+    valid_token_reaches_the_upstream_with_verified_claims(&p).await;
+    public_route_never_passes_client_claim_headers(&p).await;
+    refusals_reach_the_client_with_their_challenge(&p).await;
+    unknown_route_and_wrong_method_answer_as_the_gateway(&p).await;
+    forged_original_uri_from_a_non_proxy_is_refused(&p).await;
+}
+
+#[tokio::test]
+async fn nginx_auth_request_enforces_the_route_table() {
+    run_all(nginx().await).await;
+}
+
+#[tokio::test]
+async fn caddy_forward_auth_enforces_the_route_table() {
+    run_all(caddy().await).await;
+}
+
+#[test]
+fn the_readme_shows_the_tested_proxy_configurations() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let readme = std::fs::read_to_string(root.join("README.md")).expect("README");
+    for file in ["nginx.conf", "Caddyfile"] {
+        let text = std::fs::read_to_string(root.join("examples/proxies").join(file)).expect(file);
+        assert!(
+            readme.contains(text.trim_end()),
+            "README.md must show examples/proxies/{file} verbatim"
+        );
+    }
+}
