@@ -198,7 +198,9 @@ impl Verdict {
 pub fn error_name(error: &AuthError) -> &'static str {
     match (error.error_code(), error) {
         (Some(code), _) => code.as_str(),
-        (None, AuthError::KeysUnavailable { .. }) => "temporarily_unavailable",
+        (None, AuthError::KeysUnavailable { .. } | AuthError::IntrospectionUnavailable { .. }) => {
+            "temporarily_unavailable"
+        }
         (None, _) => "invalid_request",
     }
 }
