@@ -205,31 +205,19 @@ impl Introspector {
     /// The endpoint's answer (the JSON text) for `token`; concurrent callers
     /// for one token share one call.
     pub(crate) async fn call(&self, key: TokenKey, token: &str) -> CallOutcome {
-        let cell = {
+        let waiter = {
             let mut in_flight = self
                 .in_flight
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner);
-            Arc::clone(in_flight.entry(key).or_default())
-        };
-        let mut made = false;
-        let outcome = cell
-            .get_or_init(|| {
-                made = true;
-                self.post(token)
-            })
-            .await
-            .clone();
-        if made {
-            let mut in_flight = self
-                .in_flight
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
-            if in_flight.get(&key).is_some_and(|c| Arc::ptr_eq(c, &cell)) {
-                in_flight.remove(&key);
+            Waiter {
+                in_flight: &self.in_flight,
+                key,
+                cell: Arc::clone(in_flight.entry(key).or_default()),
             }
-        }
-        outcome
+        };
+        // A caller that goes away mid-call leaves the call to the next waiter.
+        waiter.cell.get_or_init(|| self.post(token)).await.clone()
     }
 
     async fn post(&self, token: &str) -> CallOutcome {
@@ -312,6 +300,33 @@ impl Introspector {
     }
 }
 
+/// One caller's share of an in-flight call. The last one to leave, finished
+/// or cancelled, removes the call from the table, so requests that give up
+/// (a client disconnecting) leave nothing behind.
+struct Waiter<'a> {
+    in_flight: &'a Mutex<HashMap<TokenKey, Arc<OnceCell<CallOutcome>>>>,
+    key: TokenKey,
+    cell: Arc<OnceCell<CallOutcome>>,
+}
+
+impl Drop for Waiter<'_> {
+    fn drop(&mut self) {
+        let mut in_flight = self
+            .in_flight
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        // Callers clone the cell under this lock: the table's and ours are the
+        // last two references exactly when no one else waits.
+        if in_flight
+            .get(&self.key)
+            .is_some_and(|c| Arc::ptr_eq(c, &self.cell))
+            && Arc::strong_count(&self.cell) <= 2
+        {
+            in_flight.remove(&self.key);
+        }
+    }
+}
+
 /// Whether `token` is not shaped like a compact JWS (three segments) or JWE
 /// (five): those are always validated as JWTs (and a JWE refused), so a
 /// JWS-shaped token never reaches introspection.
@@ -340,6 +355,35 @@ mod tests {
         assert_ne!(&key[..12], b"opaque-token");
         assert_eq!(key, Introspector::key("opaque-token"));
         assert_ne!(key, Introspector::key("opaque-tokeN"));
+    }
+
+    #[tokio::test]
+    async fn a_call_nobody_waits_for_any_more_leaves_the_table() {
+        use futures_util::FutureExt as _;
+        // Accepts connections (the backlog) but never answers.
+        let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let endpoint = format!("http://{}/introspect", silent.local_addr().unwrap());
+        let config = Introspection::new(endpoint, "rs", "secret");
+        let intro = Introspector::new(
+            0,
+            "http://127.0.0.1",
+            Url::parse(&config.endpoint).unwrap(),
+            &config,
+            reqwest::Client::new(),
+            FetchLimits::default(),
+        );
+        let key = Introspector::key("opaque");
+        let call = intro.call(key, "opaque");
+        let mut call = Box::pin(call);
+        // Polled once (the call starts), then dropped as a disconnecting client would.
+        assert!(call.as_mut().now_or_never().is_none());
+        assert_eq!(intro.in_flight.lock().unwrap().len(), 1);
+        drop(call);
+        assert!(intro.in_flight.lock().unwrap().is_empty());
+        // A finished call leaves nothing either (the listener closed: refused).
+        drop(silent);
+        let _ = intro.call(key, "opaque").await;
+        assert!(intro.in_flight.lock().unwrap().is_empty());
     }
 
     #[test]
