@@ -301,7 +301,7 @@ mod tests {
             exp: Some(NumericDate::from_secs(exp)),
             ..Default::default()
         };
-        VerifiedToken::new(header, claims, "{}".into(), "a.b.c".into(), 0, None)
+        VerifiedToken::new(Some(header), claims, "{}".into(), "a.b.c".into(), 0, None)
     }
 
     fn cache(max_token_bytes: usize) -> TokenCache {

@@ -280,7 +280,8 @@ pub struct VerifiedToken {
 }
 
 struct Inner {
-    header: TokenHeader,
+    /// `None` for an opaque token, accepted by introspection (RFC 7662).
+    header: Option<TokenHeader>,
     claims: RegisteredClaims,
     scopes: Scopes,
     raw: Box<str>,
@@ -293,7 +294,7 @@ struct Inner {
 impl VerifiedToken {
     /// Only `validate.rs` calls this, after every check passed.
     pub(crate) fn new(
-        header: TokenHeader,
+        header: Option<TokenHeader>,
         claims: RegisteredClaims,
         raw: Box<str>,
         token: Arc<str>,
@@ -318,19 +319,26 @@ impl VerifiedToken {
         &self.inner.claims
     }
 
-    /// The `alg` the token was signed with.
-    pub fn algorithm(&self) -> Algorithm {
-        self.inner.header.alg
+    /// The `alg` the token was signed with; `None` for an opaque token the
+    /// issuer's introspection endpoint vouched for.
+    pub fn algorithm(&self) -> Option<Algorithm> {
+        self.inner.header.as_ref().map(|h| h.alg)
     }
 
     /// The `kid` of the key that verified it, if the header named one.
     pub fn key_id(&self) -> Option<&str> {
-        self.inner.header.kid.as_deref()
+        self.inner.header.as_ref()?.kid.as_deref()
     }
 
     /// The `typ` header, if any.
     pub fn token_type(&self) -> Option<&str> {
-        self.inner.header.typ.as_deref()
+        self.inner.header.as_ref()?.typ.as_deref()
+    }
+
+    /// Whether the token is opaque and was accepted by the issuer's introspection
+    /// endpoint (RFC 7662) rather than by a signature check.
+    pub fn is_introspected(&self) -> bool {
+        self.inner.header.is_none()
     }
 
     /// `iss`: the issuer, equal to one of the configured issuers.
@@ -462,8 +470,8 @@ impl VerifiedToken {
 impl fmt::Debug for VerifiedToken {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("VerifiedToken")
-            .field("alg", &self.inner.header.alg)
-            .field("kid", &self.inner.header.kid)
+            .field("alg", &self.algorithm())
+            .field("kid", &self.key_id())
             .field("iss", &self.inner.claims.iss)
             .field("sub", &self.inner.claims.sub)
             .field("client_id", &self.inner.claims.client_id)

@@ -48,6 +48,8 @@ pub(crate) struct GuardInner {
     pub clock: SharedClock,
     pub responder: Responder,
     pub dpop: Option<crate::sender::DpopVerifier>,
+    /// The one issuer that accepts opaque tokens, if any.
+    pub introspection: Option<crate::introspect::Introspector>,
 }
 
 impl fmt::Debug for Guard {
@@ -518,6 +520,7 @@ impl GuardBuilder {
             limits: self.limits.clone(),
         });
 
+        let introspection = self.introspector(&context)?;
         let mut entries: Vec<IssuerEntry> = Vec::with_capacity(self.issuers.len());
         for issuer in &self.issuers {
             let name = issuer.issuer.clone();
@@ -583,6 +586,7 @@ impl GuardBuilder {
                     dpop: challenge,
                 },
                 dpop,
+                introspection,
             }),
         })
     }
@@ -612,6 +616,50 @@ impl GuardBuilder {
             .build(modes)
             .map(Some)
             .map_err(BuildError::InvalidDpop)
+    }
+
+    /// The introspection endpoint of the one issuer that has one.
+    fn introspector(
+        &self,
+        context: &FetchContext,
+    ) -> Result<Option<crate::introspect::Introspector>, BuildError> {
+        let mut configured = self
+            .issuers
+            .iter()
+            .enumerate()
+            .filter_map(|(i, issuer)| Some((i, issuer, issuer.introspection.as_ref()?)));
+        let Some((index, issuer, config)) = configured.next() else {
+            return Ok(None);
+        };
+        if configured.next().is_some() {
+            return Err(BuildError::InvalidLimit(
+                "at most one issuer may have an introspection endpoint",
+            ));
+        }
+        if issuer.tenants.is_some() {
+            return Err(BuildError::InvalidLimit(
+                "a tenant template cannot have an introspection endpoint",
+            ));
+        }
+        if config.max_ttl.is_zero() || config.negative_ttl.is_zero() || config.max_entries == 0 {
+            return Err(BuildError::InvalidLimit(
+                "introspection cache TTLs and size must be positive",
+            ));
+        }
+        let endpoint = check_url(&config.endpoint, self.allow_http).map_err(|reason| {
+            BuildError::InvalidUrl {
+                issuer: issuer.issuer.clone(),
+                reason,
+            }
+        })?;
+        Ok(Some(crate::introspect::Introspector::new(
+            index,
+            &issuer.issuer,
+            endpoint,
+            config,
+            context.client.clone(),
+            context.limits.clone(),
+        )))
     }
 
     /// The time settings whose extremes would weaken validation or hammer the

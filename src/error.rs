@@ -105,6 +105,17 @@ pub enum AuthError {
         /// When a client should try again.
         retry_after: Duration,
     },
+    /// The issuer's introspection endpoint could not answer for an opaque token
+    /// (down, timeout, 5xx, an unreadable answer), so it could not be checked.
+    #[error("token introspection at {issuer} is unavailable: {reason}")]
+    IntrospectionUnavailable {
+        /// The issuer whose introspection endpoint failed.
+        issuer: String,
+        /// Why the call failed.
+        reason: String,
+        /// When a client should try again.
+        retry_after: Duration,
+    },
 }
 
 /// What is malformed about a request (400).
@@ -428,6 +439,10 @@ pub enum TokenProblem {
     /// No `aud` claim.
     #[error("the aud claim is missing")]
     AudienceMissing,
+    /// The introspection endpoint answered `active: false` (RFC 7662 §2.2):
+    /// revoked, expired, or never issued.
+    #[error("the introspection endpoint says the token is not active")]
+    Inactive,
     /// None of the token's audiences is an expected one.
     #[error("aud {aud:?} contains none of {expected:?}")]
     AudienceMismatch {
@@ -470,6 +485,7 @@ impl TokenProblem {
             TokenProblem::AudienceMissing => "aud_missing",
             TokenProblem::AudienceMismatch { .. } => "aud_mismatch",
             TokenProblem::Binding(b) => b.reason(),
+            TokenProblem::Inactive => "inactive",
         }
     }
 
@@ -503,6 +519,7 @@ impl TokenProblem {
                 "token audience not accepted"
             }
             TokenProblem::Binding(b) => b.description(),
+            TokenProblem::Inactive => "token not active",
         }
     }
 }
@@ -519,9 +536,9 @@ impl AuthError {
             AuthError::InvalidDpopProof(_) | AuthError::UseDpopNonce { .. } => {
                 StatusCode::UNAUTHORIZED
             }
-            AuthError::KeysUnavailable { .. } | AuthError::ReplayStoreUnavailable { .. } => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            AuthError::KeysUnavailable { .. }
+            | AuthError::ReplayStoreUnavailable { .. }
+            | AuthError::IntrospectionUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -530,7 +547,8 @@ impl AuthError {
         match self {
             AuthError::MissingToken
             | AuthError::KeysUnavailable { .. }
-            | AuthError::ReplayStoreUnavailable { .. } => None,
+            | AuthError::ReplayStoreUnavailable { .. }
+            | AuthError::IntrospectionUnavailable { .. } => None,
             AuthError::InvalidRequest(_) => Some(ErrorCode::InvalidRequest),
             AuthError::InvalidDpopProof(_) => Some(ErrorCode::InvalidDpopProof),
             AuthError::UseDpopNonce { .. } => Some(ErrorCode::UseDpopNonce),
@@ -554,6 +572,7 @@ impl AuthError {
             AuthError::InvalidDpopProof(p) => p.reason(),
             AuthError::UseDpopNonce { .. } => "dpop_nonce_required",
             AuthError::ReplayStoreUnavailable { .. } => "replay_store_unavailable",
+            AuthError::IntrospectionUnavailable { .. } => "introspection_unavailable",
         }
     }
 
@@ -576,6 +595,9 @@ impl AuthError {
             AuthError::InvalidDpopProof(p) => p.description(),
             AuthError::UseDpopNonce { .. } => "a DPoP nonce is required",
             AuthError::ReplayStoreUnavailable { .. } => "DPoP replay check temporarily unavailable",
+            AuthError::IntrospectionUnavailable { .. } => {
+                "token introspection temporarily unavailable"
+            }
         }
     }
 
@@ -622,9 +644,9 @@ impl AuthError {
 
         let error = self.error_code().map_or(
             match self {
-                AuthError::KeysUnavailable { .. } | AuthError::ReplayStoreUnavailable { .. } => {
-                    "temporarily_unavailable"
-                }
+                AuthError::KeysUnavailable { .. }
+                | AuthError::ReplayStoreUnavailable { .. }
+                | AuthError::IntrospectionUnavailable { .. } => "temporarily_unavailable",
                 _ => "unauthorized",
             },
             ErrorCode::as_str,
@@ -633,7 +655,8 @@ impl AuthError {
         let headers = response.headers_mut();
         match self {
             AuthError::KeysUnavailable { retry_after, .. }
-            | AuthError::ReplayStoreUnavailable { retry_after, .. } => {
+            | AuthError::ReplayStoreUnavailable { retry_after, .. }
+            | AuthError::IntrospectionUnavailable { retry_after, .. } => {
                 headers.insert(RETRY_AFTER, HeaderValue::from(retry_after.as_secs().max(1)));
                 return response;
             }
@@ -712,7 +735,9 @@ impl AuthError {
             }
             AuthError::InvalidDpopProof(_) | AuthError::UseDpopNonce { .. } => 16,
             AuthError::InsufficientScope { .. } | AuthError::RequirementNotMet { .. } => 7,
-            AuthError::KeysUnavailable { .. } | AuthError::ReplayStoreUnavailable { .. } => 14,
+            AuthError::KeysUnavailable { .. }
+            | AuthError::ReplayStoreUnavailable { .. }
+            | AuthError::IntrospectionUnavailable { .. } => 14,
         }
     }
 

@@ -43,6 +43,7 @@ pub struct Issuer {
     pub(crate) algorithms: Option<Vec<Algorithm>>,
     pub(crate) tenants: Option<TenantPolicy>,
     pub(crate) dpop: Option<crate::sender::DpopMode>,
+    pub(crate) introspection: Option<crate::Introspection>,
 }
 
 /// Which tenants a tenant template accepts.
@@ -108,6 +109,7 @@ impl Issuer {
             algorithms: None,
             tenants: None,
             dpop: None,
+            introspection: None,
         }
     }
 
@@ -173,6 +175,15 @@ impl Issuer {
     /// algorithms must be named explicitly.
     pub fn shared_secret(mut self, secret: impl AsRef<[u8]>) -> Self {
         self.keys = KeySourceSpec::SharedSecret(secret.as_ref().into());
+        self
+    }
+
+    /// Accepts opaque access tokens (anything not shaped like a JWS) by asking
+    /// this issuer's introspection endpoint (RFC 7662). At most one issuer may
+    /// have one: an opaque token names no issuer, and sending it to several
+    /// would disclose one issuer's tokens to the others.
+    pub fn introspection(mut self, introspection: crate::Introspection) -> Self {
+        self.introspection = Some(introspection);
         self
     }
 

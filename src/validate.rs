@@ -23,6 +23,7 @@ use crate::cache::TokenCache;
 use crate::claims::{RegisteredClaims, VerifiedToken};
 use crate::config::{Guard, GuardInner};
 use crate::error::{AuthError, TokenProblem};
+use crate::introspect::{self, Introspector, TokenKey};
 use crate::issuer::{TenantRefusal, key_admits};
 use crate::jws;
 use crate::sender::{ClientCertificate, Presentation, bearer_binding, confirm};
@@ -229,7 +230,7 @@ async fn traced(
     };
     let result = match early {
         Some(result) => result,
-        None => validate(g, token, now, cache, &span).await,
+        None => validate(g, token, now, cache, cache_use != CacheUse::Off, &span).await,
     };
     let result = match result {
         Ok(verified) => confirm(g.dpop.as_ref(), &verified, token, presented, now.as_secs())
@@ -252,6 +253,11 @@ fn cached(
 ) -> Option<Result<VerifiedToken, AuthError>> {
     if token.len() > g.tokens.max_len {
         return None;
+    }
+    if let Some(intro) = &g.introspection
+        && introspect::is_opaque(token)
+    {
+        return remembered(g, intro, &Introspector::key(token), now);
     }
     let hit = cache.get(token)?;
     // What can change without the token changing: the time, the key set, and the
@@ -295,6 +301,7 @@ async fn validate(
     token: &str,
     now: Duration,
     cache: Option<&TokenCache>,
+    reuse_introspection: bool,
     span: &tracing::Span,
 ) -> Result<VerifiedToken, AuthError> {
     let invalid = AuthError::InvalidToken;
@@ -304,6 +311,12 @@ async fn validate(
             len: token.len(),
             max,
         }));
+    }
+    if let Some(intro) = &g.introspection
+        && introspect::is_opaque(token)
+    {
+        span.record("iss", &*g.issuers.entries()[intro.issuer_index].issuer);
+        return introspected(g, intro, token, now, reuse_introspection).await;
     }
     let jws = jws::parse(token, g.typ).map_err(invalid)?;
     // The whole payload, claims we skip included, must be UTF-8 (RFC 8259 §8.1).
@@ -387,11 +400,118 @@ async fn validate(
     }
 
     let tenant = tenant.map(Box::from);
-    let verified = VerifiedToken::new(jws.header, claims, raw.into(), token.into(), index, tenant);
+    let verified = VerifiedToken::new(
+        Some(jws.header),
+        claims,
+        raw.into(),
+        token.into(),
+        index,
+        tenant,
+    );
     if let Some(cache) = cache {
         cache.insert(token, &verified, Arc::clone(key), index, now, g.leeway);
     }
     Ok(verified)
+}
+
+/// A remembered introspection verdict for the token with this `key`, its times
+/// re-checked: `None` when there is none to reuse.
+fn remembered(
+    g: &GuardInner,
+    intro: &Introspector,
+    key: &TokenKey,
+    now: Duration,
+) -> Option<Result<VerifiedToken, AuthError>> {
+    let verdict = intro.remembered(key, now)?;
+    Some(
+        verdict
+            .and_then(|t| check_times(t.registered(), now, g.leeway).map(|()| t))
+            .map_err(AuthError::InvalidToken),
+    )
+}
+
+/// An opaque token, checked by the issuer's introspection endpoint (RFC 7662):
+/// the answer must be `active: true`, name this issuer if it names one, be
+/// within its times like a JWT (`exp` required) and name an accepted audience.
+async fn introspected(
+    g: &GuardInner,
+    intro: &Introspector,
+    token: &str,
+    now: Duration,
+    reuse: bool,
+) -> Result<VerifiedToken, AuthError> {
+    let key = Introspector::key(token);
+    if reuse && let Some(result) = remembered(g, intro, &key, now) {
+        return result;
+    }
+    let body = intro.call(key, token).await?;
+    let (verdict, until) = introspection_verdict(g, intro, token, &body, now)?;
+    if reuse {
+        intro.remember(key, verdict.clone(), until);
+    }
+    verdict.map_err(AuthError::InvalidToken)
+}
+
+/// What an introspection answer means, and until when (on the guard's clock)
+/// that may be reused. An answer without a boolean `active` is the endpoint's
+/// failure (503), not the token's.
+fn introspection_verdict(
+    g: &GuardInner,
+    intro: &Introspector,
+    token: &str,
+    body: &str,
+    now: Duration,
+) -> Result<(Result<VerifiedToken, TokenProblem>, Duration), AuthError> {
+    #[derive(serde::Deserialize)]
+    struct Status {
+        active: bool,
+    }
+    let status: Status = crate::claims::from_json_object(body)
+        .map_err(|_| intro.garbage("not a JSON object with a boolean active member"))?;
+    let refused_until = now.saturating_add(intro.negative_ttl);
+    let refused = |problem| Ok((Err(problem), refused_until));
+    if !status.active {
+        return refused(TokenProblem::Inactive);
+    }
+    let entry = &g.issuers.entries()[intro.issuer_index];
+    let mut claims = match RegisteredClaims::parse(body) {
+        Ok(claims) => claims,
+        Err(e) => return refused(TokenProblem::BadClaims(e.to_string())),
+    };
+    match claims.iss.as_deref() {
+        Some(iss) if iss != &*entry.issuer => {
+            return refused(TokenProblem::IssuerNotAllowed {
+                iss: iss.to_owned(),
+                allowed: vec![entry.issuer.to_string()],
+            });
+        }
+        Some(_) => {}
+        None => claims.iss = Some(entry.issuer.to_string()),
+    }
+    if let Err(problem) = check_times(&claims, now, g.leeway) {
+        return refused(problem);
+    }
+    let Some(aud) = claims.aud.as_deref() else {
+        return refused(TokenProblem::AudienceMissing);
+    };
+    if !aud.iter().any(|a| entry.audiences.contains(a)) {
+        return refused(TokenProblem::AudienceMismatch {
+            aud: aud.to_vec(),
+            expected: entry.audiences.to_vec(),
+        });
+    }
+    // Reused until the earlier of the configured bound and the token's `exp`.
+    let exp = claims.exp.map_or(now, |exp| exp.since_epoch());
+    let until = now.saturating_add(intro.max_ttl).min(exp);
+    let verified = VerifiedToken::new(
+        None,
+        claims,
+        body.into(),
+        token.into(),
+        intro.issuer_index,
+        None,
+    );
+    Ok((Ok(verified), until))
 }
 
 /// `exp` is required; a token is valid while `now < exp + leeway`, once

@@ -28,7 +28,10 @@ async fn accepts_tokens_of_every_signing_algorithm() {
         let guard = guard_builder(&server, &clock).build().unwrap();
         let token = svc_token(&server).await;
         let verified = guard.validate(&token).await.expect("valid");
-        assert_eq!(verified.algorithm().as_str(), alg.jws_name());
+        assert_eq!(
+            verified.algorithm().map(|a| a.as_str()),
+            Some(alg.jws_name())
+        );
         assert_eq!(verified.subject(), Some("svc"));
         assert_eq!(verified.client_id(), Some("svc"));
         assert!(verified.scopes().contains("orders:read"));

@@ -166,6 +166,7 @@ pub struct AuthorizationServerBuilder {
     bind: SocketAddr,
     dpop_nonce: bool,
     max_state_entries: usize,
+    opaque_access_tokens: bool,
 }
 
 impl fmt::Debug for AuthorizationServerBuilder {
@@ -195,6 +196,7 @@ impl Default for AuthorizationServerBuilder {
             bind: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
             dpop_nonce: false,
             max_state_entries: DEFAULT_CAPACITY,
+            opaque_access_tokens: false,
         }
     }
 }
@@ -316,6 +318,29 @@ impl AuthorizationServerBuilder {
         self
     }
 
+    /// Issues opaque access tokens (random strings) instead of JWTs: a resource
+    /// server learns what they stand for only from `POST /introspect`
+    /// (RFC 7662), and `POST /revoke` (RFC 7009) ends one at once.
+    ///
+    /// ```
+    /// use bearer_guard::authz_server::{AuthorizationServer, ClientConfig};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let idp = AuthorizationServer::builder()
+    ///     .client(ClientConfig::confidential("svc", "secret").scopes(["orders:read"]))
+    ///     .opaque_access_tokens()
+    ///     .start()
+    ///     .await?;
+    /// let token = idp.client_credentials_token("svc", &["orders:read"]).await?;
+    /// assert!(!token.contains('.'));
+    /// # Ok(()) }
+    /// ```
+    pub fn opaque_access_tokens(mut self) -> Self {
+        self.opaque_access_tokens = true;
+        self
+    }
+
     /// Binds the socket, generates the first key and serves in a background task.
     pub async fn start(self) -> Result<AuthorizationServerHandle, AuthzServerError> {
         self.check_redirect_uris()?;
@@ -364,6 +389,9 @@ impl AuthorizationServerBuilder {
             form_key: FormKey::generate().map_err(|_| AuthzServerError::KeyGeneration)?,
             jwks_behavior: Mutex::new(JwksBehavior::Normal),
             jwks_fetches: AtomicUsize::new(0),
+            opaque_access_tokens: self.opaque_access_tokens,
+            opaque: Mutex::new(super::introspect::OpaqueTokens::new(self.max_state_entries)),
+            introspections: AtomicUsize::new(0),
         });
         // Our own calls go straight to the loopback socket, never via a proxy.
         let http = reqwest::Client::builder().no_proxy().build()?;

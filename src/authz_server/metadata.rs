@@ -11,7 +11,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
-use super::{AUTHORIZE_PATH, JWKS_PATH, Shared, TOKEN_PATH, lock};
+use super::{AUTHORIZE_PATH, INTROSPECT_PATH, JWKS_PATH, REVOKE_PATH, Shared, TOKEN_PATH, lock};
 
 /// How `GET /jwks` answers; set with
 /// [`set_jwks_behavior`](super::AuthorizationServerHandle::set_jwks_behavior).
@@ -43,6 +43,10 @@ pub(super) async fn discovery(State(shared): State<Arc<Shared>>) -> Json<Value> 
         "authorization_endpoint": shared.endpoint(AUTHORIZE_PATH),
         "token_endpoint": shared.endpoint(TOKEN_PATH),
         "jwks_uri": shared.endpoint(JWKS_PATH),
+        "introspection_endpoint": shared.endpoint(INTROSPECT_PATH),
+        "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
+        "revocation_endpoint": shared.endpoint(REVOKE_PATH),
+        "revocation_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
         "response_types_supported": ["code"],
         "grant_types_supported": ["authorization_code", "client_credentials", "refresh_token"],
         "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],

@@ -48,6 +48,7 @@ mod authorize;
 mod builder;
 mod csrf;
 mod dpop;
+mod introspect;
 mod keys;
 mod metadata;
 mod oauth;
@@ -92,6 +93,8 @@ const TOKEN_PATH: &str = "/token";
 const JWKS_PATH: &str = "/jwks";
 const LOGIN_PATH: &str = "/login";
 const CONSENT_PATH: &str = "/consent";
+const INTROSPECT_PATH: &str = "/introspect";
+const REVOKE_PATH: &str = "/revoke";
 /// The largest form body `/token`, `/login` and `/consent` read; a larger one
 /// gets `413` with `Connection: close`.
 const MAX_FORM_BODY: usize = 64 * 1024;
@@ -164,6 +167,10 @@ struct Shared {
     form_key: FormKey,
     jwks_behavior: Mutex<JwksBehavior>,
     jwks_fetches: AtomicUsize,
+    /// Access tokens are random strings, known only through `/introspect`.
+    opaque_access_tokens: bool,
+    opaque: Mutex<introspect::OpaqueTokens>,
+    introspections: AtomicUsize,
 }
 
 impl Shared {
@@ -223,6 +230,11 @@ fn router(shared: Arc<Shared>) -> Router {
             TOKEN_PATH,
             post(token::token).layer(map_response(never_cached)),
         )
+        .route(
+            INTROSPECT_PATH,
+            post(introspect::introspect).layer(map_response(never_cached)),
+        )
+        .route(REVOKE_PATH, post(introspect::revoke))
         .route(AUTHORIZE_PATH, get(authorize::authorize))
         .route(LOGIN_PATH, post(authorize::login))
         .route(CONSENT_PATH, post(authorize::consent))
@@ -284,6 +296,21 @@ impl AuthorizationServerHandle {
     /// The JWKS URL.
     pub fn jwks_uri(&self) -> String {
         self.shared.endpoint(JWKS_PATH)
+    }
+
+    /// The token introspection endpoint URL (RFC 7662).
+    pub fn introspection_endpoint(&self) -> String {
+        self.shared.endpoint(INTROSPECT_PATH)
+    }
+
+    /// The token revocation endpoint URL (RFC 7009).
+    pub fn revocation_endpoint(&self) -> String {
+        self.shared.endpoint(REVOKE_PATH)
+    }
+
+    /// How many `POST /introspect` requests the server has received.
+    pub fn introspection_count(&self) -> usize {
+        self.shared.introspections.load(Ordering::SeqCst)
     }
 
     /// Obtains an access token for `client_id` with the client-credentials grant,

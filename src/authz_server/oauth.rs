@@ -25,6 +25,7 @@ pub(crate) enum ErrorCode {
     ServerError,
     InvalidDpopProof,
     UseDpopNonce,
+    UnsupportedTokenType,
 }
 
 impl ErrorCode {
@@ -42,6 +43,7 @@ impl ErrorCode {
             Self::ServerError => "server_error",
             Self::InvalidDpopProof => "invalid_dpop_proof",
             Self::UseDpopNonce => "use_dpop_nonce",
+            Self::UnsupportedTokenType => "unsupported_token_type",
         }
     }
 }

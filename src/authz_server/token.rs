@@ -51,15 +51,7 @@ pub(super) async fn token(
 ) -> Response {
     let body = match body {
         Ok(body) => body,
-        Err(rejection) => {
-            let mut response =
-                OAuthError::invalid_request("the request body could not be read").into_response();
-            // 413 stays 413 (the router adds `Connection: close`).
-            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                *response.status_mut() = StatusCode::PAYLOAD_TOO_LARGE;
-            }
-            return response;
-        }
+        Err(rejection) => return unreadable_body(&rejection),
     };
     let jkt = match dpop_key(&shared, &headers).await {
         Ok(jkt) => jkt,
@@ -111,6 +103,17 @@ async fn dpop_key(shared: &Shared, headers: &HeaderMap) -> Result<Option<String>
     Ok(Some(proof.jkt))
 }
 
+/// The answer to a form body that could not be read; 413 stays 413 (the
+/// router adds `Connection: close`).
+pub(super) fn unreadable_body(rejection: &BytesRejection) -> Response {
+    let mut response =
+        OAuthError::invalid_request("the request body could not be read").into_response();
+    if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        *response.status_mut() = StatusCode::PAYLOAD_TOO_LARGE;
+    }
+    response
+}
+
 fn respond(
     shared: &Shared,
     headers: &HeaderMap,
@@ -133,7 +136,7 @@ fn respond(
     }
 }
 
-fn is_form(headers: &HeaderMap) -> bool {
+pub(super) fn is_form(headers: &HeaderMap) -> bool {
     headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -151,7 +154,7 @@ fn invalid_client(description: &str) -> OAuthError {
 
 /// Identifies and authenticates the client: `client_secret_basic`,
 /// `client_secret_post`, or `none` (a public client sending only `client_id`).
-fn authenticate<'a>(
+pub(super) fn authenticate<'a>(
     shared: &'a Shared,
     headers: &HeaderMap,
     params: &Params,
@@ -346,10 +349,13 @@ impl Shared {
         if let (Some(jkt), Some(members)) = (jkt, claims.as_object_mut()) {
             members.insert("cnf".into(), json!({ "jkt": jkt }));
         }
-        let key = lock(&self.keys).active();
-        let token = key
-            .sign_jwt(&Value::Null, &claims)
-            .map_err(|_| OAuthError::new(ErrorCode::ServerError, "signing failed"))?;
+        let token = if self.opaque_access_tokens {
+            lock(&self.opaque).issue(claims, expires_at, now)
+        } else {
+            let key = lock(&self.keys).active();
+            key.sign_jwt(&Value::Null, &claims)
+                .map_err(|_| OAuthError::new(ErrorCode::ServerError, "signing failed"))?
+        };
         Ok(SignedAccess {
             token,
             issued: IssuedAccess { jti, expires_at },

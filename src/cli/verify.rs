@@ -198,7 +198,9 @@ impl Verdict {
 pub fn error_name(error: &AuthError) -> &'static str {
     match (error.error_code(), error) {
         (Some(code), _) => code.as_str(),
-        (None, AuthError::KeysUnavailable { .. }) => "temporarily_unavailable",
+        (None, AuthError::KeysUnavailable { .. } | AuthError::IntrospectionUnavailable { .. }) => {
+            "temporarily_unavailable"
+        }
         (None, _) => "invalid_request",
     }
 }
@@ -259,7 +261,7 @@ fn render_valid(t: &VerifiedToken, token: &str, as_json: bool) -> String {
         .and_then(|h| URL_SAFE_NO_PAD.decode(h).ok())
         .and_then(|bytes| serde_json::from_slice::<Value>(&bytes).ok())
         .unwrap_or_else(
-            || json!({ "alg": t.algorithm().as_str(), "kid": t.key_id(), "typ": t.token_type() }),
+            || json!({ "alg": t.algorithm().map(|a| a.as_str()), "kid": t.key_id(), "typ": t.token_type() }),
         );
     let claims: Value = serde_json::from_str(t.claims_json()).unwrap_or(Value::Null);
     if as_json {
@@ -270,7 +272,7 @@ fn render_valid(t: &VerifiedToken, token: &str, as_json: bool) -> String {
     let claims_text = serde_json::to_string_pretty(&claims).unwrap_or_default();
     format!(
         "valid token\n  alg:    {}\n  kid:    {}\n  typ:    {}\n  scopes: {}\nclaims:\n{}",
-        t.algorithm(),
+        t.algorithm().map_or("-", |a| a.as_str()),
         escape_text(t.key_id().unwrap_or("-")),
         escape_text(t.token_type().unwrap_or("-")),
         if t.scopes().is_empty() {

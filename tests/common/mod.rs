@@ -80,7 +80,7 @@ pub fn orders_api(guard: &Guard) -> Router {
                     "client_id": t.client_id(),
                     "scope": t.scopes().to_string(),
                     "kid": t.key_id(),
-                    "alg": t.algorithm().as_str(),
+                    "alg": t.algorithm().map(|a| a.as_str()),
                 }))
             }),
         )
