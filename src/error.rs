@@ -29,6 +29,9 @@ pub enum ErrorCode {
     InvalidToken,
     /// `insufficient_scope`: the token lacks a scope the route requires (403).
     InsufficientScope,
+    /// `insufficient_user_authentication` (RFC 9470): the user's authentication is
+    /// too weak or too old for the route (401).
+    InsufficientUserAuthentication,
 }
 
 impl ErrorCode {
@@ -38,6 +41,7 @@ impl ErrorCode {
             ErrorCode::InvalidRequest => "invalid_request",
             ErrorCode::InvalidToken => "invalid_token",
             ErrorCode::InsufficientScope => "insufficient_scope",
+            ErrorCode::InsufficientUserAuthentication => "insufficient_user_authentication",
         }
     }
 }
@@ -68,6 +72,18 @@ pub enum AuthError {
     RequirementNotMet {
         /// The rule's name, for logs (never sent to the client).
         requirement: Arc<str>,
+    },
+    /// The token is valid but the user's authentication is not strong or recent
+    /// enough ([`Require::acr_in`], [`Require::max_age`]; RFC 9470).
+    ///
+    /// [`Require::acr_in`]: crate::Require::acr_in
+    /// [`Require::max_age`]: crate::Require::max_age
+    #[error("step-up authentication required")]
+    InsufficientUserAuthentication {
+        /// The acceptable `acr` values, sent as `acr_values` in the challenge.
+        acr_values: Option<Arc<[String]>>,
+        /// The largest acceptable age of `auth_time` in seconds, sent as `max_age`.
+        max_age: Option<u64>,
     },
     /// No keys could be loaded for the token's issuer, so it could not be checked.
     #[error("signing keys for {issuer} are unavailable: {reason}")]
@@ -304,7 +320,9 @@ impl AuthError {
     /// The HTTP status this error answers with.
     pub fn status(&self) -> StatusCode {
         match self {
-            AuthError::MissingToken | AuthError::InvalidToken(_) => StatusCode::UNAUTHORIZED,
+            AuthError::MissingToken
+            | AuthError::InvalidToken(_)
+            | AuthError::InsufficientUserAuthentication { .. } => StatusCode::UNAUTHORIZED,
             AuthError::InvalidRequest(_) => StatusCode::BAD_REQUEST,
             AuthError::InsufficientScope { .. } | AuthError::RequirementNotMet { .. } => {
                 StatusCode::FORBIDDEN
@@ -319,6 +337,9 @@ impl AuthError {
             AuthError::MissingToken | AuthError::KeysUnavailable { .. } => None,
             AuthError::InvalidRequest(_) => Some(ErrorCode::InvalidRequest),
             AuthError::InvalidToken(_) => Some(ErrorCode::InvalidToken),
+            AuthError::InsufficientUserAuthentication { .. } => {
+                Some(ErrorCode::InsufficientUserAuthentication)
+            }
             // RFC 6750 has one code for "the token is valid but not enough here".
             AuthError::InsufficientScope { .. } | AuthError::RequirementNotMet { .. } => {
                 Some(ErrorCode::InsufficientScope)
@@ -334,6 +355,7 @@ impl AuthError {
             AuthError::InvalidToken(p) => p.reason(),
             AuthError::InsufficientScope { .. } => "insufficient_scope",
             AuthError::RequirementNotMet { .. } => "requirement_not_met",
+            AuthError::InsufficientUserAuthentication { .. } => "insufficient_user_authentication",
             AuthError::KeysUnavailable { .. } => "keys_unavailable",
         }
     }
@@ -353,6 +375,9 @@ impl AuthError {
             AuthError::InvalidToken(p) => p.description(),
             AuthError::InsufficientScope { .. } => "token lacks a required scope",
             AuthError::RequirementNotMet { .. } => "token does not meet the route's requirements",
+            AuthError::InsufficientUserAuthentication { .. } => {
+                "stronger or more recent user authentication required"
+            }
             AuthError::KeysUnavailable { .. } => "signing keys temporarily unavailable",
         }
     }
@@ -374,7 +399,7 @@ impl AuthError {
         if let Some(realm) = realm {
             param("realm", realm);
         }
-        let scope;
+        let (scope, acr, max_age_text);
         if let Some(code) = self.error_code() {
             param("error", code.as_str());
             param("error_description", self.description());
@@ -383,6 +408,21 @@ impl AuthError {
                 // when the route was configured, so they are safe inside quotes.
                 scope = required.join(" ");
                 param("scope", &scope);
+            }
+            if let AuthError::InsufficientUserAuthentication {
+                acr_values,
+                max_age,
+            } = self
+            {
+                // acr values pass the scope-token grammar when the route is built.
+                if let Some(acr_values) = acr_values {
+                    acr = acr_values.join(" ");
+                    param("acr_values", &acr);
+                }
+                if let Some(max_age) = max_age {
+                    max_age_text = max_age.to_string();
+                    param("max_age", &max_age_text);
+                }
             }
         }
 
@@ -418,9 +458,10 @@ impl AuthError {
     /// scope, `UNAVAILABLE` (14) when no keys could be loaded.
     pub fn grpc_status(&self) -> u8 {
         match self {
-            AuthError::MissingToken | AuthError::InvalidRequest(_) | AuthError::InvalidToken(_) => {
-                16
-            }
+            AuthError::MissingToken
+            | AuthError::InvalidRequest(_)
+            | AuthError::InvalidToken(_)
+            | AuthError::InsufficientUserAuthentication { .. } => 16,
             AuthError::InsufficientScope { .. } | AuthError::RequirementNotMet { .. } => 7,
             AuthError::KeysUnavailable { .. } => 14,
         }
