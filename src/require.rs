@@ -74,8 +74,14 @@ pub type RequireScopeService<S> = RequireService<S>;
 
 #[derive(Clone)]
 enum Rule {
-    Scopes { scopes: Arc<[String]>, any: bool },
-    Predicate { name: Arc<str>, check: Predicate },
+    Scopes {
+        scopes: Arc<[String]>,
+        any: bool,
+    },
+    Predicate {
+        name: Arc<str>,
+        check: Predicate,
+    },
     /// RFC 9470: `acr` one of a set, and/or `auth_time` no older than `max_age` s.
     StepUp {
         acr: Option<Arc<[String]>>,
@@ -210,7 +216,9 @@ impl Require {
         let path = path.into();
         let values: Vec<serde_json::Value> = values.into_iter().map(Into::into).collect();
         Self::predicate(format!("claim {path:?} in a set"), move |token| {
-            token.claim(&path).is_some_and(|claim| values.contains(&claim))
+            token
+                .claim(&path)
+                .is_some_and(|claim| values.contains(&claim))
         })
     }
 
@@ -244,14 +252,22 @@ impl Require {
         V: Into<serde_json::Value>,
     {
         let values: Vec<serde_json::Value> = values.into_iter().map(Into::into).collect();
-        let name = format!("claim {path:?} contains {}", if any { "any" } else { "all" });
+        let name = format!(
+            "claim {path:?} contains {}",
+            if any { "any" } else { "all" }
+        );
         Self::predicate(name, move |token| {
             let Some(serde_json::Value::Array(held)) = token.claim(&path) else {
                 return false;
             };
             let has = |v: &serde_json::Value| held.contains(v);
             // An empty requirement is met by no token rather than by every one.
-            !values.is_empty() && if any { values.iter().any(has) } else { values.iter().all(has) }
+            !values.is_empty()
+                && if any {
+                    values.iter().any(has)
+                } else {
+                    values.iter().all(has)
+                }
         })
     }
 
@@ -371,10 +387,13 @@ impl Require {
                             .is_some_and(|v| v.as_str().is_some_and(|v| acr.iter().any(|a| a == v)))
                     });
                     let age_met = max_age.is_none_or(|max_age| {
-                        token.claim("auth_time").and_then(|t| t.as_f64()).is_some_and(
-                            // A future auth_time counts as age 0; exp and iat bound it.
-                            |auth_time| (now as f64 - auth_time) <= max_age as f64,
-                        )
+                        token
+                            .claim("auth_time")
+                            .and_then(|t| t.as_f64())
+                            .is_some_and(
+                                // A future auth_time counts as age 0; exp and iat bound it.
+                                |auth_time| (now as f64 - auth_time) <= max_age as f64,
+                            )
                     });
                     if !(acr_met && age_met) {
                         tracing::debug!(sub = token.subject(), ?acr, ?max_age, "step-up required");

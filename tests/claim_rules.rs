@@ -51,7 +51,11 @@ async fn status_and_challenge(url: String, token: &str) -> (u16, String, String)
         .get("www-authenticate")
         .map(|v| v.to_str().expect("ASCII").to_owned())
         .unwrap_or_default();
-    (r.status().as_u16(), challenge, r.text().await.expect("body"))
+    (
+        r.status().as_u16(),
+        challenge,
+        r.text().await.expect("body"),
+    )
 }
 
 #[tokio::test]
@@ -59,7 +63,10 @@ async fn claim_in_admits_listed_values_and_refuses_others_without_naming_them() 
     let (clock, server, guard) = fixture().await;
     let base = serve(api(&guard)).await;
     let acme = token_with(&server, &clock, json!({}), json!({ "tenant": "acme" }));
-    assert_eq!(get_with(format!("{base}/tenant"), &acme).await.status(), 200);
+    assert_eq!(
+        get_with(format!("{base}/tenant"), &acme).await.status(),
+        200
+    );
 
     for changes in [
         json!({ "tenant": "initech" }),
@@ -67,11 +74,18 @@ async fn claim_in_admits_listed_values_and_refuses_others_without_naming_them() 
         json!({}),
     ] {
         let token = token_with(&server, &clock, json!({}), changes);
-        let (status, challenge, body) = status_and_challenge(format!("{base}/tenant"), &token).await;
+        let (status, challenge, body) =
+            status_and_challenge(format!("{base}/tenant"), &token).await;
         assert_eq!(status, 403);
-        assert!(challenge.contains("error=\"insufficient_scope\""), "{challenge}");
+        assert!(
+            challenge.contains("error=\"insufficient_scope\""),
+            "{challenge}"
+        );
         for answer in [&challenge, &body] {
-            assert!(!answer.contains("initech") && !answer.contains("acme"), "{answer}");
+            assert!(
+                !answer.contains("initech") && !answer.contains("acme"),
+                "{answer}"
+            );
         }
     }
 }
@@ -81,14 +95,22 @@ async fn claim_contains_all_follows_a_dotted_path_into_nested_objects() {
     let (clock, server, guard) = fixture().await;
     let base = serve(api(&guard)).await;
     let roles = |roles: serde_json::Value| {
-        token_with(&server, &clock, json!({}), json!({ "realm_access": { "roles": roles } }))
+        token_with(
+            &server,
+            &clock,
+            json!({}),
+            json!({ "realm_access": { "roles": roles } }),
+        )
     };
     let both = roles(json!(["viewer", "editor", "admin"]));
     assert_eq!(get_with(format!("{base}/admin"), &both).await.status(), 200);
     let one = roles(json!(["admin"]));
     assert_eq!(get_with(format!("{base}/admin"), &one).await.status(), 403);
     let not_array = roles(json!("admin editor"));
-    assert_eq!(get_with(format!("{base}/admin"), &not_array).await.status(), 403);
+    assert_eq!(
+        get_with(format!("{base}/admin"), &not_array).await.status(),
+        403
+    );
 }
 
 #[tokio::test]
@@ -97,9 +119,15 @@ async fn claim_contains_any_needs_one_listed_element() {
     let base = serve(api(&guard)).await;
     let with = |roles| token_with(&server, &clock, json!({}), json!({ "roles": roles }));
     let support = with(json!(["support"]));
-    assert_eq!(get_with(format!("{base}/support"), &support).await.status(), 200);
+    assert_eq!(
+        get_with(format!("{base}/support"), &support).await.status(),
+        200
+    );
     let other = with(json!(["sales"]));
-    assert_eq!(get_with(format!("{base}/support"), &other).await.status(), 403);
+    assert_eq!(
+        get_with(format!("{base}/support"), &other).await.status(),
+        403
+    );
 }
 
 #[tokio::test]
@@ -107,7 +135,12 @@ async fn step_up_refuses_a_weak_acr_with_401_and_acr_values() {
     let (clock, server, guard) = fixture().await;
     let base = serve(api(&guard)).await;
     let now = clock.unix_seconds();
-    let weak = token_with(&server, &clock, json!({}), json!({ "acr": "pwd", "auth_time": now }));
+    let weak = token_with(
+        &server,
+        &clock,
+        json!({}),
+        json!({ "acr": "pwd", "auth_time": now }),
+    );
     let (status, challenge, _) = status_and_challenge(format!("{base}/pay"), &weak).await;
     assert_eq!(status, 401);
     assert!(
@@ -116,7 +149,12 @@ async fn step_up_refuses_a_weak_acr_with_401_and_acr_values() {
     );
     assert!(challenge.contains("acr_values=\"mfa hwk\""), "{challenge}");
 
-    let strong = token_with(&server, &clock, json!({}), json!({ "acr": "mfa", "auth_time": now }));
+    let strong = token_with(
+        &server,
+        &clock,
+        json!({}),
+        json!({ "acr": "mfa", "auth_time": now }),
+    );
     assert_eq!(get_with(format!("{base}/pay"), &strong).await.status(), 200);
 }
 
@@ -125,7 +163,12 @@ async fn step_up_refuses_an_old_login_by_the_guards_clock_with_max_age() {
     let (clock, server, guard) = fixture().await;
     let base = serve(api(&guard)).await;
     let login = clock.unix_seconds();
-    let token = token_with(&server, &clock, json!({}), json!({ "acr": "mfa", "auth_time": login }));
+    let token = token_with(
+        &server,
+        &clock,
+        json!({}),
+        json!({ "acr": "mfa", "auth_time": login }),
+    );
     clock.advance(Duration::from_secs(300));
     assert_eq!(get_with(format!("{base}/pay"), &token).await.status(), 200);
     clock.advance(Duration::from_secs(1));
@@ -151,7 +194,10 @@ async fn scope_is_checked_before_step_up() {
         json!({ "scope": "orders:write", "acr": "pwd", "auth_time": now }),
     );
     let (status, challenge, _) = status_and_challenge(format!("{base}/pay"), &token).await;
-    assert_eq!(status, 403, "no step-up prompt for a token that lacks the scope");
+    assert_eq!(
+        status, 403,
+        "no step-up prompt for a token that lacks the scope"
+    );
     assert!(challenge.contains("insufficient_scope"), "{challenge}");
 }
 

@@ -1079,20 +1079,36 @@ path = "/api"
         env.key.sign(&claims)
     };
     let admin = token(json!({ "realm_access": { "roles": ["admin"] } }));
-    assert_eq!(get_path(gw.addr, "/api/admin", Some(&admin)).await.status, StatusCode::OK);
+    assert_eq!(
+        get_path(gw.addr, "/api/admin", Some(&admin)).await.status,
+        StatusCode::OK
+    );
     let globex = token(json!({ "tenant": "globex", "realm_access": { "roles": ["admin"] } }));
     let refused = get_path(gw.addr, "/api/admin", Some(&globex)).await;
     assert_eq!(refused.status, StatusCode::FORBIDDEN);
-    let challenge = refused.headers["www-authenticate"].to_str().unwrap_or_default();
-    assert!(challenge.contains("insufficient_scope") && !challenge.contains("globex"), "{challenge}");
+    let challenge = refused.headers["www-authenticate"]
+        .to_str()
+        .unwrap_or_default();
+    assert!(
+        challenge.contains("insufficient_scope") && !challenge.contains("globex"),
+        "{challenge}"
+    );
     let no_role = token(json!({ "realm_access": { "roles": ["viewer"] } }));
-    assert_eq!(get_path(gw.addr, "/api/admin", Some(&no_role)).await.status, StatusCode::FORBIDDEN);
+    assert_eq!(
+        get_path(gw.addr, "/api/admin", Some(&no_role)).await.status,
+        StatusCode::FORBIDDEN
+    );
 
     let weak = token(json!({ "acr": "pwd", "auth_time": now }));
     let step_up = get_path(gw.addr, "/api/pay", Some(&weak)).await;
     assert_eq!(step_up.status, StatusCode::UNAUTHORIZED);
-    let challenge = step_up.headers["www-authenticate"].to_str().unwrap_or_default();
-    assert!(challenge.contains("error=\"insufficient_user_authentication\""), "{challenge}");
+    let challenge = step_up.headers["www-authenticate"]
+        .to_str()
+        .unwrap_or_default();
+    assert!(
+        challenge.contains("error=\"insufficient_user_authentication\""),
+        "{challenge}"
+    );
     assert!(challenge.contains("acr_values=\"mfa\""), "{challenge}");
     let stale = token(json!({ "acr": "mfa", "auth_time": now - 3600 }));
     let challenge = get_path(gw.addr, "/api/pay", Some(&stale)).await.headers["www-authenticate"]
@@ -1101,5 +1117,8 @@ path = "/api"
         .to_owned();
     assert!(challenge.contains("max_age=\"300\""), "{challenge}");
     let fresh = token(json!({ "acr": "mfa", "auth_time": now }));
-    assert_eq!(get_path(gw.addr, "/api/pay", Some(&fresh)).await.status, StatusCode::OK);
+    assert_eq!(
+        get_path(gw.addr, "/api/pay", Some(&fresh)).await.status,
+        StatusCode::OK
+    );
 }

@@ -16,8 +16,8 @@ use aws_lc_rs::error::Unspecified;
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::rsa::{self, KeySize};
 use aws_lc_rs::signature::{
-    ECDSA_P256_SHA256_FIXED_SIGNING, ECDSA_P521_SHA512_FIXED_SIGNING, EcdsaKeyPair,
-    Ed25519KeyPair, KeyPair, RSA_PKCS1_SHA256,
+    ECDSA_P256_SHA256_FIXED_SIGNING, ECDSA_P521_SHA512_FIXED_SIGNING, EcdsaKeyPair, Ed25519KeyPair,
+    KeyPair, RSA_PKCS1_SHA256,
 };
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -128,7 +128,11 @@ impl SigningKey {
                 let point = pair.public_key().as_ref();
                 let coordinates = point.get(1..).unwrap_or_default();
                 let (x, y) = coordinates.split_at(coordinates.len() / 2);
-                let crv = if self.alg == SigningAlgorithm::Es512 { "P-521" } else { "P-256" };
+                let crv = if self.alg == SigningAlgorithm::Es512 {
+                    "P-521"
+                } else {
+                    "P-256"
+                };
                 json!({ "kty": "EC", "crv": crv, "x": b64(x), "y": b64(y) })
             }
             KeyMaterial::Ed(pair) => {
@@ -292,7 +296,9 @@ mod tests {
         // jsonwebtoken has no ES512: verify with aws-lc-rs from the JWK's x and y.
         use aws_lc_rs::signature::{ECDSA_P521_SHA512_FIXED, UnparsedPublicKey};
         let key = SigningKey::generate(SigningAlgorithm::Es512).expect("keygen");
-        let token = key.sign_jwt(&Value::Null, &json!({ "sub": "x" })).expect("sign");
+        let token = key
+            .sign_jwt(&Value::Null, &json!({ "sub": "x" }))
+            .expect("sign");
         let jwk = key.public_jwk();
         assert_eq!(jwk["crv"], "P-521");
         assert_eq!(jwk["alg"], "ES512");

@@ -111,8 +111,16 @@ impl Route {
         }
         for (name, rules, make) in [
             ("claims", &c.claims, claim_in as ClaimRule),
-            ("claims_contain_all", &c.claims_contain_all, claim_contains_all),
-            ("claims_contain_any", &c.claims_contain_any, claim_contains_any),
+            (
+                "claims_contain_all",
+                &c.claims_contain_all,
+                claim_contains_all,
+            ),
+            (
+                "claims_contain_any",
+                &c.claims_contain_any,
+                claim_contains_any,
+            ),
         ] {
             for (path, values) in rules {
                 if path.is_empty() || values.is_empty() {
