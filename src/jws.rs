@@ -546,6 +546,7 @@ mod tests {
         let set: AlgorithmSet = Algorithm::DEFAULT.into_iter().collect();
         assert!(set.contains(Algorithm::ES256));
         assert!(!set.contains(Algorithm::HS256));
-        assert_eq!(set.iter().count(), 9);
+        assert!(set.contains(Algorithm::ES512));
+        assert_eq!(set.iter().count(), 10);
     }
 }

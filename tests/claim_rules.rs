@@ -207,3 +207,30 @@ fn acr_values_must_be_scope_like_tokens() {
     assert!(Require::try_acr_in(["a\"b"]).is_err());
     assert!(Require::try_acr_in(Vec::<String>::new()).is_err());
 }
+
+#[tokio::test]
+async fn a_claim_name_with_dots_is_read_whole_before_as_a_path() {
+    let (clock, server, guard) = fixture().await;
+    let app = Router::new()
+        .route(
+            "/",
+            get(|| async { "ok" }).route_layer(Require::claim_contains_any(
+                "https://acme.example/roles",
+                ["admin"],
+            )),
+        )
+        .layer(guard.layer());
+    let base = serve(app).await;
+    let namespaced = token_with(
+        &server,
+        &clock,
+        json!({}),
+        json!({ "https://acme.example/roles": ["admin"] }),
+    );
+    assert_eq!(
+        get_with(format!("{base}/"), &namespaced).await.status(),
+        200
+    );
+    let other = token_with(&server, &clock, json!({}), json!({ "roles": ["admin"] }));
+    assert_eq!(get_with(format!("{base}/"), &other).await.status(), 403);
+}
