@@ -217,12 +217,15 @@ async fn jwks_describes_each_algorithms_public_key() {
             );
         }
         assert!(key.get("d").is_none(), "no private material");
-        // and a token it signs verifies against it
+        // and a token it signs verifies against it (jsonwebtoken has no ES512:
+        // tests/es512.rs checks those tokens through the guard)
         let token = server
             .client_credentials_token("svc", &["orders:read"])
             .await
             .expect("token");
-        verify(&server, &token, API).await;
+        if alg != SigningAlgorithm::Es512 {
+            verify(&server, &token, API).await;
+        }
     }
 }
 
