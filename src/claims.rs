@@ -465,6 +465,40 @@ impl VerifiedToken {
     pub fn claims<T: DeserializeOwned>(&self) -> Result<T, serde_json::Error> {
         serde_json::from_str(&self.inner.raw)
     }
+
+    /// The claim at `path`: a top-level claim of exactly that name if there is one
+    /// (`"https://example.com/roles"`), else the dot-separated path into nested
+    /// objects (`"realm_access.roles"`, as Keycloak nests them). `None` when the
+    /// claim is absent.
+    ///
+    /// ```
+    /// use bearer_guard::VerifiedToken;
+    ///
+    /// fn roles(token: &VerifiedToken) -> Vec<String> {
+    ///     token
+    ///         .claim("realm_access.roles")
+    ///         .and_then(|roles| serde_json::from_value(roles).ok())
+    ///         .unwrap_or_default()
+    /// }
+    /// ```
+    pub fn claim(&self, path: &str) -> Option<serde_json::Value> {
+        let serde_json::Value::Object(mut claims) = serde_json::from_str(&self.inner.raw).ok()?
+        else {
+            return None;
+        };
+        if let Some(value) = claims.remove(path) {
+            return Some(value);
+        }
+        let mut segments = path.split('.');
+        let mut value = claims.remove(segments.next()?)?;
+        for segment in segments {
+            value = match value {
+                serde_json::Value::Object(mut members) => members.remove(segment)?,
+                _ => return None,
+            };
+        }
+        Some(value)
+    }
 }
 
 impl fmt::Debug for VerifiedToken {

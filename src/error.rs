@@ -33,6 +33,9 @@ pub enum ErrorCode {
     InvalidDpopProof,
     /// `use_dpop_nonce`: retry with the nonce of the `DPoP-Nonce` header (401, RFC 9449 §9).
     UseDpopNonce,
+    /// `insufficient_user_authentication` (RFC 9470): the user's authentication is
+    /// too weak or too old for the route (401).
+    InsufficientUserAuthentication,
 }
 
 impl ErrorCode {
@@ -44,6 +47,7 @@ impl ErrorCode {
             ErrorCode::InsufficientScope => "insufficient_scope",
             ErrorCode::InvalidDpopProof => "invalid_dpop_proof",
             ErrorCode::UseDpopNonce => "use_dpop_nonce",
+            ErrorCode::InsufficientUserAuthentication => "insufficient_user_authentication",
         }
     }
 }
@@ -74,6 +78,18 @@ pub enum AuthError {
     RequirementNotMet {
         /// The rule's name, for logs (never sent to the client).
         requirement: Arc<str>,
+    },
+    /// The token is valid but the user's authentication is not strong or recent
+    /// enough ([`Require::acr_in`], [`Require::max_age`]; RFC 9470).
+    ///
+    /// [`Require::acr_in`]: crate::Require::acr_in
+    /// [`Require::max_age`]: crate::Require::max_age
+    #[error("step-up authentication required")]
+    InsufficientUserAuthentication {
+        /// The acceptable `acr` values, sent as `acr_values` in the challenge.
+        acr_values: Option<Arc<[String]>>,
+        /// The largest acceptable age of `auth_time` in seconds, sent as `max_age`.
+        max_age: Option<u64>,
     },
     /// No keys could be loaded for the token's issuer, so it could not be checked.
     #[error("signing keys for {issuer} are unavailable: {reason}")]
@@ -528,7 +544,9 @@ impl AuthError {
     /// The HTTP status this error answers with.
     pub fn status(&self) -> StatusCode {
         match self {
-            AuthError::MissingToken | AuthError::InvalidToken(_) => StatusCode::UNAUTHORIZED,
+            AuthError::MissingToken
+            | AuthError::InvalidToken(_)
+            | AuthError::InsufficientUserAuthentication { .. } => StatusCode::UNAUTHORIZED,
             AuthError::InvalidRequest(_) => StatusCode::BAD_REQUEST,
             AuthError::InsufficientScope { .. } | AuthError::RequirementNotMet { .. } => {
                 StatusCode::FORBIDDEN
@@ -553,6 +571,9 @@ impl AuthError {
             AuthError::InvalidDpopProof(_) => Some(ErrorCode::InvalidDpopProof),
             AuthError::UseDpopNonce { .. } => Some(ErrorCode::UseDpopNonce),
             AuthError::InvalidToken(_) => Some(ErrorCode::InvalidToken),
+            AuthError::InsufficientUserAuthentication { .. } => {
+                Some(ErrorCode::InsufficientUserAuthentication)
+            }
             // RFC 6750 has one code for "the token is valid but not enough here".
             AuthError::InsufficientScope { .. } | AuthError::RequirementNotMet { .. } => {
                 Some(ErrorCode::InsufficientScope)
@@ -568,6 +589,7 @@ impl AuthError {
             AuthError::InvalidToken(p) => p.reason(),
             AuthError::InsufficientScope { .. } => "insufficient_scope",
             AuthError::RequirementNotMet { .. } => "requirement_not_met",
+            AuthError::InsufficientUserAuthentication { .. } => "insufficient_user_authentication",
             AuthError::KeysUnavailable { .. } => "keys_unavailable",
             AuthError::InvalidDpopProof(p) => p.reason(),
             AuthError::UseDpopNonce { .. } => "dpop_nonce_required",
@@ -591,6 +613,9 @@ impl AuthError {
             AuthError::InvalidToken(p) => p.description(),
             AuthError::InsufficientScope { .. } => "token lacks a required scope",
             AuthError::RequirementNotMet { .. } => "token does not meet the route's requirements",
+            AuthError::InsufficientUserAuthentication { .. } => {
+                "stronger or more recent user authentication required"
+            }
             AuthError::KeysUnavailable { .. } => "signing keys temporarily unavailable",
             AuthError::InvalidDpopProof(p) => p.description(),
             AuthError::UseDpopNonce { .. } => "a DPoP nonce is required",
@@ -630,6 +655,17 @@ impl AuthError {
             AuthError::InsufficientScope { required } => Some(required.join(" ")),
             _ => None,
         };
+        let (acr, max_age_text) = match self {
+            // acr values pass the scope-token grammar when the route is built.
+            AuthError::InsufficientUserAuthentication {
+                acr_values,
+                max_age,
+            } => (
+                acr_values.as_ref().map(|a| a.join(" ")),
+                max_age.map(|m| m.to_string()),
+            ),
+            _ => (None, None),
+        };
         let challenge = |scheme: &str, with_error: bool, algs: Option<&str>| {
             let mut c = Challenge::new(scheme);
             c.param("realm", realm);
@@ -637,6 +673,8 @@ impl AuthError {
                 c.param("error", Some(code.as_str()));
                 c.param("error_description", Some(self.description()));
                 c.param("scope", scope.as_deref());
+                c.param("acr_values", acr.as_deref());
+                c.param("max_age", max_age_text.as_deref());
             }
             c.param("algs", algs);
             c.0
@@ -730,9 +768,10 @@ impl AuthError {
     /// scope, `UNAVAILABLE` (14) when no keys could be loaded.
     pub fn grpc_status(&self) -> u8 {
         match self {
-            AuthError::MissingToken | AuthError::InvalidRequest(_) | AuthError::InvalidToken(_) => {
-                16
-            }
+            AuthError::MissingToken
+            | AuthError::InvalidRequest(_)
+            | AuthError::InvalidToken(_)
+            | AuthError::InsufficientUserAuthentication { .. } => 16,
             AuthError::InvalidDpopProof(_) | AuthError::UseDpopNonce { .. } => 16,
             AuthError::InsufficientScope { .. } | AuthError::RequirementNotMet { .. } => 7,
             AuthError::KeysUnavailable { .. }

@@ -39,6 +39,8 @@ pub enum Algorithm {
     ES256,
     /// ECDSA on P-384 with SHA-384.
     ES384,
+    /// ECDSA on P-521 with SHA-512 (RFC 7518 §3.4).
+    ES512,
     /// Ed25519 (RFC 8037).
     EdDSA,
     /// HMAC with SHA-256: only with an explicitly configured shared secret.
@@ -51,7 +53,7 @@ pub enum Algorithm {
 
 impl Algorithm {
     /// The asymmetric algorithms accepted by default.
-    pub const DEFAULT: [Algorithm; 9] = [
+    pub const DEFAULT: [Algorithm; 10] = [
         Algorithm::RS256,
         Algorithm::RS384,
         Algorithm::RS512,
@@ -60,6 +62,7 @@ impl Algorithm {
         Algorithm::PS512,
         Algorithm::ES256,
         Algorithm::ES384,
+        Algorithm::ES512,
         Algorithm::EdDSA,
     ];
 
@@ -74,6 +77,7 @@ impl Algorithm {
             Algorithm::PS512 => "PS512",
             Algorithm::ES256 => "ES256",
             Algorithm::ES384 => "ES384",
+            Algorithm::ES512 => "ES512",
             Algorithm::EdDSA => "EdDSA",
             Algorithm::HS256 => "HS256",
             Algorithm::HS384 => "HS384",
@@ -130,6 +134,7 @@ impl FromStr for Algorithm {
             "PS512" => Algorithm::PS512,
             "ES256" => Algorithm::ES256,
             "ES384" => Algorithm::ES384,
+            "ES512" => Algorithm::ES512,
             "EdDSA" => Algorithm::EdDSA,
             "HS256" => Algorithm::HS256,
             "HS384" => Algorithm::HS384,
@@ -163,7 +168,7 @@ impl FromIterator<Algorithm> for AlgorithmSet {
     }
 }
 
-const ALL: [Algorithm; 12] = [
+const ALL: [Algorithm; 13] = [
     Algorithm::RS256,
     Algorithm::RS384,
     Algorithm::RS512,
@@ -172,6 +177,7 @@ const ALL: [Algorithm; 12] = [
     Algorithm::PS512,
     Algorithm::ES256,
     Algorithm::ES384,
+    Algorithm::ES512,
     Algorithm::EdDSA,
     Algorithm::HS256,
     Algorithm::HS384,
@@ -547,6 +553,7 @@ mod tests {
         let set: AlgorithmSet = Algorithm::DEFAULT.into_iter().collect();
         assert!(set.contains(Algorithm::ES256));
         assert!(!set.contains(Algorithm::HS256));
-        assert_eq!(set.iter().count(), 9);
+        assert!(set.contains(Algorithm::ES512));
+        assert_eq!(set.iter().count(), 10);
     }
 }

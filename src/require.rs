@@ -13,6 +13,7 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::claims::{Binding, VerifiedToken};
+use crate::clock::Clock as _;
 use crate::error::{AuthError, BindingProblem, Responder, TokenProblem, is_grpc};
 use crate::layer::{GuardBody, GuardHandle};
 use crate::scope::is_scope_token;
@@ -25,6 +26,15 @@ use crate::scope::is_scope_token;
 /// - `Require::predicate(name, |token| ..)`: any rule over the [`VerifiedToken`]
 ///   (a claim, a tenant, a client); a token that fails it gets 403
 ///   `insufficient_scope` with a fixed description that names no claim value;
+/// - `Require::claim_in(path, [..])`, `Require::claim_contains_all(path, [..])`,
+///   `Require::claim_contains_any(path, [..])`: a claim (a top-level name or a
+///   dotted path such as `realm_access.roles`) equals one of a set of values, or is
+///   an array holding all / any of them; refused like a predicate;
+/// - `Require::acr_in([..])`, `Require::max_age(d)`: step-up (RFC 9470); a token
+///   whose `acr` is not in the set, or whose `auth_time` is older than `d` (by the
+///   guard's clock), gets 401 `insufficient_user_authentication` with `acr_values`
+///   / `max_age` in the challenge, so the client can ask the authorization server
+///   for a stronger or fresher login;
 /// - `a.and(b)`: both, checked in order (the first refusal answers).
 ///
 /// A request that reaches the layer with no verified token at all (the guard layer
@@ -64,9 +74,20 @@ pub type RequireScopeService<S> = RequireService<S>;
 
 #[derive(Clone)]
 enum Rule {
-    Scopes { scopes: Arc<[String]>, any: bool },
-    Predicate { name: Arc<str>, check: Predicate },
+    Scopes {
+        scopes: Arc<[String]>,
+        any: bool,
+    },
+    Predicate {
+        name: Arc<str>,
+        check: Predicate,
+    },
     DpopBound,
+    /// RFC 9470: `acr` one of a set, and/or `auth_time` no older than `max_age` s.
+    StepUp {
+        acr: Option<Arc<[String]>>,
+        max_age: Option<u64>,
+    },
 }
 
 type Predicate = Arc<dyn Fn(&VerifiedToken) -> bool + Send + Sync>;
@@ -194,6 +215,130 @@ impl Require {
         Self::rule(Rule::DpopBound)
     }
 
+    /// The claim at `path` (see [`VerifiedToken::claim`]) must equal one of
+    /// `values` (JSON equality: the string `"1"` is not the number `1`).
+    ///
+    /// ```
+    /// use bearer_guard::Require;
+    ///
+    /// let acme_only = Require::claim_in("tenant", ["acme", "acme-eu"]);
+    /// let level = Require::claim_in("clearance", [2, 3]);
+    /// ```
+    pub fn claim_in<I, V>(path: impl Into<String>, values: I) -> Self
+    where
+        I: IntoIterator<Item = V>,
+        V: Into<serde_json::Value>,
+    {
+        let path = path.into();
+        let values: Vec<serde_json::Value> = values.into_iter().map(Into::into).collect();
+        Self::predicate(format!("claim {path:?} in a set"), move |token| {
+            token
+                .claim(&path)
+                .is_some_and(|claim| values.contains(&claim))
+        })
+    }
+
+    /// The claim at `path` must be an array holding every one of `values`.
+    ///
+    /// ```
+    /// use bearer_guard::Require;
+    ///
+    /// let admins = Require::claim_contains_all("realm_access.roles", ["admin"]);
+    /// ```
+    pub fn claim_contains_all<I, V>(path: impl Into<String>, values: I) -> Self
+    where
+        I: IntoIterator<Item = V>,
+        V: Into<serde_json::Value>,
+    {
+        Self::claim_contains(path.into(), values, false)
+    }
+
+    /// The claim at `path` must be an array holding at least one of `values`.
+    pub fn claim_contains_any<I, V>(path: impl Into<String>, values: I) -> Self
+    where
+        I: IntoIterator<Item = V>,
+        V: Into<serde_json::Value>,
+    {
+        Self::claim_contains(path.into(), values, true)
+    }
+
+    fn claim_contains<I, V>(path: String, values: I, any: bool) -> Self
+    where
+        I: IntoIterator<Item = V>,
+        V: Into<serde_json::Value>,
+    {
+        let values: Vec<serde_json::Value> = values.into_iter().map(Into::into).collect();
+        let name = format!(
+            "claim {path:?} contains {}",
+            if any { "any" } else { "all" }
+        );
+        Self::predicate(name, move |token| {
+            let Some(serde_json::Value::Array(held)) = token.claim(&path) else {
+                return false;
+            };
+            let has = |v: &serde_json::Value| held.contains(v);
+            // An empty requirement is met by no token rather than by every one.
+            !values.is_empty()
+                && if any {
+                    values.iter().any(has)
+                } else {
+                    values.iter().all(has)
+                }
+        })
+    }
+
+    /// Step-up (RFC 9470): the token's `acr` must be one of `values`; else 401
+    /// `insufficient_user_authentication` with `acr_values="…"`.
+    ///
+    /// # Panics
+    ///
+    /// As [`Require::try_acr_in`] fails.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use bearer_guard::Require;
+    ///
+    /// let payments = Require::acr_in(["mfa"]).and(Require::max_age(Duration::from_secs(300)));
+    /// ```
+    pub fn acr_in<I, S>(values: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        Self::try_acr_in(values).unwrap_or_else(|e| panic!("Require::acr_in: {e}"))
+    }
+
+    /// [`Require::acr_in`] with an error instead of a panic: the values must be
+    /// non-empty and each a space-free token as scopes are (they are sent inside
+    /// the quoted `acr_values` parameter).
+    pub fn try_acr_in<I, S>(values: I) -> Result<Self, InvalidScope>
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        let values: Vec<String> = values.into_iter().map(Into::into).collect();
+        if values.is_empty() {
+            return Err(InvalidScope::Empty);
+        }
+        if let Some(bad) = values.iter().find(|s| !is_scope_token(s)) {
+            return Err(InvalidScope::NotAScopeToken(bad.clone()));
+        }
+        Ok(Self::rule(Rule::StepUp {
+            acr: Some(values.into()),
+            max_age: None,
+        }))
+    }
+
+    /// Step-up (RFC 9470): the token's `auth_time` must be at most `max_age` old
+    /// by the guard's clock (whole seconds); a token without `auth_time` fails it.
+    /// Else 401 `insufficient_user_authentication` with `max_age=…`.
+    pub fn max_age(max_age: std::time::Duration) -> Self {
+        Self::rule(Rule::StepUp {
+            acr: None,
+            max_age: Some(max_age.as_secs()),
+        })
+    }
+
     /// Both `self` and `other`, checked in that order.
     pub fn and(self, other: Require) -> Self {
         let rules: Vec<Rule> = self
@@ -219,8 +364,14 @@ impl Require {
     }
 
     /// `Ok` when `token` satisfies every rule, else the refusal of the first that
-    /// it does not.
+    /// it does not. A [`Require::max_age`] rule reads the system clock here; the
+    /// layer uses the guard's.
     pub fn check(&self, token: &VerifiedToken) -> Result<(), AuthError> {
+        self.check_at(token, crate::clock::SystemClock.unix_seconds())
+    }
+
+    /// [`Require::check`] at `now` (Unix seconds).
+    pub fn check_at(&self, token: &VerifiedToken, now: u64) -> Result<(), AuthError> {
         for rule in self.rules.iter() {
             match rule {
                 Rule::Scopes { scopes, any } => {
@@ -256,6 +407,29 @@ impl Require {
                         });
                     }
                 }
+                Rule::StepUp { acr, max_age } => {
+                    let acr_met = acr.as_ref().is_none_or(|acr| {
+                        token
+                            .claim("acr")
+                            .is_some_and(|v| v.as_str().is_some_and(|v| acr.iter().any(|a| a == v)))
+                    });
+                    let age_met = max_age.is_none_or(|max_age| {
+                        token
+                            .claim("auth_time")
+                            .and_then(|t| t.as_f64())
+                            .is_some_and(
+                                // A future auth_time counts as age 0; exp and iat bound it.
+                                |auth_time| (now as f64 - auth_time) <= max_age as f64,
+                            )
+                    });
+                    if !(acr_met && age_met) {
+                        tracing::debug!(sub = token.subject(), ?acr, ?max_age, "step-up required");
+                        return Err(AuthError::InsufficientUserAuthentication {
+                            acr_values: acr.clone(),
+                            max_age: *max_age,
+                        });
+                    }
+                }
             }
         }
         Ok(())
@@ -267,9 +441,8 @@ impl Require {
         headers: &http::HeaderMap,
         extensions: &http::Extensions,
     ) -> Option<Response<Bytes>> {
-        let responder = extensions
-            .get::<GuardHandle>()
-            .map(|h| &h.0.inner.responder);
+        let guard = extensions.get::<GuardHandle>().map(|h| &h.0.inner);
+        let responder = guard.map(|g| &g.responder);
         let Some(token) = extensions.get::<VerifiedToken>() else {
             return Some(match responder {
                 // The guard ran in optional mode and the request had no credentials.
@@ -282,7 +455,11 @@ impl Require {
                 }
             });
         };
-        let error = self.check(token).err()?;
+        let now = match guard {
+            Some(guard) => guard.clock.unix_seconds(),
+            None => crate::clock::SystemClock.unix_seconds(),
+        };
+        let error = self.check_at(token, now).err()?;
         let grpc = is_grpc(headers);
         Some(match responder {
             Some(responder) => responder.respond_to(&error, headers),
@@ -300,6 +477,9 @@ impl fmt::Debug for Require {
                 Rule::Scopes { scopes, any: false } => list.entry(&format_args!("all{scopes:?}")),
                 Rule::Predicate { name, .. } => list.entry(&format_args!("predicate({name:?})")),
                 Rule::DpopBound => list.entry(&format_args!("dpop_bound")),
+                Rule::StepUp { acr, max_age } => {
+                    list.entry(&format_args!("step_up(acr {acr:?}, max_age {max_age:?})"))
+                }
             };
         }
         list.finish()

@@ -99,7 +99,7 @@ async fn refusal(r: reqwest::Response) -> (u16, Vec<String>, Value) {
     (status, www, r.json().await.expect("JSON error body"))
 }
 
-const ALGS: &str = r#"algs="RS256 RS384 RS512 PS256 PS384 PS512 ES256 ES384 EdDSA""#;
+const ALGS: &str = r#"algs="RS256 RS384 RS512 PS256 PS384 PS512 ES256 ES384 ES512 EdDSA""#;
 
 #[tokio::test]
 async fn accepts_a_bound_token_with_a_valid_proof_and_reports_the_binding() {
@@ -820,7 +820,8 @@ async fn metadata_advertises_the_dpop_algorithms() {
     assert_eq!(
         meta["dpop_signing_alg_values_supported"],
         json!([
-            "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA"
+            "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512",
+            "EdDSA"
         ])
     );
 }

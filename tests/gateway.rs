@@ -1053,3 +1053,77 @@ async fn readiness_probes_retry_the_key_load_only_after_the_back_off() {
     }
     assert_eq!(idp.jwks_fetch_count(), 3, "ready probes fetch nothing");
 }
+
+#[tokio::test]
+async fn route_claim_rules_and_step_up_from_the_toml() {
+    let env = env().await;
+    let toml = config(&env, "").replace(
+        "[[route]]\npath = \"/api\"\n",
+        r#"[[route]]
+path = "/api/admin"
+claims = { tenant = ["acme"] }
+claims_contain_all = { "realm_access.roles" = ["admin"] }
+[[route]]
+path = "/api/pay"
+acr_values = ["mfa"]
+max_age = 300
+[[route]]
+path = "/api"
+"#,
+    );
+    let gw = start(&toml).await;
+    let now = unix_now();
+    let token = |extra: Value| {
+        let mut claims = json!({
+            "iss": env.issuer, "sub": "alice", "aud": AUDIENCE, "client_id": "cli-app",
+            "iat": now, "exp": now + 3600, "scope": "orders:read", "tenant": "acme",
+        });
+        for (k, v) in extra.as_object().into_iter().flatten() {
+            claims[k] = v.clone();
+        }
+        env.key.sign(&claims)
+    };
+    let admin = token(json!({ "realm_access": { "roles": ["admin"] } }));
+    assert_eq!(
+        get_path(gw.addr, "/api/admin", Some(&admin)).await.status,
+        StatusCode::OK
+    );
+    let globex = token(json!({ "tenant": "globex", "realm_access": { "roles": ["admin"] } }));
+    let refused = get_path(gw.addr, "/api/admin", Some(&globex)).await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN);
+    let challenge = refused.headers["www-authenticate"]
+        .to_str()
+        .unwrap_or_default();
+    assert!(
+        challenge.contains("insufficient_scope") && !challenge.contains("globex"),
+        "{challenge}"
+    );
+    let no_role = token(json!({ "realm_access": { "roles": ["viewer"] } }));
+    assert_eq!(
+        get_path(gw.addr, "/api/admin", Some(&no_role)).await.status,
+        StatusCode::FORBIDDEN
+    );
+
+    let weak = token(json!({ "acr": "pwd", "auth_time": now }));
+    let step_up = get_path(gw.addr, "/api/pay", Some(&weak)).await;
+    assert_eq!(step_up.status, StatusCode::UNAUTHORIZED);
+    let challenge = step_up.headers["www-authenticate"]
+        .to_str()
+        .unwrap_or_default();
+    assert!(
+        challenge.contains("error=\"insufficient_user_authentication\""),
+        "{challenge}"
+    );
+    assert!(challenge.contains("acr_values=\"mfa\""), "{challenge}");
+    let stale = token(json!({ "acr": "mfa", "auth_time": now - 3600 }));
+    let challenge = get_path(gw.addr, "/api/pay", Some(&stale)).await.headers["www-authenticate"]
+        .to_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(challenge.contains("max_age=\"300\""), "{challenge}");
+    let fresh = token(json!({ "acr": "mfa", "auth_time": now }));
+    assert_eq!(
+        get_path(gw.addr, "/api/pay", Some(&fresh)).await.status,
+        StatusCode::OK
+    );
+}

@@ -16,7 +16,8 @@ use aws_lc_rs::error::Unspecified;
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::rsa::{self, KeySize};
 use aws_lc_rs::signature::{
-    ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, Ed25519KeyPair, KeyPair, RSA_PKCS1_SHA256,
+    ECDSA_P256_SHA256_FIXED_SIGNING, ECDSA_P521_SHA512_FIXED_SIGNING, EcdsaKeyPair, Ed25519KeyPair,
+    KeyPair, RSA_PKCS1_SHA256,
 };
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -31,6 +32,8 @@ pub enum SigningAlgorithm {
     Rs256,
     /// ECDSA on P-256 with SHA-256.
     Es256,
+    /// ECDSA on P-521 with SHA-512 (RFC 7518 §3.4).
+    Es512,
     /// Ed25519 (`alg: "EdDSA"`, `crv: "Ed25519"`).
     EdDsa,
 }
@@ -41,6 +44,7 @@ impl SigningAlgorithm {
         match self {
             Self::Rs256 => "RS256",
             Self::Es256 => "ES256",
+            Self::Es512 => "ES512",
             Self::EdDsa => "EdDSA",
         }
     }
@@ -90,6 +94,9 @@ impl SigningKey {
             SigningAlgorithm::Es256 => {
                 KeyMaterial::Ec(EcdsaKeyPair::generate(&ECDSA_P256_SHA256_FIXED_SIGNING)?)
             }
+            SigningAlgorithm::Es512 => {
+                KeyMaterial::Ec(EcdsaKeyPair::generate(&ECDSA_P521_SHA512_FIXED_SIGNING)?)
+            }
             SigningAlgorithm::EdDsa => KeyMaterial::Ed(Ed25519KeyPair::generate()?),
         };
         Ok(Self {
@@ -116,11 +123,17 @@ impl SigningKey {
                 })
             }
             KeyMaterial::Ec(pair) => {
-                // The uncompressed SEC1 point: 0x04 || x (32 bytes) || y (32 bytes).
+                // The uncompressed SEC1 point: 0x04 || x || y, each coordinate 32
+                // bytes on P-256 and 66 on P-521.
                 let point = pair.public_key().as_ref();
                 let coordinates = point.get(1..).unwrap_or_default();
                 let (x, y) = coordinates.split_at(coordinates.len() / 2);
-                json!({ "kty": "EC", "crv": "P-256", "x": b64(x), "y": b64(y) })
+                let crv = if self.alg == SigningAlgorithm::Es512 {
+                    "P-521"
+                } else {
+                    "P-256"
+                };
+                json!({ "kty": "EC", "crv": crv, "x": b64(x), "y": b64(y) })
             }
             KeyMaterial::Ed(pair) => {
                 json!({ "kty": "OKP", "crv": "Ed25519", "x": b64(pair.public_key().as_ref()) })
@@ -276,6 +289,33 @@ mod tests {
     #[test]
     fn es256_tokens_verify_against_the_published_jwk() {
         verify(SigningAlgorithm::Es256, Algorithm::ES256);
+    }
+
+    #[test]
+    fn es512_tokens_verify_against_the_published_p521_jwk() {
+        // jsonwebtoken has no ES512: verify with aws-lc-rs from the JWK's x and y.
+        use aws_lc_rs::signature::{ECDSA_P521_SHA512_FIXED, UnparsedPublicKey};
+        let key = SigningKey::generate(SigningAlgorithm::Es512).expect("keygen");
+        let token = key
+            .sign_jwt(&Value::Null, &json!({ "sub": "x" }))
+            .expect("sign");
+        let jwk = key.public_jwk();
+        assert_eq!(jwk["crv"], "P-521");
+        assert_eq!(jwk["alg"], "ES512");
+        let coordinate = |name: &str| {
+            URL_SAFE_NO_PAD
+                .decode(jwk[name].as_str().expect("coordinate"))
+                .expect("base64url")
+        };
+        let (x, y) = (coordinate("x"), coordinate("y"));
+        assert_eq!((x.len(), y.len()), (66, 66));
+        let point = [&[4u8][..], &x, &y].concat();
+        let (input, signature) = token.rsplit_once('.').expect("compact JWS");
+        let signature = URL_SAFE_NO_PAD.decode(signature).expect("base64url");
+        assert_eq!(signature.len(), 132, "r || s, 66 bytes each");
+        UnparsedPublicKey::new(&ECDSA_P521_SHA512_FIXED, point)
+            .verify(input.as_bytes(), &signature)
+            .expect("verifies");
     }
 
     #[test]

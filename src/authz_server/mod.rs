@@ -4,7 +4,7 @@
 //! issuer to talk to over HTTP: RFC 8414 discovery, a JWKS with key rotation,
 //! the client-credentials grant, the authorization-code grant with PKCE (S256)
 //! behind a plain HTML login and consent page, and rotating refresh tokens.
-//! Access tokens are RFC 9068 JWTs signed with RS256, ES256 or EdDSA.
+//! Access tokens are RFC 9068 JWTs signed with RS256, ES256, ES512 or EdDSA.
 //!
 //! Time comes from an injectable [`Clock`](crate::clock::Clock), so tests expire codes and
 //! rotate keys with a [`ManualClock`](crate::clock::ManualClock) instead of sleeping.

@@ -6,7 +6,7 @@
 //! ```toml
 //! audiences = ["https://api.example.com"]     # the first is the default `aud`
 //! access_token_lifetime_secs = 300
-//! signing_algorithm = "ES256"                  # RS256 | ES256 | EdDSA
+//! signing_algorithm = "ES256"                  # RS256 | ES256 | ES512 | EdDSA
 //!
 //! [[client]]                                   # confidential: has a secret
 //! id = "svc"
@@ -58,7 +58,7 @@ pub struct AuthzConfig {
     /// Access-token lifetime in seconds (default 300).
     #[serde(default)]
     pub access_token_lifetime_secs: Option<u64>,
-    /// `RS256`, `ES256` or `EdDSA` (default RS256).
+    /// `RS256`, `ES256`, `ES512` or `EdDSA` (default RS256).
     #[serde(default)]
     pub signing_algorithm: Option<String>,
     /// Clients.
@@ -139,10 +139,11 @@ impl AuthzConfig {
         let alg = match self.signing_algorithm.as_deref() {
             None | Some("RS256") => SigningAlgorithm::Rs256,
             Some("ES256") => SigningAlgorithm::Es256,
+            Some("ES512") => SigningAlgorithm::Es512,
             Some("EdDSA") => SigningAlgorithm::EdDsa,
             Some(other) => {
                 return Err(format!(
-                    "signing_algorithm: {other:?} is not one of RS256, ES256, EdDSA"
+                    "signing_algorithm: {other:?} is not one of RS256, ES256, ES512, EdDSA"
                 ));
             }
         };

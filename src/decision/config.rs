@@ -1,6 +1,7 @@
 //! The configuration shared by the gateway and the ext-authz service: issuers,
 //! routes, and errors that name the file, the key and the problem.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -48,6 +49,24 @@ pub struct RouteConfig {
     /// The token must carry at least one of these scopes.
     #[serde(default)]
     pub scopes_any: Vec<String>,
+    /// Claim (a name or a dotted path such as `realm_access.roles`) -> the values
+    /// it may equal: `claims = { tenant = ["acme"] }`. Refused with 403.
+    #[serde(default)]
+    pub claims: BTreeMap<String, Vec<serde_json::Value>>,
+    /// Array claim -> values it must all hold: `claims_contain_all = { roles = ["admin"] }`.
+    #[serde(default)]
+    pub claims_contain_all: BTreeMap<String, Vec<serde_json::Value>>,
+    /// Array claim -> values of which it must hold at least one.
+    #[serde(default)]
+    pub claims_contain_any: BTreeMap<String, Vec<serde_json::Value>>,
+    /// Step-up (RFC 9470): the token's `acr` must be one of these; else 401
+    /// `insufficient_user_authentication` with `acr_values`.
+    #[serde(default)]
+    pub acr_values: Vec<String>,
+    /// Step-up (RFC 9470): `auth_time` at most this many seconds old; else 401
+    /// `insufficient_user_authentication` with `max_age`.
+    #[serde(default)]
+    pub max_age: Option<u64>,
 }
 
 /// A refused configuration: the file (when known), the key and the problem.

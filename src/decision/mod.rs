@@ -279,16 +279,15 @@ impl Decider {
                 Err(e) => return deny(Outcome::Rejected, self.refusal(&e, request)),
             }
         };
-        if let Some(t) = &token
-            && let Some((_, required)) = route
-                .requirements
-                .iter()
-                .find(|(require, _)| !require.is_satisfied_by(t))
+        if let (Some(t), Some(require)) = (&token, &route.requirements)
+            && let Err(e) = require.check_at(t, self.guard.inner.clock.unix_seconds())
         {
-            let e = AuthError::InsufficientScope {
-                required: required.clone(),
+            let outcome = if e.status() == StatusCode::UNAUTHORIZED {
+                Outcome::Rejected
+            } else {
+                Outcome::Forbidden
             };
-            return deny(Outcome::Forbidden, self.refusal(&e, request));
+            return deny(outcome, self.refusal(&e, request));
         }
         let headers_to_set = match token.as_ref().map(|t| self.claims.values(t)) {
             None => Vec::new(),

@@ -3,14 +3,26 @@
 //! cover the path but none the method, it is a 405 with their methods in `Allow`;
 //! no route covering the path is a 404.
 
-use std::sync::Arc;
-
 use http::Method;
 
 use super::config::{ConfigError, RouteConfig};
 use super::path::{match_key, normalize_path};
-use crate::RequireScope;
+use crate::Require;
 use crate::scope::is_scope_token;
+
+type ClaimRule = fn(&str, &[serde_json::Value]) -> Require;
+
+fn claim_in(path: &str, values: &[serde_json::Value]) -> Require {
+    Require::claim_in(path, values.iter().cloned())
+}
+
+fn claim_contains_all(path: &str, values: &[serde_json::Value]) -> Require {
+    Require::claim_contains_all(path, values.iter().cloned())
+}
+
+fn claim_contains_any(path: &str, values: &[serde_json::Value]) -> Require {
+    Require::claim_contains_any(path, values.iter().cloned())
+}
 
 /// A route ready to match.
 #[derive(Debug, Clone)]
@@ -18,8 +30,8 @@ pub(crate) struct Route {
     prefix: String,
     methods: Option<Vec<Method>>,
     pub public: bool,
-    /// Every requirement must hold (`scopes_all` and/or `scopes_any`).
-    pub requirements: Vec<(RequireScope, Arc<[String]>)>,
+    /// Every requirement must hold, in order: scopes, then claims, then step-up.
+    pub requirements: Option<Require>,
 }
 
 impl Route {
@@ -63,13 +75,20 @@ impl Route {
                     .collect::<Result<Vec<_>, _>>()?,
             ),
         };
-        if c.public && !(c.scopes_all.is_empty() && c.scopes_any.is_empty()) {
+        let demands = !(c.scopes_all.is_empty()
+            && c.scopes_any.is_empty()
+            && c.claims.is_empty()
+            && c.claims_contain_all.is_empty()
+            && c.claims_contain_any.is_empty()
+            && c.acr_values.is_empty()
+            && c.max_age.is_none());
+        if c.public && demands {
             return Err(ConfigError::at(
                 key("public"),
-                "a public route cannot require scopes",
+                "a public route cannot require scopes, claims or step-up",
             ));
         }
-        let mut requirements = Vec::new();
+        let mut requirements: Vec<Require> = Vec::new();
         for (name, scopes, any) in [
             ("scopes_all", &c.scopes_all, false),
             ("scopes_any", &c.scopes_any, true),
@@ -84,18 +103,48 @@ impl Route {
                 ));
             }
             // Checked above, so these constructors cannot panic.
-            let require = if any {
-                RequireScope::any(scopes.iter().cloned())
+            requirements.push(if any {
+                Require::any(scopes.iter().cloned())
             } else {
-                RequireScope::all(scopes.iter().cloned())
-            };
-            requirements.push((require, scopes.clone().into()));
+                Require::all(scopes.iter().cloned())
+            });
+        }
+        for (name, rules, make) in [
+            ("claims", &c.claims, claim_in as ClaimRule),
+            (
+                "claims_contain_all",
+                &c.claims_contain_all,
+                claim_contains_all,
+            ),
+            (
+                "claims_contain_any",
+                &c.claims_contain_any,
+                claim_contains_any,
+            ),
+        ] {
+            for (path, values) in rules {
+                if path.is_empty() || values.is_empty() {
+                    return Err(ConfigError::at(
+                        format!("route[{index}].{name}.{path}"),
+                        "needs a claim name and at least one value",
+                    ));
+                }
+                requirements.push(make(path, values));
+            }
+        }
+        if !c.acr_values.is_empty() {
+            let acr = Require::try_acr_in(c.acr_values.iter().cloned())
+                .map_err(|e| ConfigError::at(key("acr_values"), e.to_string()))?;
+            requirements.push(acr);
+        }
+        if let Some(max_age) = c.max_age {
+            requirements.push(Require::max_age(std::time::Duration::from_secs(max_age)));
         }
         Ok(Route {
             prefix,
             methods,
             public: c.public,
-            requirements,
+            requirements: requirements.into_iter().reduce(Require::and),
         })
     }
 
@@ -162,6 +211,11 @@ mod tests {
                 public: false,
                 scopes_all: vec![],
                 scopes_any: vec![],
+                claims: Default::default(),
+                claims_contain_all: Default::default(),
+                claims_contain_any: Default::default(),
+                acr_values: vec![],
+                max_age: None,
             },
         )
     }

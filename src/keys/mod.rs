@@ -20,7 +20,7 @@ use aws_lc_rs::hmac;
 use aws_lc_rs::signature::{
     self, ParsedPublicKey, RsaParameters, RsaPublicKeyComponents, VerificationAlgorithm,
 };
-use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, KeyAlgorithm, PublicKeyUse};
+use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, PublicKeyUse};
 use serde::Deserialize;
 
 use crate::error::TokenProblem;
@@ -47,7 +47,7 @@ pub(crate) struct VerifyingKey {
 enum Material {
     /// One parsed key per RSA algorithm the key may be used with.
     Rsa(Vec<(Algorithm, ParsedPublicKey)>),
-    /// ES256 on P-256, ES384 on P-384: the curve fixes the algorithm.
+    /// ES256 on P-256, ES384 on P-384, ES512 on P-521: the curve fixes the algorithm.
     Ec(Algorithm, ParsedPublicKey),
     Ed25519(ParsedPublicKey),
     Hmac(Vec<(Algorithm, hmac::Key)>),
@@ -341,6 +341,9 @@ pub(crate) fn verifying_key(
         .and_then(serde_json::Value::as_str)
         .map(Box::from);
     let key_ops = check_key_ops(&value);
+    // Read `alg` from the JSON itself: jsonwebtoken's KeyAlgorithm has no ES512 and
+    // would fold it into "unknown".
+    let declared_alg = value.get("alg").map(|alg| alg.as_str().map(str::to_owned));
     let published = serde_json::to_vec(&value).map_err(|e| (None, e.to_string()))?;
     let jwk: Jwk = serde_json::from_value(value).map_err(|e| (None, e.to_string()))?;
     let kid = jwk.common.key_id.clone();
@@ -351,11 +354,16 @@ pub(crate) fn verifying_key(
         Some(other) => return Err(skip(format!("use is {other:?}, not sig"))),
     }
     key_ops.map_err(skip)?;
-    let declared = match jwk.common.key_algorithm {
+    let declared = match declared_alg {
         None => None,
         Some(alg) => Some(
-            jwk_alg(alg)
-                .ok_or_else(|| skip(format!("alg {alg:?} is not a JWS algorithm we verify")))?,
+            alg.as_deref()
+                .and_then(|name| name.parse::<Algorithm>().ok())
+                .filter(|a| !a.is_symmetric())
+                .ok_or_else(|| {
+                    let alg = alg.as_deref().unwrap_or("(not a string)");
+                    skip(format!("alg {alg:?} is not a JWS algorithm we verify"))
+                })?,
         ),
     };
     if let Some(alg) = declared
@@ -392,6 +400,7 @@ pub(crate) fn verifying_key(
             {
                 EllipticCurve::P256 => (Algorithm::ES256, &signature::ECDSA_P256_SHA256_FIXED, 32),
                 EllipticCurve::P384 => (Algorithm::ES384, &signature::ECDSA_P384_SHA384_FIXED, 48),
+                EllipticCurve::P521 => (Algorithm::ES512, &signature::ECDSA_P521_SHA512_FIXED, 66),
                 ref other => return Err(skip(format!("EC curve {other:?} is not supported"))),
             };
             check_fits(declared, alg, algorithms).map_err(skip)?;
@@ -538,21 +547,6 @@ fn check_fits(
         return Err(format!("alg {alg} is not allowed"));
     }
     Ok(())
-}
-
-fn jwk_alg(alg: KeyAlgorithm) -> Option<Algorithm> {
-    Some(match alg {
-        KeyAlgorithm::RS256 => Algorithm::RS256,
-        KeyAlgorithm::RS384 => Algorithm::RS384,
-        KeyAlgorithm::RS512 => Algorithm::RS512,
-        KeyAlgorithm::PS256 => Algorithm::PS256,
-        KeyAlgorithm::PS384 => Algorithm::PS384,
-        KeyAlgorithm::PS512 => Algorithm::PS512,
-        KeyAlgorithm::ES256 => Algorithm::ES256,
-        KeyAlgorithm::ES384 => Algorithm::ES384,
-        KeyAlgorithm::EdDSA => Algorithm::EdDSA,
-        _ => return None,
-    })
 }
 
 fn rsa_params(alg: Algorithm) -> &'static RsaParameters {
