@@ -56,9 +56,11 @@ pub struct ClaimsRejection {
 
 #[derive(Debug)]
 enum RejectionKind {
+    /// The answer is rendered when the rejection is made, while the request's
+    /// headers are at hand for the error hook.
     Refused {
         error: AuthError,
-        responder: Responder,
+        response: Box<http::Response<bytes::Bytes>>,
     },
     /// No guard layer ran: the server, not the client, is at fault.
     Misconfigured,
@@ -78,7 +80,7 @@ impl ClaimsRejection {
 impl IntoResponse for ClaimsRejection {
     fn into_response(self) -> Response {
         match self.kind {
-            RejectionKind::Refused { error, responder } => responder.respond(&error, self.grpc),
+            RejectionKind::Refused { response, .. } => *response,
             RejectionKind::Misconfigured => misconfigured(self.grpc),
         }
         .map(axum::body::Body::from)
@@ -106,12 +108,16 @@ impl IntoResponse for AuthError {
     }
 }
 
-fn responder(parts: &Parts) -> Responder {
-    parts
-        .extensions
-        .get::<GuardHandle>()
-        .map(|h| h.0.inner.responder.clone())
-        .unwrap_or_default()
+/// A refusal answered as the guard in front answers (realm, error hook).
+fn refused(parts: &Parts, error: AuthError) -> RejectionKind {
+    let response = match parts.extensions.get::<GuardHandle>() {
+        Some(handle) => handle.0.inner.responder.respond_to(&error, &parts.headers),
+        None => Responder::default().respond_to(&error, &parts.headers),
+    };
+    RejectionKind::Refused {
+        error,
+        response: Box::new(response),
+    }
 }
 
 fn verified(parts: &Parts) -> Result<VerifiedToken, ClaimsRejection> {
@@ -121,10 +127,7 @@ fn verified(parts: &Parts) -> Result<VerifiedToken, ClaimsRejection> {
     let grpc = is_grpc(&parts.headers);
     let kind = match parts.extensions.get::<GuardHandle>() {
         // An optional guard saw no credentials: the client must send some.
-        Some(handle) => RejectionKind::Refused {
-            error: AuthError::MissingToken,
-            responder: handle.0.inner.responder.clone(),
-        },
+        Some(_) => refused(parts, AuthError::MissingToken),
         None => {
             tracing::error!("no verified token in the request: is the Guard layer applied?");
             RejectionKind::Misconfigured
@@ -168,10 +171,10 @@ where
                 "verified claims do not fit the handler's type"
             );
             ClaimsRejection {
-                kind: RejectionKind::Refused {
-                    error: AuthError::InvalidToken(TokenProblem::BadClaims(e.to_string())),
-                    responder: responder(parts),
-                },
+                kind: refused(
+                    parts,
+                    AuthError::InvalidToken(TokenProblem::BadClaims(e.to_string())),
+                ),
                 grpc: is_grpc(&parts.headers),
             }
         })

@@ -357,10 +357,15 @@ impl GuardBuilder {
         self
     }
 
-    /// Replaces the whole error response of the layers (status, headers, body).
+    /// Replaces the whole error response of the layers, extractors and
+    /// [`Require`](crate::Require) (status, headers, body). The hook sees the
+    /// error, the request's headers, whether a gRPC answer is expected, and the
+    /// default answer to start from (see [`Refusal`](crate::Refusal)): building on
+    /// [`Refusal::default_response`](crate::Refusal::default_response) keeps the
+    /// challenges, `DPoP-Nonce` and `Retry-After` that clients rely on.
     pub fn error_handler(
         mut self,
-        handler: impl Fn(&AuthError) -> http::Response<Bytes> + Send + Sync + 'static,
+        handler: impl Fn(&crate::Refusal<'_>) -> http::Response<Bytes> + Send + Sync + 'static,
     ) -> Self {
         self.error_handler = Some(Arc::new(handler));
         self

@@ -22,6 +22,7 @@ use http::{HeaderValue, Response, StatusCode};
 
 /// The RFC 6750 §3.1 error codes (plus none, for a request without credentials).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ErrorCode {
     /// `invalid_request`: the request is malformed (400).
     InvalidRequest,
@@ -844,8 +845,81 @@ pub(crate) fn json_response(status: StatusCode, error: &str, description: &str) 
     response
 }
 
-/// Replaces the whole error response (status, headers, body).
-pub type ErrorHandler = Arc<dyn Fn(&AuthError) -> Response<Bytes> + Send + Sync>;
+/// Replaces the whole error response (status, headers, body); see
+/// [`GuardBuilder::error_handler`](crate::GuardBuilder::error_handler).
+pub type ErrorHandler = Arc<dyn Fn(&Refusal<'_>) -> Response<Bytes> + Send + Sync>;
+
+/// A refused request, as an [error hook](crate::GuardBuilder::error_handler)
+/// sees it: why it was refused, the request's headers, the form its answer
+/// should take, and the answer the guard would have sent.
+///
+/// ```
+/// use bearer_guard::{Guard, Issuer};
+///
+/// # fn run(jwks: &str) -> Result<(), bearer_guard::BuildError> {
+/// let guard = Guard::builder()
+///     .issuer(Issuer::new("https://login.example.com").jwks_document(jwks))
+///     .audience("https://api.example.com")
+///     .error_handler(|refusal| {
+///         // Keep the gRPC form (and the challenges, `DPoP-Nonce`, `Retry-After`)
+///         // of the default answer; replace only the body of HTTP refusals.
+///         let mut response = refusal.default_response();
+///         if !refusal.is_grpc() {
+///             let text = format!("refused: {}", refusal.error().description());
+///             *response.body_mut() = text.into();
+///             response.headers_mut().insert(
+///                 http::header::CONTENT_TYPE,
+///                 http::HeaderValue::from_static("text/plain"),
+///             );
+///         }
+///         response
+///     })
+///     .build()?;
+/// # let _ = guard; Ok(()) }
+/// ```
+#[derive(Clone, Copy)]
+pub struct Refusal<'a> {
+    error: &'a AuthError,
+    headers: &'a http::HeaderMap,
+    grpc: bool,
+    used_dpop: bool,
+    responder: &'a Responder,
+}
+
+impl<'a> Refusal<'a> {
+    /// Why the request was refused.
+    pub fn error(&self) -> &'a AuthError {
+        self.error
+    }
+
+    /// The refused request's headers (for a check service: the proxied
+    /// request's, as the proxy sent them).
+    pub fn request_headers(&self) -> &'a http::HeaderMap {
+        self.headers
+    }
+
+    /// Whether the answer is expected in gRPC form (a gRPC request to the layer,
+    /// not a check service's answer to its proxy).
+    pub fn is_grpc(&self) -> bool {
+        self.grpc
+    }
+
+    /// The answer the guard sends without a hook: RFC 6750 / RFC 9449
+    /// challenges, `DPoP-Nonce`, `Retry-After`, the JSON body, or the gRPC
+    /// trailers-only form.
+    pub fn default_response(&self) -> Response<Bytes> {
+        self.responder.render(self.error, self.grpc, self.used_dpop)
+    }
+}
+
+impl fmt::Debug for Refusal<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Refusal")
+            .field("error", self.error)
+            .field("grpc", &self.grpc)
+            .finish_non_exhaustive()
+    }
+}
 
 /// How the layers answer a refused request: the realm and an optional hook.
 #[derive(Clone, Default)]
@@ -856,34 +930,58 @@ pub(crate) struct Responder {
     pub dpop: Option<Arc<DpopChallenge>>,
 }
 
+static NO_HEADERS: std::sync::LazyLock<http::HeaderMap> =
+    std::sync::LazyLock::new(http::HeaderMap::new);
+
 impl Responder {
-    /// The answer to a request: the user's hook, else RFC 6750, in gRPC form for a
-    /// gRPC request (see [`is_grpc`]).
+    /// The answer without a request at hand: the user's hook (which sees no
+    /// request headers), else RFC 6750, in gRPC form when `grpc`.
     pub(crate) fn respond(&self, error: &AuthError, grpc: bool) -> Response<Bytes> {
-        self.answer(error, grpc, false)
+        self.answer(error, &NO_HEADERS, grpc)
     }
 
-    /// [`respond`](Self::respond) for a request with these headers: gRPC or not,
-    /// and which scheme its `Authorization` header used.
+    /// The answer to a request with these headers: gRPC or not, and which
+    /// scheme its `Authorization` header used.
     pub(crate) fn respond_to(
         &self,
         error: &AuthError,
         request: &http::HeaderMap,
+    ) -> Response<Bytes> {
+        self.answer(error, request, is_grpc(request))
+    }
+
+    /// [`respond_to`](Self::respond_to) with the form chosen by the caller (a
+    /// check service answers its proxy in HTTP form whatever the request).
+    pub(crate) fn answer(
+        &self,
+        error: &AuthError,
+        request: &http::HeaderMap,
+        grpc: bool,
     ) -> Response<Bytes> {
         let used_dpop = request.get(http::header::AUTHORIZATION).is_some_and(|v| {
             v.as_bytes()
                 .get(..5)
                 .is_some_and(|s| s.eq_ignore_ascii_case(b"dpop "))
         });
-        self.answer(error, is_grpc(request), used_dpop)
+        match &self.handler {
+            Some(handler) => handler(&Refusal {
+                error,
+                headers: request,
+                grpc,
+                used_dpop,
+                responder: self,
+            }),
+            None => self.render(error, grpc, used_dpop),
+        }
     }
 
-    fn answer(&self, error: &AuthError, grpc: bool, used_dpop: bool) -> Response<Bytes> {
+    /// The default answer (no hook).
+    fn render(&self, error: &AuthError, grpc: bool, used_dpop: bool) -> Response<Bytes> {
         let realm = self.realm.as_deref();
-        match &self.handler {
-            Some(handler) => handler(error),
-            None if grpc => error.to_grpc_response_with(realm, self.dpop.as_deref(), used_dpop),
-            None => error.render(realm, self.dpop.as_deref(), used_dpop),
+        if grpc {
+            error.to_grpc_response_with(realm, self.dpop.as_deref(), used_dpop)
+        } else {
+            error.render(realm, self.dpop.as_deref(), used_dpop)
         }
     }
 }
@@ -1006,5 +1104,64 @@ mod tests {
         assert_eq!(e.description(), "token issuer not accepted");
         let r = AuthError::InvalidToken(e).to_response(None);
         assert!(!www(&r).contains("evil"));
+    }
+
+    #[test]
+    fn error_hook_sees_the_request_and_can_keep_the_default_answer() {
+        let hook: ErrorHandler = Arc::new(|refusal: &Refusal<'_>| {
+            let mut r = refusal.default_response();
+            r.headers_mut().insert(
+                "x-grpc-seen",
+                HeaderValue::from_static(if refusal.is_grpc() { "yes" } else { "no" }),
+            );
+            if let Some(agent) = refusal.request_headers().get("user-agent") {
+                r.headers_mut().insert("x-agent", agent.clone());
+            }
+            r
+        });
+        let responder = Responder {
+            realm: Some("api".into()),
+            handler: Some(hook),
+            dpop: Some(Arc::new(DpopChallenge {
+                algs: "ES256".into(),
+                bearer_too: true,
+            })),
+        };
+        // The nonce, the challenges and the realm survive a hook that builds on
+        // the default answer (RFC 9449 §8: the client needs the nonce to retry).
+        let mut request = http::HeaderMap::new();
+        request.insert(
+            http::header::AUTHORIZATION,
+            HeaderValue::from_static("DPoP x"),
+        );
+        request.insert("user-agent", HeaderValue::from_static("probe/1"));
+        let nonce = AuthError::UseDpopNonce {
+            nonce: "n-1".into(),
+        };
+        let r = responder.respond_to(&nonce, &request);
+        assert_eq!(r.status(), 401);
+        assert_eq!(r.headers()[DPOP_NONCE], "n-1");
+        assert_eq!(r.headers()["x-agent"], "probe/1");
+        assert_eq!(r.headers()["x-grpc-seen"], "no");
+        let challenges: Vec<_> = r.headers().get_all(WWW_AUTHENTICATE).iter().collect();
+        assert!(
+            challenges
+                .iter()
+                .any(|c| c.to_str().unwrap().starts_with("DPoP ")
+                    && c.to_str().unwrap().contains(r#"error="use_dpop_nonce""#)),
+            "{challenges:?}"
+        );
+        // A gRPC request: the hook is told, and the default is the gRPC form.
+        request.insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/grpc"),
+        );
+        let r = responder.respond_to(&AuthError::MissingToken, &request);
+        assert_eq!(r.headers()["x-grpc-seen"], "yes");
+        assert_eq!(r.headers()["grpc-status"], "16");
+        // A check service's answer to its proxy is HTTP whatever the request.
+        let r = responder.answer(&AuthError::MissingToken, &request, false);
+        assert_eq!(r.headers()["x-grpc-seen"], "no");
+        assert_eq!(r.status(), 401);
     }
 }

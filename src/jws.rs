@@ -52,8 +52,19 @@ pub enum Algorithm {
 }
 
 impl Algorithm {
-    /// The asymmetric algorithms accepted by default.
-    pub const DEFAULT: [Algorithm; 10] = [
+    /// The asymmetric algorithms accepted by default: the first ten of [`ALL`](Self::ALL).
+    pub const DEFAULT: [Algorithm; 10] = {
+        let mut default = [Algorithm::RS256; 10];
+        let mut i = 0;
+        while i < default.len() {
+            default[i] = Algorithm::ALL[i];
+            i += 1;
+        }
+        default
+    };
+
+    /// Every algorithm this crate knows, asymmetric ones first.
+    pub const ALL: [Algorithm; 13] = [
         Algorithm::RS256,
         Algorithm::RS384,
         Algorithm::RS512,
@@ -64,9 +75,12 @@ impl Algorithm {
         Algorithm::ES384,
         Algorithm::ES512,
         Algorithm::EdDSA,
+        Algorithm::HS256,
+        Algorithm::HS384,
+        Algorithm::HS512,
     ];
 
-    /// The name used in the JOSE `alg` header.
+    /// The name used in the JOSE `alg` header: the crate's one table of names.
     pub fn as_str(self) -> &'static str {
         match self {
             Algorithm::RS256 => "RS256",
@@ -125,22 +139,11 @@ impl FromStr for Algorithm {
 
     /// Exact, case-sensitive names as in RFC 7518 (`"RS256"`, `"EdDSA"`, ...).
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Ok(match s {
-            "RS256" => Algorithm::RS256,
-            "RS384" => Algorithm::RS384,
-            "RS512" => Algorithm::RS512,
-            "PS256" => Algorithm::PS256,
-            "PS384" => Algorithm::PS384,
-            "PS512" => Algorithm::PS512,
-            "ES256" => Algorithm::ES256,
-            "ES384" => Algorithm::ES384,
-            "ES512" => Algorithm::ES512,
-            "EdDSA" => Algorithm::EdDSA,
-            "HS256" => Algorithm::HS256,
-            "HS384" => Algorithm::HS384,
-            "HS512" => Algorithm::HS512,
-            other => return Err(UnknownAlgorithm(other.to_owned())),
-        })
+        // The names live in one table, `as_str`; parsing is its inverse.
+        Algorithm::ALL
+            .into_iter()
+            .find(|a| a.as_str() == s)
+            .ok_or_else(|| UnknownAlgorithm(s.to_owned()))
     }
 }
 
@@ -158,7 +161,9 @@ impl AlgorithmSet {
     }
 
     pub(crate) fn iter(self) -> impl Iterator<Item = Algorithm> {
-        ALL.into_iter().filter(move |a| self.contains(*a))
+        Algorithm::ALL
+            .into_iter()
+            .filter(move |a| self.contains(*a))
     }
 }
 
@@ -168,24 +173,9 @@ impl FromIterator<Algorithm> for AlgorithmSet {
     }
 }
 
-const ALL: [Algorithm; 13] = [
-    Algorithm::RS256,
-    Algorithm::RS384,
-    Algorithm::RS512,
-    Algorithm::PS256,
-    Algorithm::PS384,
-    Algorithm::PS512,
-    Algorithm::ES256,
-    Algorithm::ES384,
-    Algorithm::ES512,
-    Algorithm::EdDSA,
-    Algorithm::HS256,
-    Algorithm::HS384,
-    Algorithm::HS512,
-];
-
 /// Which `typ` header values are accepted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub enum TypPolicy {
     /// `at+jwt`, `application/at+jwt`, `JWT`, `application/jwt`, or no `typ` at all.
     #[default]
@@ -547,8 +537,12 @@ mod tests {
 
     #[test]
     fn algorithm_names_round_trip() {
-        for alg in ALL {
+        for alg in Algorithm::ALL {
             assert_eq!(alg.as_str().parse::<Algorithm>().unwrap(), alg);
+        }
+        // Exact names only: no case folding, no `none`, no padding.
+        for bad in ["rs256", "none", "None", " RS256", "RS256 ", "", "ES256K"] {
+            assert!(bad.parse::<Algorithm>().is_err(), "{bad:?}");
         }
         let set: AlgorithmSet = Algorithm::DEFAULT.into_iter().collect();
         assert!(set.contains(Algorithm::ES256));

@@ -90,7 +90,7 @@ pub mod __fuzz;
 pub use cache::TokenCacheStats;
 pub use claims::{Binding, Scopes, VerifiedToken};
 pub use config::{BuildError, Guard, GuardBuilder};
-pub use error::AuthError;
+pub use error::{AuthError, Refusal};
 pub use introspect::Introspection;
 pub use issuer::Issuer;
 pub use jws::{Algorithm, TokenHeader, TypPolicy, UnknownAlgorithm};

@@ -667,7 +667,8 @@ async fn insufficient_scope_gets_403_with_scope() {
 #[tokio::test]
 async fn error_handler_replaces_the_whole_response() {
     let (_clock, _server, guard) = fixture_with(|g| {
-        g.error_handler(|e| {
+        g.error_handler(|refusal| {
+            let e = refusal.error();
             http::Response::builder()
                 .status(e.status())
                 .header("x-reason", e.reason())

@@ -24,9 +24,11 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::{Map, Value, json};
 
 use super::oauth::random_base64url;
+use crate::Algorithm;
 
 /// A JWS algorithm the bundled server can sign with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum SigningAlgorithm {
     /// RSASSA-PKCS1-v1_5 with SHA-256 over a fresh 2048-bit RSA key.
     Rs256,
@@ -39,19 +41,38 @@ pub enum SigningAlgorithm {
 }
 
 impl SigningAlgorithm {
-    /// The JWS `alg` name (RFC 7518 / RFC 8037).
-    pub fn jws_name(self) -> &'static str {
+    /// Every algorithm the bundled server can sign with.
+    pub const ALL: [SigningAlgorithm; 4] = [
+        SigningAlgorithm::Rs256,
+        SigningAlgorithm::Es256,
+        SigningAlgorithm::Es512,
+        SigningAlgorithm::EdDsa,
+    ];
+
+    /// The JWS algorithm this signs with.
+    pub fn algorithm(self) -> Algorithm {
         match self {
-            Self::Rs256 => "RS256",
-            Self::Es256 => "ES256",
-            Self::Es512 => "ES512",
-            Self::EdDsa => "EdDSA",
+            Self::Rs256 => Algorithm::RS256,
+            Self::Es256 => Algorithm::ES256,
+            Self::Es512 => Algorithm::ES512,
+            Self::EdDsa => Algorithm::EdDSA,
         }
+    }
+
+    /// The JWS `alg` name (RFC 7518 / RFC 8037), from [`Algorithm`]'s one table.
+    pub fn jws_name(self) -> &'static str {
+        self.algorithm().as_str()
+    }
+
+    /// The signing algorithm for `alg`, if the bundled server can sign with it.
+    pub fn from_algorithm(alg: Algorithm) -> Option<SigningAlgorithm> {
+        Self::ALL.into_iter().find(|s| s.algorithm() == alg)
     }
 }
 
 /// Which key [`mint`](super::AuthorizationServerHandle::mint) signs with.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum SignWith {
     /// The key currently signing access tokens.
     Active,

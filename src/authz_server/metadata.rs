@@ -16,6 +16,7 @@ use super::{AUTHORIZE_PATH, INTROSPECT_PATH, JWKS_PATH, REVOKE_PATH, Shared, TOK
 /// How `GET /jwks` answers; set with
 /// [`set_jwks_behavior`](super::AuthorizationServerHandle::set_jwks_behavior).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub enum JwksBehavior {
     /// The published keys, with the configured `Cache-Control`.
     #[default]

@@ -29,6 +29,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::Algorithm;
+
 use crate::authz_server::{
     AuthorizationServer, AuthorizationServerBuilder, AuthorizationServerHandle, ClientConfig,
     SigningAlgorithm,
@@ -137,15 +139,19 @@ impl AuthzConfig {
             return Err("audiences: at least one audience is required".into());
         };
         let alg = match self.signing_algorithm.as_deref() {
-            None | Some("RS256") => SigningAlgorithm::Rs256,
-            Some("ES256") => SigningAlgorithm::Es256,
-            Some("ES512") => SigningAlgorithm::Es512,
-            Some("EdDSA") => SigningAlgorithm::EdDsa,
-            Some(other) => {
-                return Err(format!(
-                    "signing_algorithm: {other:?} is not one of RS256, ES256, ES512, EdDSA"
-                ));
-            }
+            None => SigningAlgorithm::Rs256,
+            Some(name) => name
+                .parse::<Algorithm>()
+                .ok()
+                .and_then(SigningAlgorithm::from_algorithm)
+                .ok_or_else(|| {
+                    let names: Vec<&str> =
+                        SigningAlgorithm::ALL.iter().map(|a| a.jws_name()).collect();
+                    format!(
+                        "signing_algorithm: {name:?} is not one of {}",
+                        names.join(", ")
+                    )
+                })?,
         };
         let mut builder = AuthorizationServer::builder()
             .audience(first)

@@ -324,7 +324,7 @@ impl Decider {
         self.guard
             .inner
             .responder
-            .respond(error, request.grpc_answers)
+            .answer(error, request.headers, request.grpc_answers)
     }
 }
 
