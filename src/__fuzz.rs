@@ -56,7 +56,7 @@ pub fn jwks_uri_from_metadata(
     issuer: &str,
     allow_http: bool,
 ) -> Result<String, String> {
-    crate::discovery::jwks_uri_from_metadata(body, issuer, allow_http).map(String::from)
+    crate::keys::discovery::jwks_uri_from_metadata(body, issuer, allow_http).map(String::from)
 }
 
 /// `validate.rs`: [`Guard::validate_at`], driven to completion without a runtime.

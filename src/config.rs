@@ -9,11 +9,11 @@ use bytes::Bytes;
 
 use crate::cache::{CacheConfig, TokenCache, TokenCacheStats};
 use crate::clock::{Clock, SharedClock, SystemClock};
-use crate::discovery::check_url;
 use crate::error::{AuthError, DpopChallenge, ErrorHandler, Responder};
 use crate::issuer::{Issuer, IssuerEntry, IssuerPolicy, KeySourceSpec, Matcher, TENANT};
 use crate::jws::{Algorithm, AlgorithmSet, TypPolicy};
 use crate::keys::KeySet;
+use crate::keys::discovery::check_url;
 use crate::keys::fetch::{self, FetchLimits};
 use crate::keys::store::{FetchContext, KeySource, KeyStore, KeyStoreStatus, RefreshPolicy};
 use crate::token::TokenSource;

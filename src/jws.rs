@@ -264,7 +264,7 @@ pub(crate) fn parse(token: &str, typ_policy: TypPolicy) -> Result<CompactJws<'_>
     // The whole header, skipped members included, must be UTF-8 (RFC 7515 §4).
     let header_json = std::str::from_utf8(&header_json)
         .map_err(|_| TokenProblem::BadHeader("the header is not UTF-8".to_owned()))?;
-    let raw: RawHeader = crate::claims::from_json_object(header_json)
+    let raw: RawHeader = crate::json::from_json_object(header_json)
         .map_err(|e| TokenProblem::BadHeader(e.to_string()))?;
     if raw.crit.is_some() {
         return Err(TokenProblem::CritHeader);

@@ -466,7 +466,7 @@ fn introspection_verdict(
     struct Status {
         active: bool,
     }
-    let status: Status = crate::claims::from_json_object(body)
+    let status: Status = crate::json::from_json_object(body)
         .map_err(|_| intro.garbage("not a JSON object with a boolean active member"))?;
     let refused_until = now.saturating_add(intro.negative_ttl);
     let refused = |problem| Ok((Err(problem), refused_until));

@@ -11,6 +11,7 @@
 //! and logged as an error: the issuer leaked its signing key. The rest of the set
 //! still works.
 
+pub(crate) mod discovery;
 pub(crate) mod fetch;
 pub(crate) mod store;
 

@@ -26,10 +26,10 @@ use futures_util::FutureExt;
 use futures_util::future::{BoxFuture, Shared};
 use reqwest::Url;
 
+use super::discovery;
 use super::fetch::{self, FetchLimits, Fetched};
 use super::{KeySet, VerifyingKey};
 use crate::clock::{SharedClock, saturating_millis};
-use crate::discovery;
 use crate::error::AuthError;
 use crate::jws::AlgorithmSet;
 

@@ -17,8 +17,8 @@ use serde_json::{Map, Value};
 
 use super::DpopMode;
 use super::replay::{ReplayKey, ReplayStore};
-use crate::claims::from_json_object;
 use crate::error::{AuthError, BindingProblem, DpopProblem};
+use crate::json::from_json_object;
 use crate::jws::{self, Algorithm, AlgorithmSet};
 use crate::keys::verifying_key;
 

@@ -10,7 +10,7 @@ use reqwest::Url;
 use serde::Deserialize;
 use url::Host;
 
-use crate::keys::fetch::{self, FetchError, FetchLimits};
+use super::fetch::{self, FetchError, FetchLimits};
 
 /// The members of a metadata document that bearer-guard uses.
 #[derive(Debug, Deserialize)]
