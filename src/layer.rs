@@ -303,7 +303,10 @@ where
                         .take()
                         .expect("ResponseFuture polled after completion");
                     let nonce = match &result {
-                        Ok(token) => crate::sender::success_nonce(&service.guard, token),
+                        Ok(token) => {
+                            let g = &service.guard.inner;
+                            crate::sender::success_nonce(g.dpop.as_ref(), &g.clock, token)
+                        }
                         Err(_) => None,
                     };
                     match service.refusal(result, &mut req) {

@@ -43,6 +43,7 @@ pub mod clock;
 pub mod error;
 pub mod sender;
 
+mod algorithm;
 mod cache;
 mod claims;
 mod config;
@@ -87,13 +88,14 @@ pub mod gateway;
 #[doc(hidden)]
 pub mod __fuzz;
 
+pub use algorithm::{Algorithm, UnknownAlgorithm};
 pub use cache::TokenCacheStats;
 pub use claims::{Binding, Scopes, VerifiedToken};
 pub use config::{BuildError, Guard, GuardBuilder};
 pub use error::{AuthError, Refusal};
 pub use introspect::Introspection;
 pub use issuer::Issuer;
-pub use jws::{Algorithm, TokenHeader, TypPolicy, UnknownAlgorithm};
+pub use jws::{TokenHeader, TypPolicy};
 pub use keys::store::KeyStoreStatus;
 pub use layer::{GuardBody, GuardLayer, GuardService};
 pub use require::{InvalidScope, Require, RequireScope, RequireScopeService, RequireService};

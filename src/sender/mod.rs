@@ -327,16 +327,16 @@ fn binding_rules<'t>(
 /// nonces are demanded (RFC 9449 §8.2): the current one, so clients move to the
 /// next step before their nonce expires.
 pub(crate) fn success_nonce(
-    guard: &crate::Guard,
+    verifier: Option<&DpopVerifier>,
+    clock: &crate::clock::SharedClock,
     token: &VerifiedToken,
 ) -> Option<http::HeaderValue> {
-    let verifier = guard.inner.dpop.as_ref()?;
-    let nonces = verifier.nonces.as_ref()?;
+    let nonces = verifier?.nonces.as_ref()?;
     if !matches!(
         token.binding(),
         crate::Binding::Dpop { .. } | crate::Binding::DpopAndCertificate { .. }
     ) {
         return None;
     }
-    http::HeaderValue::from_str(&nonces.current(guard.inner.clock.unix_seconds())).ok()
+    http::HeaderValue::from_str(&nonces.current(clock.unix_seconds())).ok()
 }
