@@ -12,8 +12,8 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::claims::VerifiedToken;
-use crate::config::Guard;
 use crate::error::{AuthError, DPOP_NONCE};
+use crate::guard::Guard;
 use crate::sender::ClientCertificate;
 use crate::token::Scheme;
 use crate::validate::Early;
@@ -24,16 +24,6 @@ use crate::validate::Early;
 /// [`RequireScope`]: crate::RequireScope
 #[derive(Clone)]
 pub(crate) struct GuardHandle(pub Guard);
-
-impl Guard {
-    /// The tower layer that validates every request with this guard.
-    pub fn layer(&self) -> GuardLayer {
-        GuardLayer {
-            guard: self.clone(),
-            credentials: Credentials::Required,
-        }
-    }
-}
 
 /// [`GuardLayer`]: validates every request's bearer token before the inner service
 /// sees it.
@@ -75,6 +65,14 @@ enum Credentials {
 }
 
 impl GuardLayer {
+    /// A layer that requires credentials (see [`optional`](Self::optional)).
+    pub(crate) fn new(guard: Guard) -> Self {
+        GuardLayer {
+            guard,
+            credentials: Credentials::Required,
+        }
+    }
+
     /// Lets a request **without** credentials through, with no
     /// [`VerifiedToken`](crate::VerifiedToken) in its extensions, while a request
     /// with bad credentials (an invalid, expired or malformed token) is still

@@ -44,9 +44,10 @@ pub mod error;
 pub mod sender;
 
 mod algorithm;
+mod builder;
 mod cache;
 mod claims;
-mod config;
+mod guard;
 mod introspect;
 mod issuer;
 mod json;
@@ -89,10 +90,11 @@ pub mod gateway;
 pub mod __fuzz;
 
 pub use algorithm::{Algorithm, UnknownAlgorithm};
+pub use builder::{BuildError, GuardBuilder};
 pub use cache::TokenCacheStats;
 pub use claims::{Binding, Scopes, VerifiedToken};
-pub use config::{BuildError, Guard, GuardBuilder};
 pub use error::{AuthError, Refusal};
+pub use guard::Guard;
 pub use introspect::Introspection;
 pub use issuer::Issuer;
 pub use jws::{TokenHeader, TypPolicy};

@@ -21,150 +21,51 @@ use tracing::field::Empty;
 
 use crate::cache::TokenCache;
 use crate::claims::{RegisteredClaims, VerifiedToken};
-use crate::config::{Guard, GuardInner};
 use crate::error::{AuthError, TokenProblem};
+use crate::guard::GuardInner;
 use crate::introspect::{self, Introspector, TokenKey};
 use crate::issuer::{TenantRefusal, key_admits};
 use crate::jws;
 use crate::sender::{ClientCertificate, Presentation, bearer_binding, confirm};
 use crate::token::Scheme;
 
-impl Guard {
-    /// Validates a bearer token (the credentials, without `Bearer `). A
-    /// sender-constrained token (`cnf`) is refused: it needs its proof, which only
-    /// [`validate_request`](Self::validate_request) can see.
-    pub async fn validate(&self, token: &str) -> Result<VerifiedToken, AuthError> {
-        let bearer = Presentation::bearer();
-        traced(
-            &self.inner,
-            token,
-            now(&self.inner),
-            CacheUse::LookupAndInsert,
-            &bearer,
-        )
-        .await
-    }
-
-    /// Validates the bearer token of a request's headers (`Bearer` only, no
-    /// DPoP, no client certificate).
-    pub async fn validate_headers(&self, headers: &HeaderMap) -> Result<VerifiedToken, AuthError> {
-        match self.early(headers, None, false) {
-            Early::Done(result) => result,
-            Early::Verify(scheme, token) => self.verify_request(scheme, token, None, None).await,
+/// Credentials refused at extraction, or a bearer token the cache answers
+/// (see [`crate::Guard::validate_request_early`]).
+pub(crate) fn early<'h>(
+    g: &GuardInner,
+    headers: &'h HeaderMap,
+    certificate: Option<&ClientCertificate>,
+    dpop: bool,
+) -> Early<'h> {
+    let (scheme, token) = match g.tokens.extract_scheme(headers, dpop) {
+        Ok(found) => found,
+        Err(e) => {
+            tracing::debug!(reason = e.reason(), "credentials refused");
+            crate::metrics::validation(Some(e.reason()));
+            return Early::Done(Err(e));
         }
-    }
-
-    /// Validates a request as the layer does: the `Bearer` or (with
-    /// [`GuardBuilder::dpop`](crate::GuardBuilder::dpop)) `DPoP` credentials, the
-    /// DPoP proof against `method` and the path of `uri`, and a certificate-bound
-    /// token against the [`ClientCertificate`] in `extensions`. For services that
-    /// see requests in other shapes (an external-authorization check, a proxy):
-    /// pass the original method and URI.
-    pub async fn validate_request(
-        &self,
-        method: &http::Method,
-        uri: &http::Uri,
-        headers: &HeaderMap,
-        extensions: &http::Extensions,
-    ) -> Result<VerifiedToken, AuthError> {
-        let certificate = extensions.get::<ClientCertificate>();
-        match self.validate_request_early(headers, certificate) {
-            Early::Done(result) => result,
-            Early::Verify(scheme, token) => {
-                let request = Some((method, uri, headers));
-                self.verify_request(scheme, token, request, certificate)
-                    .await
-            }
+    };
+    let Some(cache) = g.cache.as_ref().filter(|_| scheme == Scheme::Bearer) else {
+        return Early::Verify(scheme, token);
+    };
+    let span = span();
+    match cached(g, cache, token, now(g), &span) {
+        Some(result) => {
+            let result =
+                result.and_then(|t| bearer_binding(g.dpop.as_ref(), &t, certificate).map(|()| t));
+            finish(&span, &result);
+            Early::Done(result)
         }
-    }
-
-    /// Validates `token` as if the time were `now` (Unix seconds): answers "was
-    /// this token valid then?" for recorded tokens (`bearer-guard verify --now`).
-    /// The verified-token cache is neither read nor filled.
-    pub async fn validate_at(&self, token: &str, now: u64) -> Result<VerifiedToken, AuthError> {
-        let at = Duration::from_secs(now);
-        traced(
-            &self.inner,
-            token,
-            at,
-            CacheUse::Off,
-            &Presentation::bearer(),
-        )
-        .await
-    }
-
-    /// What can be answered without waiting: credentials that extraction refuses,
-    /// and bearer tokens the cache answers (keys loaded, the verifying key still
-    /// published), binding rules included. A DPoP request always needs
-    /// [`Guard::verify_request`]: its proof is checked against the replay store.
-    pub(crate) fn validate_request_early<'h>(
-        &self,
-        headers: &'h HeaderMap,
-        certificate: Option<&ClientCertificate>,
-    ) -> Early<'h> {
-        self.early(headers, certificate, self.inner.dpop.is_some())
-    }
-
-    fn early<'h>(
-        &self,
-        headers: &'h HeaderMap,
-        certificate: Option<&ClientCertificate>,
-        dpop: bool,
-    ) -> Early<'h> {
-        let g = &self.inner;
-        let (scheme, token) = match g.tokens.extract_scheme(headers, dpop) {
-            Ok(found) => found,
-            Err(e) => {
-                tracing::debug!(reason = e.reason(), "credentials refused");
-                crate::metrics::validation(Some(e.reason()));
-                return Early::Done(Err(e));
-            }
-        };
-        let Some(cache) = g.cache.as_ref().filter(|_| scheme == Scheme::Bearer) else {
-            return Early::Verify(scheme, token);
-        };
-        let span = span();
-        match cached(g, cache, token, now(g), &span) {
-            Some(result) => {
-                let result = result
-                    .and_then(|t| bearer_binding(g.dpop.as_ref(), &t, certificate).map(|()| t));
-                finish(&span, &result);
-                Early::Done(result)
-            }
-            None => Early::Verify(scheme, token),
-        }
-    }
-
-    /// The full verification of what [`Guard::validate_request_early`] did not
-    /// answer: a bearer token the cache missed (inserted when admitted), or a
-    /// DPoP request (the token from the cache when it is there, and the proof).
-    /// `request` is needed for DPoP only.
-    pub(crate) async fn verify_request(
-        &self,
-        scheme: Scheme,
-        token: &str,
-        request: Option<(&http::Method, &http::Uri, &HeaderMap)>,
-        certificate: Option<&ClientCertificate>,
-    ) -> Result<VerifiedToken, AuthError> {
-        let cache_use = match scheme {
-            Scheme::Bearer => CacheUse::InsertOnly,
-            Scheme::Dpop => CacheUse::LookupAndInsert,
-        };
-        let presented = Presentation {
-            scheme,
-            request,
-            certificate,
-        };
-        traced(&self.inner, token, now(&self.inner), cache_use, &presented).await
+        None => Early::Verify(scheme, token),
     }
 }
 
 /// The clock's time since the epoch, fraction kept: NumericDates may be fractional.
-fn now(g: &GuardInner) -> Duration {
+pub(crate) fn now(g: &GuardInner) -> Duration {
     g.clock.now().duration_since(UNIX_EPOCH).unwrap_or_default()
 }
 
-/// The answer of [`Guard::validate_request_early`].
+/// The answer of [`crate::Guard::validate_request_early`].
 pub(crate) enum Early<'h> {
     /// Answered without waiting.
     Done(Result<VerifiedToken, AuthError>),
@@ -174,7 +75,7 @@ pub(crate) enum Early<'h> {
 
 /// How one validation uses the verified-token cache.
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum CacheUse {
+pub(crate) enum CacheUse {
     /// Neither read nor filled (`validate_at`: another time than the clock's).
     Off,
     LookupAndInsert,
@@ -213,7 +114,7 @@ fn finish(span: &tracing::Span, result: &Result<VerifiedToken, AuthError>) {
 }
 
 /// One span per validation: outcome, reason, issuer, kid, subject; never the token.
-async fn traced(
+pub(crate) async fn traced(
     g: &GuardInner,
     token: &str,
     now: Duration,

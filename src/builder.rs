@@ -1,5 +1,5 @@
-//! [`Guard`] and its builder: everything is checked when the guard is built, so a
-//! misconfiguration fails at startup, not on the first request.
+//! [`GuardBuilder`] and [`BuildError`]: everything is checked when the guard is
+//! built, so a misconfiguration fails at startup, not on the first request.
 
 use std::fmt;
 use std::sync::Arc;
@@ -7,122 +7,17 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use crate::cache::{CacheConfig, TokenCache, TokenCacheStats};
+use crate::cache::{CacheConfig, TokenCache};
 use crate::clock::{Clock, SharedClock, SystemClock};
-use crate::error::{AuthError, DpopChallenge, ErrorHandler, Responder};
+use crate::error::{DpopChallenge, ErrorHandler, Responder};
+use crate::guard::{Guard, GuardInner};
 use crate::issuer::{Issuer, IssuerEntry, IssuerPolicy, KeySourceSpec, Matcher, TENANT};
 use crate::jws::{Algorithm, AlgorithmSet, TypPolicy};
 use crate::keys::KeySet;
 use crate::keys::discovery::check_url;
 use crate::keys::fetch::{self, FetchLimits};
-use crate::keys::store::{FetchContext, KeySource, KeyStore, KeyStoreStatus, RefreshPolicy};
+use crate::keys::store::{FetchContext, KeySource, KeyStore, RefreshPolicy};
 use crate::token::TokenSource;
-
-/// Validates bearer tokens for one API. Cheap to clone (an `Arc` inside); share
-/// one guard between every layer, route and task.
-///
-/// ```no_run
-/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
-/// use bearer_guard::Guard;
-///
-/// let guard = Guard::builder()
-///     .issuer("https://login.example.com")   // keys found by discovery
-///     .audience("https://api.example.com")
-///     .build()?;
-/// guard.prefetch().await?;                     // optional: load keys before serving
-/// let token = guard.validate("eyJhbGciOi...").await?;
-/// println!("hello {}", token.subject().unwrap_or("?"));
-/// # Ok(()) }
-/// ```
-#[derive(Clone)]
-pub struct Guard {
-    pub(crate) inner: Arc<GuardInner>,
-}
-
-pub(crate) struct GuardInner {
-    pub issuers: IssuerPolicy,
-    pub cache: Option<TokenCache>,
-    pub leeway: Duration,
-    pub typ: TypPolicy,
-    pub tokens: TokenSource,
-    pub clock: SharedClock,
-    pub responder: Responder,
-    pub dpop: Option<crate::sender::DpopVerifier>,
-    /// The one issuer that accepts opaque tokens, if any.
-    pub introspection: Option<crate::introspect::Introspector>,
-}
-
-impl fmt::Debug for Guard {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Guard")
-            .field("issuers", &self.inner.issuers.len())
-            .field("leeway", &self.inner.leeway)
-            .field("typ", &self.inner.typ)
-            .finish_non_exhaustive()
-    }
-}
-
-impl Guard {
-    /// Starts a builder with the defaults of DESIGN.md: asymmetric algorithms only,
-    /// 60 s leeway, lenient `typ`, 16 KiB tokens, JWKS TTL 10 min within
-    /// [5 min, 24 h], 30 s unknown-`kid` cooldown, 24 h last-known-good, and a
-    /// 32 MiB verified-token cache.
-    pub fn builder() -> GuardBuilder {
-        GuardBuilder::default()
-    }
-
-    /// Loads the keys of every issuer now, e.g. before a readiness probe says yes.
-    /// Fails with [`AuthError::KeysUnavailable`] naming the first issuer that failed.
-    pub async fn prefetch(&self) -> Result<(), AuthError> {
-        for entry in self.inner.issuers.entries() {
-            entry.store.load().await?;
-        }
-        Ok(())
-    }
-
-    /// Loads the keys of every issuer that has none (or only too stale ones),
-    /// unless its retry back-off after a failure is still running: unlike
-    /// [`prefetch`](Self::prefetch), a caller cannot make the guard fetch more often
-    /// than `retry_interval` (the gateway's `/-/ready` probes and start-up).
-    #[cfg(feature = "gateway")]
-    pub(crate) async fn load_missing_keys(&self) -> Result<(), AuthError> {
-        for entry in self.inner.issuers.entries() {
-            entry.store.keys().await?;
-        }
-        Ok(())
-    }
-
-    /// The state of each issuer's key store, in configuration order.
-    pub fn key_status(&self) -> Vec<KeyStoreStatus> {
-        self.inner
-            .issuers
-            .entries()
-            .iter()
-            .map(|e| e.store.status())
-            .collect()
-    }
-
-    /// What the verified-token cache has done so far (`None` when it is off).
-    /// Runs the cache's pending housekeeping first, so `entries` is current.
-    pub fn token_cache_stats(&self) -> Option<TokenCacheStats> {
-        self.inner.cache.as_ref().map(TokenCache::stats)
-    }
-
-    /// Whether keys are loaded for every issuer.
-    pub fn ready(&self) -> bool {
-        self.key_status().iter().all(KeyStoreStatus::ready)
-    }
-
-    /// The response the layers send for `error` to a request with these headers
-    /// (realm and error hook applied; a gRPC status for gRPC requests).
-    pub fn error_response(
-        &self,
-        error: &AuthError,
-        request: &http::HeaderMap,
-    ) -> http::Response<Bytes> {
-        self.inner.responder.respond_to(error, request)
-    }
-}
 
 /// A configuration the builder refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -970,11 +865,5 @@ mod tests {
             e.to_string(),
             "kid_miss_cooldown is 0ns; it must be at least 1s"
         );
-    }
-
-    #[test]
-    fn guard_is_send_sync_and_clone() {
-        fn assert_traits<T: Send + Sync + Clone + 'static>() {}
-        assert_traits::<Guard>();
     }
 }
