@@ -40,8 +40,9 @@ use http::request::Parts;
 use serde::de::DeserializeOwned;
 
 use crate::claims::VerifiedToken;
-use crate::error::{AuthError, Responder, TokenProblem, is_grpc, misconfigured};
+use crate::error::{AuthError, TokenProblem};
 use crate::layer::GuardHandle;
+use crate::response::{Responder, is_grpc, misconfigured};
 
 /// The verified claims, deserialized into `T`.
 #[derive(Debug, Clone)]

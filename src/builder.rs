@@ -9,7 +9,6 @@ use bytes::Bytes;
 
 use crate::cache::{CacheConfig, TokenCache};
 use crate::clock::{Clock, SharedClock, SystemClock};
-use crate::error::{DpopChallenge, ErrorHandler, Responder};
 use crate::guard::{Guard, GuardInner};
 use crate::issuer::{Issuer, IssuerEntry, IssuerPolicy, KeySourceSpec, Matcher, TENANT};
 use crate::jws::{Algorithm, AlgorithmSet, TypPolicy};
@@ -17,6 +16,7 @@ use crate::keys::KeySet;
 use crate::keys::discovery::check_url;
 use crate::keys::fetch::{self, FetchLimits};
 use crate::keys::store::{FetchContext, KeySource, KeyStore, RefreshPolicy};
+use crate::response::{DpopChallenge, ErrorHandler, Responder};
 use crate::token::TokenSource;
 
 /// A configuration the builder refused.

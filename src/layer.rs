@@ -12,8 +12,9 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::claims::VerifiedToken;
-use crate::error::{AuthError, DPOP_NONCE};
+use crate::error::AuthError;
 use crate::guard::Guard;
+use crate::response::DPOP_NONCE;
 use crate::sender::ClientCertificate;
 use crate::token::Scheme;
 use crate::validate::Early;

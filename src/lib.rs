@@ -56,6 +56,7 @@ mod keys;
 mod layer;
 mod metrics;
 mod require;
+mod response;
 mod scope;
 mod sync;
 mod token;
@@ -93,7 +94,7 @@ pub use algorithm::{Algorithm, UnknownAlgorithm};
 pub use builder::{BuildError, GuardBuilder};
 pub use cache::TokenCacheStats;
 pub use claims::{Binding, Scopes, VerifiedToken};
-pub use error::{AuthError, Refusal};
+pub use error::AuthError;
 pub use guard::Guard;
 pub use introspect::Introspection;
 pub use issuer::Issuer;
@@ -101,6 +102,7 @@ pub use jws::{TokenHeader, TypPolicy};
 pub use keys::store::KeyStoreStatus;
 pub use layer::{GuardBody, GuardLayer, GuardService};
 pub use require::{InvalidScope, Require, RequireScope, RequireScopeService, RequireService};
+pub use response::Refusal;
 
 // The README's examples compile and run as doctests, so they cannot rot.
 #[cfg(all(doctest, feature = "authz-server"))]

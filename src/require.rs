@@ -14,8 +14,9 @@ use tower_service::Service;
 
 use crate::claims::{Binding, VerifiedToken};
 use crate::clock::Clock as _;
-use crate::error::{AuthError, BindingProblem, Responder, TokenProblem, is_grpc};
+use crate::error::{AuthError, BindingProblem, TokenProblem};
 use crate::layer::{GuardBody, GuardHandle};
+use crate::response::{Responder, is_grpc};
 use crate::scope::is_scope_token;
 
 /// [`Require`]: what a route demands of the verified token, checked after
@@ -451,7 +452,7 @@ impl Require {
                     tracing::error!(
                         "Require found no verified token: is the Guard layer applied outside this route?"
                     );
-                    crate::error::misconfigured(is_grpc(headers))
+                    crate::response::misconfigured(is_grpc(headers))
                 }
             });
         };

@@ -67,7 +67,8 @@ use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Response, StatusCode, Uri};
 
-use crate::error::{TokenProblem, is_grpc};
+use crate::error::TokenProblem;
+use crate::response::is_grpc;
 use crate::{AuthError, Guard, VerifiedToken};
 
 pub mod config;
