@@ -35,6 +35,22 @@
 //! validating reverse proxy and the route `decision` it shares), `ext-authz`
 //! (the check services for Envoy, Istio, nginx, Caddy and Traefik), `redis` (a DPoP
 //! replay store shared by replicas, `sender::RedisReplayStore`).
+//!
+//! ## Other crates' types in this API
+//!
+//! Only where a user hands one in or must read one, each a crate the user
+//! already has when they need it:
+//! - [`http`] (requests, responses, headers, methods, URIs) and [`bytes::Bytes`]
+//!   (refusal bodies): the types every tower, hyper and axum service speaks;
+//! - [`serde_json::Value`] and [`serde_json::Error`]: [`VerifiedToken::claim`]
+//!   and [`VerifiedToken::claims`] answer with them (claims are JSON);
+//! - [`reqwest::Client`]: [`GuardBuilder::http_client`] takes the client that
+//!   fetches discovery documents and keys (proxies, roots, timeouts);
+//! - `metrics_exporter_prometheus::PrometheusHandle` (features `gateway`,
+//!   `ext-authz`): `with_metrics` shares the process's recorder;
+//! - `tonic` and `envoy_types` (feature `ext-authz`): the gRPC check service is a
+//!   tonic service of Envoy's `Authorization` API;
+//! - `redis` (feature `redis`): none; the store takes a URL.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
