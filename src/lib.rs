@@ -52,7 +52,7 @@ mod issuer;
 mod jws;
 mod keys;
 mod layer;
-mod metrics;
+pub mod metrics;
 mod require;
 mod scope;
 mod sync;
