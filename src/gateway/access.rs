@@ -5,7 +5,7 @@
 //! fields `request_id`, `peer`, `method`, `path` (as received, no query: a query
 //! may carry secrets), `route` (the matched `[[route]]`'s `path` as configured),
 //! `status`, `outcome` (the `bearer_guard_gateway_requests_total` label), `reason`
-//! (what failed: an error code such as `token_expired`, never the token), `sub`
+//! (what failed: a short stable code such as `expired` or `missing_token`, never the token), `sub`
 //! and `client_id` (of a verified token) and `latency_us` (until the response
 //! headers were ready). Never a header value, a token or a query.
 //!
