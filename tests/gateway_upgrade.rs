@@ -43,6 +43,8 @@ async fn spawn_ws_echo() -> EchoServer {
             *accepts.lock().expect("lock") += 1;
             let seen = seen.clone();
             tokio::spawn(async move {
+                // The error type is tungstenite's, not ours to shrink.
+                #[allow(clippy::result_large_err)]
                 let callback = |req: &http::Request<()>, resp| {
                     seen.lock().expect("lock").push(req.headers().clone());
                     Ok(resp)
