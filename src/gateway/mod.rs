@@ -48,9 +48,18 @@
 //!
 //! Connections are accepted within `[limits]` (`listener.rs`): `TCP_NODELAY`,
 //! header read and idle timeouts, a connection limit, a header size limit.
+//! An allowed HTTP/1.1 `Upgrade` (WebSocket; `[forward] upgrade_protocols`) is
+//! forwarded and, on the upstream's `101`, both connections are spliced
+//! (`upgrade.rs`). A [`BoundGateway`]'s configuration can be swapped while it
+//! serves ([`Reloader`], `reload.rs`; the binary reloads on `SIGHUP`).
+//!
+//! Each request gets an id, forwarded and returned as `x-request-id`, and one
+//! access-log event (target `bearer_guard::access`; fields in `access.rs`).
 //!
 //! Metrics (through the `metrics` facade; the binary installs the Prometheus
-//! recorder): `bearer_guard_gateway_requests_total{outcome}` besides the guard's own.
+//! recorder, built by [`prometheus_builder`]):
+//! `bearer_guard_gateway_requests_total{outcome}` and the latency histogram
+//! `bearer_guard_request_duration_seconds{outcome}`, besides the guard's own.
 
 use std::future::Future;
 use std::io;
@@ -828,6 +837,7 @@ pub struct BindError {
 }
 
 impl BindError {
+    #[cfg(feature = "ext-authz")]
     pub(crate) fn new(key: &'static str, addr: SocketAddr, source: io::Error) -> Self {
         BindError { key, addr, source }
     }

@@ -1,22 +1,5 @@
 //! Reloading a running gateway's configuration ([`Reloader`]; the binary reloads
 //! on `SIGHUP`).
-//!
-//! A new configuration is checked completely, exactly as
-//! [`Gateway::from_config`] checks one, and only then swapped in whole
-//! (atomically: every request is answered by the old or the new one, never a
-//! mix). Requests in flight finish on the configuration they started with. A
-//! refused configuration changes nothing.
-//!
-//! When `[[issuer]]`, `realm` and `allow_insecure_http` are unchanged, the running
-//! [`Guard`] is kept, with its key stores, its verified-token cache and its
-//! refresh schedule: a reload that changes routes, claim headers or the upstream
-//! fetches nothing. Otherwise a new guard is built and starts loading its keys.
-//!
-//! Some settings belong to the listening sockets and keep their running values
-//! until a restart (each change is logged as a warning and named in
-//! [`Reloaded::needs_restart`]): `listen`, `admin_listen`, `shutdown_timeout_secs`
-//! and the connection-level limits (`limits.header_read_timeout_secs`,
-//! `idle_timeout_secs`, `max_connections`, `max_header_bytes`).
 
 use std::sync::{Arc, Mutex};
 
@@ -26,6 +9,23 @@ use crate::decision::ConfigError;
 
 /// Swaps a serving gateway's configuration ([`BoundGateway::reloader`](super::BoundGateway::reloader)).
 /// Cheap to clone; reloads from several tasks are applied one at a time.
+///
+/// A new configuration is checked completely, exactly as
+/// [`Gateway::from_config`] checks one, and only then swapped in whole
+/// (atomically: every request is answered by the old or the new one, never a
+/// mix). Requests in flight finish on the configuration they started with. A
+/// refused configuration changes nothing.
+///
+/// When `[[issuer]]`, `realm` and `allow_insecure_http` are unchanged, the running
+/// [`Guard`](crate::Guard) is kept, with its key stores, its verified-token cache and its
+/// refresh schedule: a reload that changes routes, claim headers or the upstream
+/// fetches nothing. Otherwise a new guard is built and starts loading its keys.
+///
+/// Some settings belong to the listening sockets and keep their running values
+/// until a restart (each change is logged as a warning and named in
+/// [`Reloaded::needs_restart`]): `listen`, `admin_listen`, `shutdown_timeout_secs`
+/// and the connection-level limits (`limits.header_read_timeout_secs`,
+/// `idle_timeout_secs`, `max_connections`, `max_header_bytes`).
 ///
 /// ```
 /// use bearer_guard::gateway::{Gateway, GatewayConfig};
@@ -48,7 +48,7 @@ use crate::decision::ConfigError;
 /// // Same issuers: the guard, its keys and caches are kept.
 /// let reloaded = reloader.reload(GatewayConfig::from_toml(&toml("http://127.0.0.1:9001"))?)?;
 /// assert!(reloaded.guard_kept());
-/// assert_eq!(reloader.current().guard(), gateway.guard());
+/// assert_eq!(reloader.current().listen_addr(), gateway.listen_addr());
 ///
 /// // A configuration the gateway refuses changes nothing.
 /// let error = reloader.reload(GatewayConfig::from_toml(&toml("ftp://x"))?).unwrap_err();
@@ -104,7 +104,7 @@ impl Reloader {
         }
     }
 
-    /// Checks `config` and swaps it in (see the [module docs](self)). When the
+    /// Checks `config` and swaps it in (see [`Reloader`]). When the
     /// issuers changed, the new guard is built like [`Gateway::from_config`]'s.
     pub fn reload(&self, config: GatewayConfig) -> Result<Reloaded, ConfigError> {
         self.reload_with(config, |builder| builder)
