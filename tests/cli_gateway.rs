@@ -360,7 +360,7 @@ fn ext_authz_bind_failure_names_the_address_and_exits_2() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ext_authz_says_listening_with_the_bound_addresses() {
+async fn ext_authz_says_listening_with_the_bound_addresses_and_survives_sighup() {
     let path = write_config(
         "ext-listen",
         &format!(
@@ -379,6 +379,14 @@ async fn ext_authz_says_listening_with_the_bound_addresses() {
         .await
         .expect("health");
     assert_eq!(health.status(), 200);
+    // A SIGHUP (meant as a reload) does not stop it.
+    ext.signal("HUP");
+    ext.wait_for("SIGHUP ignored", |l| l.contains("SIGHUP ignored"))
+        .await;
+    assert!(
+        ext.child.try_wait().expect("status").is_none(),
+        "still running"
+    );
     let _ = ext.stop().await;
     let _ = std::fs::remove_file(path);
 }

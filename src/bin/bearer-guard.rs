@@ -138,6 +138,18 @@ async fn run_ext_authz(args: bearer_guard::cli::GatewayArgs, format: LogFormat) 
         Ok(bound) => bound,
         Err(e) => return usage(&e.to_string()),
     };
+    // No reload here (yet): a SIGHUP meant as one must not stop the service.
+    #[cfg(unix)]
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(mut hangups) => drop(tokio::spawn(async move {
+            while hangups.recv().await.is_some() {
+                tracing::warn!(
+                    "SIGHUP ignored: ext-authz does not reload; restart it to apply a new configuration"
+                );
+            }
+        })),
+        Err(e) => eprintln!("bearer-guard ext-authz: SIGHUP not handled: {e}"),
+    }
     let addr = |a: Option<std::net::SocketAddr>| a.map(|a| a.to_string());
     let listening: Vec<String> = [
         addr(bound.grpc_addr()).map(|a| format!("gRPC check on {a}")),
