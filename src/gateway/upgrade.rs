@@ -17,7 +17,8 @@
 //!
 //! An upgraded connection keeps its place under `max_connections`; the idle and
 //! header timeouts no longer apply to it (its protocol has its own keep-alives,
-//! such as WebSocket pings); on shutdown it is given `shutdown_timeout_secs` to
+//! such as WebSocket pings), nor do the body limits; a reload leaves it with the
+//! upstream it was opened to; on shutdown it is given `shutdown_timeout_secs` to
 //! end, then closed. HTTP/2 extended CONNECT (RFC 8441) is not supported.
 
 use http::header::{CONNECTION, HeaderMap, HeaderValue, UPGRADE};
