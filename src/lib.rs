@@ -70,7 +70,7 @@ mod json;
 mod jws;
 mod keys;
 mod layer;
-mod metrics;
+pub mod metrics;
 mod require;
 mod response;
 mod scope;

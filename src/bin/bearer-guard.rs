@@ -4,25 +4,22 @@
 use std::io::Write as _;
 use std::process::ExitCode;
 
-use bearer_guard::cli::{Cli, Command, verify};
-use bearer_guard::gateway::{Gateway, GatewayConfig, shutdown_signal};
+use bearer_guard::cli::{Cli, Command, LogFormat, logging, verify};
+use bearer_guard::gateway::{Gateway, GatewayConfig, prometheus_builder, shutdown_signal};
 use clap::Parser as _;
-use metrics_exporter_prometheus::PrometheusBuilder;
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     // `verify` prints its verdict on stdout; keep stderr quiet unless asked.
     let quiet = matches!(cli.command, Command::Verify(_));
-    init_logging(if quiet {
-        tracing::Level::WARN
-    } else {
-        tracing::Level::INFO
-    });
+    if let Err(e) = logging::init(cli.log_format, if quiet { "warn" } else { "info" }) {
+        return usage(&e);
+    }
     match cli.command {
         Command::Verify(args) => run_verify(args).await,
-        Command::Gateway(args) => run_gateway(args).await,
-        Command::ExtAuthz(args) => run_ext_authz(args).await,
+        Command::Gateway(args) => run_gateway(args, cli.log_format).await,
+        Command::ExtAuthz(args) => run_ext_authz(args, cli.log_format).await,
         Command::AuthzServer(args) => run_authz_server(args).await,
     }
 }
@@ -72,7 +69,7 @@ async fn run_verify(args: verify::VerifyArgs) -> ExitCode {
     }
 }
 
-async fn run_gateway(args: bearer_guard::cli::GatewayArgs) -> ExitCode {
+async fn run_gateway(args: bearer_guard::cli::GatewayArgs, format: LogFormat) -> ExitCode {
     let config = match GatewayConfig::load(&args.config) {
         Ok(config) => config,
         Err(e) => return usage(&e),
@@ -82,7 +79,7 @@ async fn run_gateway(args: bearer_guard::cli::GatewayArgs) -> ExitCode {
         Err(e) => return usage(&e.in_file(&args.config)),
     };
     // The process-wide recorder belongs to the binary, never to library code.
-    let gateway = match PrometheusBuilder::new().install_recorder() {
+    let gateway = match prometheus_builder().install_recorder() {
         Ok(handle) => gateway.with_metrics(handle),
         Err(e) => {
             eprintln!("bearer-guard: metrics disabled: {e}");
@@ -93,14 +90,23 @@ async fn run_gateway(args: bearer_guard::cli::GatewayArgs) -> ExitCode {
         Ok(bound) => bound,
         Err(e) => return usage(&e.to_string()),
     };
+    // Before "listening": a SIGHUP from then on reloads, never kills.
+    #[cfg(unix)]
+    match bound.reloader().on_hangup(args.config.clone()) {
+        Ok(reloading) => drop(tokio::spawn(reloading)),
+        Err(e) => eprintln!("bearer-guard gateway: no reload on SIGHUP: {e}"),
+    }
     // Only once bound, with the addresses actually bound (a port 0 is resolved).
-    eprintln!(
-        "bearer-guard gateway: listening on {}{}",
-        bound.local_addr(),
-        bound
-            .admin_addr()
-            .map(|a| format!(", admin endpoints on {a}"))
-            .unwrap_or_default()
+    announce(
+        format,
+        &format!(
+            "bearer-guard gateway: listening on {}{}",
+            bound.local_addr(),
+            bound
+                .admin_addr()
+                .map(|a| format!(", admin endpoints on {a}"))
+                .unwrap_or_default()
+        ),
     );
     match bound.serve(shutdown_signal()).await {
         Ok(()) => ExitCode::SUCCESS,
@@ -111,7 +117,7 @@ async fn run_gateway(args: bearer_guard::cli::GatewayArgs) -> ExitCode {
     }
 }
 
-async fn run_ext_authz(args: bearer_guard::cli::GatewayArgs) -> ExitCode {
+async fn run_ext_authz(args: bearer_guard::cli::GatewayArgs, format: LogFormat) -> ExitCode {
     use bearer_guard::ext_authz::{ExtAuthz, ExtAuthzConfig};
     let config = match ExtAuthzConfig::load(&args.config) {
         Ok(config) => config,
@@ -121,14 +127,47 @@ async fn run_ext_authz(args: bearer_guard::cli::GatewayArgs) -> ExitCode {
         Ok(service) => service,
         Err(e) => return usage(&e.in_file(&args.config)),
     };
-    let service = match PrometheusBuilder::new().install_recorder() {
+    let service = match prometheus_builder().install_recorder() {
         Ok(handle) => service.with_metrics(handle),
         Err(e) => {
             eprintln!("bearer-guard: metrics disabled: {e}");
             service
         }
     };
-    match service.run(shutdown_signal()).await {
+    let bound = match service.bind().await {
+        Ok(bound) => bound,
+        Err(e) => return usage(&e.to_string()),
+    };
+    // No reload here (yet): a SIGHUP meant as one must not stop the service.
+    #[cfg(unix)]
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(mut hangups) => drop(tokio::spawn(async move {
+            while hangups.recv().await.is_some() {
+                tracing::warn!(
+                    "SIGHUP ignored: ext-authz does not reload; restart it to apply a new configuration"
+                );
+            }
+        })),
+        Err(e) => eprintln!("bearer-guard ext-authz: SIGHUP not handled: {e}"),
+    }
+    let addr = |a: Option<std::net::SocketAddr>| a.map(|a| a.to_string());
+    let listening: Vec<String> = [
+        addr(bound.grpc_addr()).map(|a| format!("gRPC check on {a}")),
+        addr(bound.http_addr()).map(|a| format!("HTTP check on {a}")),
+        addr(bound.admin_addr()).map(|a| format!("admin endpoints on {a}")),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    // Only once bound, with the addresses actually bound.
+    announce(
+        format,
+        &format!(
+            "bearer-guard ext-authz: listening: {}",
+            listening.join(", ")
+        ),
+    );
+    match bound.serve(shutdown_signal()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("bearer-guard ext-authz: {e}");
@@ -137,19 +176,13 @@ async fn run_ext_authz(args: bearer_guard::cli::GatewayArgs) -> ExitCode {
     }
 }
 
-/// Logs to stderr at the level named by `BEARER_GUARD_LOG` (error, warn, info,
-/// debug, trace; default `default`). Tokens never reach the logs: the library
-/// records issuer, kid, subject and the reason, not the credentials.
-fn init_logging(default: tracing::Level) {
-    let level = std::env::var("BEARER_GUARD_LOG")
-        .ok()
-        .and_then(|l| l.parse::<tracing::Level>().ok())
-        .unwrap_or(default);
-    tracing_subscriber::fmt()
-        .with_max_level(level)
-        .with_writer(std::io::stderr)
-        .with_ansi(false)
-        .init();
+/// The "listening" line on stderr: plain text, or a log event in JSON mode so
+/// every line a log collector reads is JSON.
+fn announce(format: LogFormat, line: &str) {
+    match format {
+        LogFormat::Json => tracing::info!(target: "bearer_guard::cli", "{line}"),
+        _ => eprintln!("{line}"),
+    }
 }
 
 fn usage(e: &dyn std::fmt::Display) -> ExitCode {

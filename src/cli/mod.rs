@@ -3,18 +3,27 @@
 //! The binary only parses arguments and sets the exit status; the work is done
 //! here and in [`gateway`](crate::gateway), so tests run it in-process.
 //!
-//! Exit status of every subcommand: 0 success, 1 token rejected (`verify`),
-//! 2 usage or configuration error.
+//! Exit status of every subcommand: 0 success, 1 token rejected (`verify`) or a
+//! server failing after it started, 2 usage or configuration error (a listen
+//! address that cannot be bound included).
 
 use std::path::PathBuf;
 
 pub mod authz;
+pub mod logging;
 pub mod verify;
+
+pub use logging::LogFormat;
 
 /// `bearer-guard`: OAuth 2.1 bearer-token tools.
 #[derive(Debug, clap::Parser)]
 #[command(name = "bearer-guard", version, about)]
 pub struct Cli {
+    /// How log lines on stderr are written: `text`, or `json` (one object per
+    /// line). The filter comes from `BEARER_GUARD_LOG` or `RUST_LOG`
+    /// (`bearer_guard=debug,hyper=warn`).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
     /// What to run.
     #[command(subcommand)]
     pub command: Command,

@@ -11,7 +11,7 @@ use serde::de::DeserializeOwned;
 use crate::{Algorithm, BuildError, Guard, GuardBuilder, Issuer};
 
 /// One `[[issuer]]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 #[non_exhaustive]
 pub struct IssuerConfig {

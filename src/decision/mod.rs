@@ -62,6 +62,7 @@
 //! ```
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -159,6 +160,8 @@ pub struct Allow {
     pub query: Option<String>,
     /// The verified token (`None` on a public route).
     pub token: Option<VerifiedToken>,
+    /// The matched route's `path` as configured (for logs).
+    pub route: Arc<str>,
     /// Headers to set, replacing every existing copy.
     pub headers_to_set: Vec<(HeaderName, HeaderValue)>,
     /// Client-sent headers to remove (never one of `headers_to_set`).
@@ -174,6 +177,11 @@ pub struct Deny {
     pub response: Response<Bytes>,
     /// Why, for metrics and logs.
     pub outcome: Outcome,
+    /// What failed, in a few stable words ([`AuthError::reason`] for a token
+    /// refusal, else `bad_request`, `not_found` or `method_not_allowed`).
+    pub reason: &'static str,
+    /// The matched route's `path` as configured (none for 400, 404 and 405).
+    pub route: Option<Arc<str>>,
 }
 
 /// Why a request was refused.
@@ -277,7 +285,7 @@ impl Decider {
         } else {
             match self.guard.validate_headers(request.headers).await {
                 Ok(token) => Some(token),
-                Err(e) => return deny(Outcome::Rejected, self.refusal(&e, request)),
+                Err(e) => return refuse(Outcome::Rejected, self.refusal(&e, request), &e, route),
             }
         };
         if let (Some(t), Some(require)) = (&token, &route.requirements)
@@ -288,7 +296,7 @@ impl Decider {
             } else {
                 Outcome::Forbidden
             };
-            return deny(outcome, self.refusal(&e, request));
+            return refuse(outcome, self.refusal(&e, request), &e, route);
         }
         let headers_to_set = match token.as_ref().map(|t| self.claims.values(t)) {
             None => Vec::new(),
@@ -298,7 +306,7 @@ impl Decider {
                 // as an invalid token rather than forwarded altered or without.
                 tracing::warn!(error = %e, "refused: a claim cannot be forwarded as is");
                 let e = AuthError::InvalidToken(TokenProblem::BadClaims(e.to_string()));
-                return deny(Outcome::Rejected, self.refusal(&e, request));
+                return refuse(Outcome::Rejected, self.refusal(&e, request), &e, route);
             }
         };
         // Setting a header replaces every copy of it, so those names are not also
@@ -316,6 +324,7 @@ impl Decider {
             path,
             query,
             token,
+            route: route.name.clone(),
             headers_to_set,
             headers_to_remove,
         })
@@ -341,7 +350,27 @@ fn split_target(target: &str) -> Option<(String, Option<String>)> {
 }
 
 fn deny(outcome: Outcome, response: Response<Bytes>) -> Decision {
-    Decision::Deny(Deny { response, outcome })
+    Decision::Deny(Deny {
+        response,
+        outcome,
+        reason: outcome.as_str(),
+        route: None,
+    })
+}
+
+/// A refusal on `route` because of `error`.
+fn refuse(
+    outcome: Outcome,
+    response: Response<Bytes>,
+    error: &AuthError,
+    route: &Route,
+) -> Decision {
+    Decision::Deny(Deny {
+        response,
+        outcome,
+        reason: error.reason(),
+        route: Some(route.name.clone()),
+    })
 }
 
 fn bad_request(description: &str) -> Response<Bytes> {

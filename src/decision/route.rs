@@ -3,6 +3,8 @@
 //! cover the path but none the method, it is a 405 with their methods in `Allow`;
 //! no route covering the path is a 404.
 
+use std::sync::Arc;
+
 use http::Method;
 
 use super::config::{ConfigError, RouteConfig};
@@ -27,6 +29,8 @@ fn claim_contains_any(path: &str, values: &[serde_json::Value]) -> Require {
 /// A route ready to match.
 #[derive(Debug, Clone)]
 pub(crate) struct Route {
+    /// The `path` as configured: what logs name the route by.
+    pub name: Arc<str>,
     prefix: String,
     methods: Option<Vec<Method>>,
     pub public: bool,
@@ -141,6 +145,7 @@ impl Route {
             requirements.push(Require::max_age(std::time::Duration::from_secs(max_age)));
         }
         Ok(Route {
+            name: Arc::from(c.path.as_str()),
             prefix,
             methods,
             public: c.public,

@@ -62,6 +62,7 @@ use tokio::net::TcpListener;
 use crate::Guard;
 use crate::decision::config::{build_guard, from_toml, load};
 use crate::decision::{ConfigError, Decider, HeaderRules, IssuerConfig, RouteConfig};
+use crate::gateway::BindError;
 
 pub mod grpc;
 pub mod http;
@@ -220,6 +221,7 @@ impl ExtAuthz {
 
     /// Serves `/-/metrics` from this Prometheus recorder handle.
     pub fn with_metrics(mut self, handle: PrometheusHandle) -> Self {
+        crate::metrics::describe_metrics();
         self.metrics = Some(handle);
         self
     }
@@ -317,41 +319,109 @@ impl ExtAuthz {
     }
 
     /// Binds the configured listeners and serves until `shutdown` completes. Also
-    /// starts loading the issuers' keys, so `/-/ready` turns green early.
+    /// starts loading the issuers' keys, so `/-/ready` turns green early. A bind
+    /// failure names the key and the address ([`bind`](Self::bind)).
     pub async fn run(&self, shutdown: impl Future<Output = ()> + Send + 'static) -> io::Result<()> {
-        let shutdown = shutdown.shared();
-        let bind = |addr: Option<SocketAddr>| async move {
+        let bound = self
+            .bind()
+            .await
+            .map_err(|e| io::Error::new(e.kind(), e.to_string()))?;
+        bound.serve(shutdown).await
+    }
+
+    /// Binds `grpc_listen`, `http_listen` and `admin_listen` (those configured);
+    /// nothing is served yet. An error names the key and the address.
+    ///
+    /// ```
+    /// use bearer_guard::ext_authz::{ExtAuthz, ExtAuthzConfig};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let toml = |http: &str| format!(r#"
+    ///     http_listen = "{http}"
+    ///     admin_listen = "127.0.0.1:0"
+    ///     [[issuer]]
+    ///     issuer = "https://login.example.com"
+    ///     audiences = ["https://api.example.com"]
+    ///     [[route]]
+    ///     path = "/"
+    /// "#);
+    /// let service = ExtAuthz::from_config(ExtAuthzConfig::from_toml(&toml("127.0.0.1:0"))?)?;
+    /// let bound = service.bind().await?;
+    /// let taken = bound.http_addr().expect("configured").to_string();
+    /// let again = ExtAuthz::from_config(ExtAuthzConfig::from_toml(&toml(&taken))?)?;
+    /// let error = again.bind().await.unwrap_err();
+    /// assert!(error.to_string().starts_with(&format!("http_listen = {taken}: ")));
+    /// # Ok(()) }
+    /// ```
+    pub async fn bind(&self) -> Result<BoundExtAuthz, BindError> {
+        let bind = |key: &'static str, addr: Option<SocketAddr>| async move {
             match addr {
-                Some(addr) => TcpListener::bind(addr).await.map(Some),
+                Some(addr) => TcpListener::bind(addr)
+                    .await
+                    .map(Some)
+                    .map_err(|source| BindError::new(key, addr, source)),
                 None => Ok(None),
             }
         };
         let l = &self.listeners;
-        let (grpc, http, admin) = (
-            bind(l.grpc).await?,
-            bind(l.http).await?,
-            bind(l.admin).await?,
-        );
-        let addr = |l: &Option<TcpListener>| {
-            l.as_ref()
-                .and_then(|l| l.local_addr().ok())
-                .map_or_else(|| "-".to_owned(), |a| a.to_string())
-        };
+        Ok(BoundExtAuthz {
+            service: self.clone(),
+            grpc: bind("grpc_listen", l.grpc).await?,
+            http: bind("http_listen", l.http).await?,
+            admin: bind("admin_listen", l.admin).await?,
+        })
+    }
+}
+
+/// An [`ExtAuthz`] whose listeners are bound ([`ExtAuthz::bind`]).
+#[derive(Debug)]
+pub struct BoundExtAuthz {
+    service: ExtAuthz,
+    grpc: Option<TcpListener>,
+    http: Option<TcpListener>,
+    admin: Option<TcpListener>,
+}
+
+impl BoundExtAuthz {
+    /// The address of the gRPC check (the port chosen when configured as 0).
+    pub fn grpc_addr(&self) -> Option<SocketAddr> {
+        self.grpc.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
+    /// The address of the HTTP check.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
+    /// The address of the admin endpoints.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
+    /// Serves until `shutdown` completes (see [`ExtAuthz::run`]).
+    pub async fn serve(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> io::Result<()> {
+        let shutdown = shutdown.shared();
+        let addr = |a: Option<SocketAddr>| a.map_or_else(|| "-".to_owned(), |a| a.to_string());
         tracing::info!(
-            grpc = addr(&grpc),
-            http = addr(&http),
-            admin = addr(&admin),
+            grpc = addr(self.grpc_addr()),
+            http = addr(self.http_addr()),
+            admin = addr(self.admin_addr()),
             "ext-authz listening"
         );
-        let guard = self.guard().clone();
+        let this = &self.service;
+        let guard = this.guard().clone();
         tokio::spawn(async move {
             if let Err(e) = guard.prefetch().await {
                 tracing::warn!(error = %e, "initial key load failed; retried on demand");
             }
         });
-        let grpc = serve_on(grpc, |l| self.serve_grpc(l, shutdown.clone()));
-        let http = serve_on(http, |l| self.serve_http(l, shutdown.clone()));
-        let admin = serve_on(admin, |l| self.serve_admin(l, shutdown.clone()));
+        let grpc = serve_on(self.grpc, |l| this.serve_grpc(l, shutdown.clone()));
+        let http = serve_on(self.http, |l| this.serve_http(l, shutdown.clone()));
+        let admin = serve_on(self.admin, |l| this.serve_admin(l, shutdown.clone()));
         let (a, b, c) = tokio::join!(grpc, http, admin);
         a.and(b).and(c)
     }

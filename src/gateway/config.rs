@@ -128,6 +128,12 @@ pub struct ForwardConfig {
     /// Only turn it on when nothing but that proxy can reach `listen`.
     #[serde(default)]
     pub trust_forwarded: bool,
+    /// The protocols a client may upgrade its connection to through the gateway
+    /// (HTTP/1.1 `Upgrade`, after its token was accepted; default
+    /// `["websocket"]`; `[]` passes no upgrade on). `h2c` and `http` are refused:
+    /// requests on such an upgraded connection would not be checked.
+    #[serde(default = "websocket")]
+    pub upgrade_protocols: Vec<String>,
 }
 
 impl Default for ForwardConfig {
@@ -137,12 +143,17 @@ impl Default for ForwardConfig {
             strip_authorization: false,
             x_forwarded: true,
             trust_forwarded: false,
+            upgrade_protocols: websocket(),
         }
     }
 }
 
 fn yes() -> bool {
     true
+}
+
+fn websocket() -> Vec<String> {
+    vec!["websocket".to_owned()]
 }
 
 impl GatewayConfig {

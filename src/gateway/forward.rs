@@ -41,13 +41,20 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
 #[derive(Debug, Clone)]
 pub(crate) struct Forwarding {
     x_forwarded: bool,
+    trust_forwarded: bool,
 }
 
 impl Forwarding {
     pub fn from_config(c: &ForwardConfig) -> Result<Forwarding, ConfigError> {
         Ok(Forwarding {
             x_forwarded: c.x_forwarded,
+            trust_forwarded: c.trust_forwarded,
         })
+    }
+
+    /// `[forward] trust_forwarded`: the peer is a proxy whose headers count.
+    pub fn trust_forwarded(&self) -> bool {
+        self.trust_forwarded
     }
 
     /// The `X-Forwarded-*` headers for a request from `peer`, whose target named

@@ -12,6 +12,10 @@
 //!   sent: an idle HTTP/1.1 connection is closed after the smaller of the two);
 //! - once no request is in flight for `idle_timeout`, the connection is shut down
 //!   gracefully (HTTP/2: `GOAWAY`; a request that slips in is still answered).
+//!
+//! HTTP/1.1 connections may be upgraded (`upgrade.rs`): an upgrade request
+//! carries a [`ConnTicket`], which the upgraded connection keeps, so it still
+//! counts under `max_connections` and a shutdown waits for it (up to `grace`).
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -27,11 +31,11 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::time::Instant;
 
 /// The connection-level limits of one listener.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub(crate) struct ConnLimits {
     /// A request head (the first one from accept) must arrive whole within this.
     pub header_read_timeout: Duration,
@@ -65,6 +69,26 @@ pub(crate) async fn accept(listener: &TcpListener) -> io::Result<(TcpStream, Soc
         tracing::debug!(error = %e, "TCP_NODELAY not set");
     }
     Ok((stream, peer))
+}
+
+/// What a connection that is upgraded keeps of the listener: its place under
+/// `max_connections`, and the listener's shutdown with its grace period. In the
+/// extensions of every HTTP/1.1 request that asks for an upgrade.
+#[derive(Debug, Clone)]
+pub(crate) struct ConnTicket {
+    _slot: Arc<OwnedSemaphorePermit>,
+    stop: watch::Receiver<bool>,
+    grace: Duration,
+}
+
+impl ConnTicket {
+    /// Completes `grace` after the listener began shutting down (at once if it
+    /// already did and the grace is over; never while it serves on).
+    pub(crate) async fn shutdown_over(&mut self) {
+        // An error means the listener is gone: shutting down as well.
+        let _ = self.stop.wait_for(|stopping| *stopping).await;
+        tokio::time::sleep(self.grace).await;
+    }
 }
 
 /// What a connection's task and its requests share.
@@ -196,7 +220,18 @@ where
                 let state = Arc::new(ConnState::new());
                 let handler = handler.clone();
                 let requests = state.clone();
-                let service = hyper::service::service_fn(move |req| {
+                let ticket = ConnTicket {
+                    _slot: Arc::new(slot),
+                    stop: stopping.subscribe(),
+                    grace,
+                };
+                let slot = ticket.clone();
+                let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
+                    if req.version() == http::Version::HTTP_11
+                        && req.headers().contains_key(http::header::UPGRADE)
+                    {
+                        req.extensions_mut().insert(ticket.clone());
+                    }
                     let in_flight = requests.begin();
                     let response = handler(req, peer);
                     async move {
@@ -210,7 +245,9 @@ where
                 let limits = limits.clone();
                 tokio::spawn(async move {
                     let _slot = slot;
-                    let conn = builder.serve_connection(TokioIo::new(stream), service);
+                    // Upgrades are handed to the handler (`hyper::upgrade::on`);
+                    // once upgraded, this task ends and the ticket holds the slot.
+                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
                     let mut conn = std::pin::pin!(conn);
                     tokio::select! {
                         ended = conn.as_mut() => return log_end(ended),

@@ -48,9 +48,18 @@
 //!
 //! Connections are accepted within `[limits]` (`listener.rs`): `TCP_NODELAY`,
 //! header read and idle timeouts, a connection limit, a header size limit.
+//! An allowed HTTP/1.1 `Upgrade` (WebSocket; `[forward] upgrade_protocols`) is
+//! forwarded and, on the upstream's `101`, both connections are spliced
+//! (`upgrade.rs`). A [`BoundGateway`]'s configuration can be swapped while it
+//! serves ([`Reloader`], `reload.rs`; the binary reloads on `SIGHUP`).
+//!
+//! Each request gets an id, forwarded and returned as `x-request-id`, and one
+//! access-log event (target `bearer_guard::access`; fields in `access.rs`).
 //!
 //! Metrics (through the `metrics` facade; the binary installs the Prometheus
-//! recorder): `bearer_guard_gateway_requests_total{outcome}` besides the guard's own.
+//! recorder, built by [`prometheus_builder`]):
+//! `bearer_guard_gateway_requests_total{outcome}` and the latency histogram
+//! `bearer_guard_request_duration_seconds{outcome}`, besides the guard's own.
 
 use std::future::Future;
 use std::io;
@@ -58,6 +67,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use bytes::Bytes;
 use futures_util::FutureExt as _;
 use http::uri::{Authority, Scheme};
@@ -75,10 +85,13 @@ use tokio::net::TcpListener;
 use crate::decision::{Allow, CheckRequest, Decider, Decision, HeaderRules};
 use crate::{Guard, GuardBuilder};
 
+mod access;
 mod body;
 pub mod config;
 mod forward;
 mod listener;
+mod reload;
+mod upgrade;
 /// The path normaliser (now shared with the ext-authz service).
 pub use crate::decision::path;
 
@@ -86,9 +99,14 @@ pub use config::{
     ConfigError, ForwardConfig, GatewayConfig, IssuerConfig, LimitsConfig, RouteConfig,
 };
 
+pub use access::LATENCY_BUCKETS;
+pub use reload::{Reloaded, Reloader};
+
+use access::{Note, X_REQUEST_ID};
 use body::{BoxError, UpstreamBody};
 use forward::{Forwarding, strip_hop_by_hop};
 use listener::{ConnLimits, MIN_HEADER_BYTES};
+use upgrade::UpgradePolicy;
 
 /// The body of every gateway response: the upstream's, streamed, or the gateway's
 /// own. Its error aborts the response (the upstream failed or stalled).
@@ -104,6 +122,9 @@ pub struct Gateway {
 
 struct Shared {
     decider: Decider,
+    /// What the guard was built from: a reload with the same keeps the guard.
+    guard_config: GuardConfig,
+    upgrades: UpgradePolicy,
     upstream: Upstream,
     client: Client<HttpConnector, Limited<Incoming>>,
     upstream_timeout: Duration,
@@ -118,6 +139,40 @@ struct Shared {
     metrics: Option<PrometheusHandle>,
 }
 
+/// The configuration the guard is built from (`[[issuer]]`, `realm`,
+/// `allow_insecure_http`).
+#[derive(Debug, Clone, PartialEq)]
+struct GuardConfig {
+    issuers: Vec<IssuerConfig>,
+    realm: Option<String>,
+    allow_insecure_http: bool,
+}
+
+impl GuardConfig {
+    fn of(config: &GatewayConfig) -> Self {
+        GuardConfig {
+            issuers: config.issuers.clone(),
+            realm: config.realm.clone(),
+            allow_insecure_http: config.allow_insecure_http,
+        }
+    }
+
+    fn build(
+        &self,
+        configure: impl FnOnce(GuardBuilder) -> GuardBuilder,
+    ) -> Result<Guard, ConfigError> {
+        crate::decision::config::build_guard(
+            &self.issuers,
+            self.realm.as_deref(),
+            self.allow_insecure_http,
+            configure,
+        )
+    }
+}
+
+/// The state every request reads: swapped whole by a reload.
+type Live = Arc<ArcSwap<Shared>>;
+
 struct Upstream {
     scheme: Scheme,
     authority: Authority,
@@ -127,11 +182,23 @@ struct Upstream {
 
 impl std::fmt::Debug for Gateway {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Gateway")
-            .field("listen", &self.shared.listen)
-            .field("admin_listen", &self.shared.admin_listen)
-            .field("upstream", &self.shared.upstream.authority)
-            .field("decider", &self.shared.decider)
+        self.shared.fmt_as("Gateway", f)
+    }
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.fmt_as("Shared", f)
+    }
+}
+
+impl Shared {
+    fn fmt_as(&self, name: &str, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct(name)
+            .field("listen", &self.listen)
+            .field("admin_listen", &self.admin_listen)
+            .field("upstream", &self.upstream.authority)
+            .field("decider", &self.decider)
             .finish_non_exhaustive()
     }
 }
@@ -170,16 +237,24 @@ impl Gateway {
         config: GatewayConfig,
         configure: impl FnOnce(GuardBuilder) -> GuardBuilder,
     ) -> Result<Gateway, ConfigError> {
+        let shared = Self::assemble(config, |guard_config| guard_config.build(configure))?;
+        Ok(Gateway {
+            shared: Arc::new(shared),
+        })
+    }
+
+    /// Builds a gateway whose guard comes from `guard` (built, or a running
+    /// gateway's kept on reload).
+    fn assemble(
+        config: GatewayConfig,
+        guard: impl FnOnce(&GuardConfig) -> Result<Guard, ConfigError>,
+    ) -> Result<Shared, ConfigError> {
         let upstream = parse_upstream(&config.upstream)?;
         let upstream_timeout = seconds("upstream_timeout_secs", config.upstream_timeout_secs)?;
         let shutdown_timeout = seconds("shutdown_timeout_secs", config.shutdown_timeout_secs)?;
         let limits = Limits::from_config(&config.limits)?;
-        let guard = crate::decision::config::build_guard(
-            &config.issuers,
-            config.realm.as_deref(),
-            config.allow_insecure_http,
-            configure,
-        )?;
+        let guard_config = GuardConfig::of(&config);
+        let guard = guard(&guard_config)?;
         let decider = Decider::from_config(
             guard,
             &config.routes,
@@ -190,30 +265,36 @@ impl Gateway {
             },
         )?;
         let forwarding = Forwarding::from_config(&config.forward)?;
+        let upgrades = UpgradePolicy::from_config(&config.forward.upgrade_protocols)?;
         // The pool keeps upstream connections open between requests.
         let client = Client::builder(TokioExecutor::new()).build(upstream_connector());
-        Ok(Gateway {
-            shared: Arc::new(Shared {
-                decider,
-                upstream,
-                client,
-                upstream_timeout,
-                upstream_body_timeout: limits.upstream_body_timeout,
-                max_body_bytes: limits.max_body_bytes,
-                shutdown_timeout,
-                conn_limits: limits.conn,
-                forwarding,
-                listen: config.listen,
-                admin_listen: config.admin_listen,
-                admin_on_listen: config.admin_on_listen,
-                metrics: None,
-            }),
+        Ok(Shared {
+            decider,
+            guard_config,
+            upgrades,
+            upstream,
+            client,
+            upstream_timeout,
+            upstream_body_timeout: limits.upstream_body_timeout,
+            max_body_bytes: limits.max_body_bytes,
+            shutdown_timeout,
+            conn_limits: limits.conn,
+            forwarding,
+            listen: config.listen,
+            admin_listen: config.admin_listen,
+            admin_on_listen: config.admin_on_listen,
+            metrics: None,
         })
     }
 
     /// Serves `/-/metrics` from this Prometheus recorder handle. Without one,
     /// `/-/metrics` answers 404.
+    ///
+    /// Also gives every metric of the crate its `HELP` text
+    /// ([`describe_metrics`](crate::metrics::describe_metrics)). Build the
+    /// recorder with [`prometheus_builder`] for the latency histogram's buckets.
     pub fn with_metrics(mut self, handle: PrometheusHandle) -> Self {
+        crate::metrics::describe_metrics();
         if let Some(shared) = Arc::get_mut(&mut self.shared) {
             shared.metrics = Some(handle);
         } else {
@@ -246,15 +327,26 @@ impl Gateway {
         listener: TcpListener,
         shutdown: impl Future<Output = ()>,
     ) -> io::Result<()> {
-        let guard = self.shared.decider.guard().clone();
-        tokio::spawn(async move {
-            if let Err(e) = guard.load_missing_keys().await {
-                tracing::warn!(error = %e, "initial key load failed; retried on demand");
-            }
-        });
-        let admin = self.shared.admin_on_listen;
-        self.accept_loop(listener, shutdown, Mode { proxy: true, admin })
-            .await
+        self.serve_live(self.live(), listener, shutdown).await
+    }
+
+    /// A fresh reloadable cell holding this gateway's state.
+    fn live(&self) -> Live {
+        Arc::new(ArcSwap::new(self.shared.clone()))
+    }
+
+    async fn serve_live(
+        &self,
+        live: Live,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()>,
+    ) -> io::Result<()> {
+        load_keys_in_background(live.load().decider.guard());
+        let mode = Mode {
+            proxy: true,
+            admin: false,
+        };
+        self.accept_loop(live, listener, shutdown, mode).await
     }
 
     /// Serves only `/-/health`, `/-/ready` and `/-/metrics` on `listener` (for
@@ -264,11 +356,20 @@ impl Gateway {
         listener: TcpListener,
         shutdown: impl Future<Output = ()>,
     ) -> io::Result<()> {
+        self.serve_admin_live(self.live(), listener, shutdown).await
+    }
+
+    async fn serve_admin_live(
+        &self,
+        live: Live,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()>,
+    ) -> io::Result<()> {
         let mode = Mode {
             proxy: false,
             admin: true,
         };
-        self.accept_loop(listener, shutdown, mode).await
+        self.accept_loop(live, listener, shutdown, mode).await
     }
 
     /// Binds `listen` (and `admin_listen`) and serves until `shutdown` completes.
@@ -328,6 +429,7 @@ impl Gateway {
         let addr = |l: &TcpListener, configured| l.local_addr().unwrap_or(configured);
         Ok(BoundGateway {
             gateway: self.clone(),
+            live: self.live(),
             addr: addr(&listener, self.shared.listen),
             admin_addr: admin
                 .as_ref()
@@ -338,15 +440,23 @@ impl Gateway {
         })
     }
 
+    /// Serves `listener`; each request is answered by the state `live` holds
+    /// when it arrives (so a reload never changes a request in flight).
     async fn accept_loop(
         &self,
+        live: Live,
         listener: TcpListener,
         shutdown: impl Future<Output = ()>,
         mode: Mode,
     ) -> io::Result<()> {
-        let this = self.clone();
         let handler = move |req, peer| {
-            let this = this.clone();
+            let this = Gateway {
+                shared: live.load_full(),
+            };
+            let mode = Mode {
+                admin: mode.admin || (mode.proxy && this.shared.admin_on_listen),
+                ..mode
+            };
             async move { this.handle_logged(req, mode, peer).await }
         };
         let s = &self.shared;
@@ -360,25 +470,36 @@ impl Gateway {
         .await
     }
 
-    /// One access-log line per request: method, path as received (no query, which
-    /// may carry secrets), status and time. Never a header or a token.
+    /// The request id (forwarded and returned as `x-request-id`), then one
+    /// access-log line per request (`access.rs`): never a header value or a token.
     async fn handle_logged(
         &self,
-        req: Request<Incoming>,
+        mut req: Request<Incoming>,
         mode: Mode,
         peer: SocketAddr,
     ) -> Response<GatewayBody> {
         let started = std::time::Instant::now();
         let method = req.method().clone();
         let path = req.uri().path().to_owned();
-        let response = self.handle(req, mode, peer).await;
-        tracing::info!(
-            %method,
-            path,
-            status = response.status().as_u16(),
-            micros = started.elapsed().as_micros() as u64,
-            "request"
-        );
+        let trusted = self.shared.forwarding.trust_forwarded();
+        let request_id = access::request_id(req.headers(), trusted);
+        req.headers_mut().insert(X_REQUEST_ID, request_id.clone());
+        let mut response = self.handle(req, mode, peer).await;
+        let note = response
+            .extensions_mut()
+            .remove::<Note>()
+            .unwrap_or_default();
+        access::Line {
+            request_id: &request_id,
+            peer,
+            method: &method,
+            path: &path,
+            status: response.status().as_u16(),
+            note: &note,
+            latency: started.elapsed(),
+        }
+        .emit();
+        response.headers_mut().insert(X_REQUEST_ID, request_id);
         response
     }
 
@@ -390,7 +511,13 @@ impl Gateway {
         peer: SocketAddr,
     ) -> Response<GatewayBody> {
         if mode.admin && req.uri().path().starts_with("/-/") {
-            return admin(self.guard(), self.shared.metrics.as_ref(), req.uri().path()).await;
+            let mut response =
+                admin(self.guard(), self.shared.metrics.as_ref(), req.uri().path()).await;
+            response.extensions_mut().insert(Note {
+                outcome: "admin",
+                ..Note::default()
+            });
+            return response;
         }
         if !mode.proxy {
             return count(
@@ -401,8 +528,33 @@ impl Gateway {
         let target = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
         let check = CheckRequest::new(req.method(), target, req.headers());
         match self.shared.decider.decide(&check).await {
-            Decision::Allow(allow) => self.forward(req, allow, peer.ip()).await,
-            Decision::Deny(deny) => count(deny.outcome.as_str(), deny.response.map(full)),
+            Decision::Allow(allow) => {
+                let route = allow.route.clone();
+                // Copied only when the access log is on.
+                let who = tracing::enabled!(target: "bearer_guard::access", tracing::Level::INFO)
+                    .then_some(allow.token.as_ref())
+                    .flatten()
+                    .map(|t| {
+                        (
+                            t.subject().map(str::to_owned),
+                            t.client_id().map(str::to_owned),
+                        )
+                    });
+                let mut response = self.forward(req, allow, peer.ip()).await;
+                if let Some(note) = response.extensions_mut().get_mut::<Note>() {
+                    note.route = Some(route);
+                    (note.sub, note.client_id) = who.unwrap_or_default();
+                }
+                response
+            }
+            Decision::Deny(deny) => {
+                let mut response = count(deny.outcome.as_str(), deny.response.map(full));
+                if let Some(note) = response.extensions_mut().get_mut::<Note>() {
+                    note.reason = Some(deny.reason);
+                    note.route = deny.route;
+                }
+                response
+            }
         }
     }
 
@@ -415,6 +567,7 @@ impl Gateway {
         let s = &self.shared;
         let (mut parts, body) = req.into_parts();
         let client_version = parts.version;
+        let upgrade = upgrade::take(&s.upgrades, &mut parts);
         if body.size_hint().lower() > s.max_body_bytes {
             return count("payload_too_large", too_large(client_version));
         }
@@ -450,6 +603,9 @@ impl Gateway {
         parts.version = Version::HTTP_11;
         let headers = &mut parts.headers;
         strip_hop_by_hop(headers);
+        if let Some(upgrade) = &upgrade {
+            upgrade.restore_headers(headers);
+        }
         // The client sets Host from the upstream URI.
         headers.remove(header::HOST);
         for name in &allow.headers_to_remove {
@@ -465,6 +621,22 @@ impl Gateway {
         );
         let sent = s.client.request(Request::from_parts(parts, body));
         match tokio::time::timeout(s.upstream_timeout, sent).await {
+            Ok(Ok(response)) if response.status() == StatusCode::SWITCHING_PROTOCOLS => {
+                let refused = match upgrade.map(|u| u.splice(response)) {
+                    Some(Ok(switched)) => return count("upgraded", switched.map(|()| empty())),
+                    Some(Err(why)) => why,
+                    None => "a 101 to a request that asked for no upgrade",
+                };
+                tracing::warn!(problem = refused, "upstream switched protocols; refused");
+                count(
+                    "bad_gateway",
+                    own(
+                        StatusCode::BAD_GATEWAY,
+                        "bad_gateway",
+                        "the upstream's protocol switch was refused",
+                    ),
+                )
+            }
             Ok(Ok(response)) => {
                 let (mut parts, body) = response.into_parts();
                 strip_hop_by_hop(&mut parts.headers);
@@ -665,6 +837,16 @@ pub struct BindError {
 }
 
 impl BindError {
+    #[cfg(feature = "ext-authz")]
+    pub(crate) fn new(key: &'static str, addr: SocketAddr, source: io::Error) -> Self {
+        BindError { key, addr, source }
+    }
+
+    /// The reason's kind (`AddrInUse`, `PermissionDenied`...).
+    pub fn kind(&self) -> io::ErrorKind {
+        self.source.kind()
+    }
+
     /// The address that could not be bound.
     pub fn addr(&self) -> SocketAddr {
         self.addr
@@ -675,6 +857,7 @@ impl BindError {
 #[derive(Debug)]
 pub struct BoundGateway {
     gateway: Gateway,
+    live: Live,
     listener: TcpListener,
     admin: Option<TcpListener>,
     addr: SocketAddr,
@@ -692,7 +875,15 @@ impl BoundGateway {
         self.admin_addr
     }
 
-    /// Serves until `shutdown` completes (see [`Gateway::serve`]).
+    /// A handle that swaps in a new configuration while this gateway serves
+    /// (see [`Reloader`]).
+    pub fn reloader(&self) -> Reloader {
+        Reloader::new(self.live.clone())
+    }
+
+    /// Serves until `shutdown` completes (see [`Gateway::serve`]); each request
+    /// is answered with the configuration current when it arrives
+    /// ([`reloader`](Self::reloader)).
     pub async fn serve(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
@@ -700,16 +891,47 @@ impl BoundGateway {
         let shutdown = shutdown.shared();
         let g = &self.gateway;
         match self.admin {
-            None => g.serve(self.listener, shutdown).await,
+            None => g.serve_live(self.live, self.listener, shutdown).await,
             Some(admin) => {
                 let (a, b) = tokio::join!(
-                    g.serve(self.listener, shutdown.clone()),
-                    g.serve_admin(admin, shutdown)
+                    g.serve_live(self.live.clone(), self.listener, shutdown.clone()),
+                    g.serve_admin_live(self.live, admin, shutdown)
                 );
                 a.and(b)
             }
         }
     }
+}
+
+/// Starts loading `guard`'s missing keys in a task of its own, so `/-/ready`
+/// turns green early.
+fn load_keys_in_background(guard: &Guard) {
+    let guard = guard.clone();
+    tokio::spawn(async move {
+        if let Err(e) = guard.load_missing_keys().await {
+            tracing::warn!(error = %e, "initial key load failed; retried on demand");
+        }
+    });
+}
+
+/// A recorder builder for [`Gateway::with_metrics`]: the Prometheus exporter's,
+/// with the buckets of `bearer_guard_request_duration_seconds`
+/// ([`LATENCY_BUCKETS`]), so it is rendered as a histogram.
+///
+/// ```
+/// let recorder = bearer_guard::gateway::prometheus_builder().build_recorder();
+/// let handle = recorder.handle();
+/// # let _ = handle;
+/// ```
+pub fn prometheus_builder() -> metrics_exporter_prometheus::PrometheusBuilder {
+    use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+    PrometheusBuilder::new()
+        .set_buckets_for_metric(
+            Matcher::Full(access::REQUEST_DURATION.to_owned()),
+            LATENCY_BUCKETS,
+        )
+        // Only fails for an empty list, which LATENCY_BUCKETS is not.
+        .unwrap_or_else(|_| PrometheusBuilder::new())
 }
 
 /// Which endpoints a listener serves.
@@ -824,7 +1046,16 @@ fn own(status: StatusCode, error: &str, description: &str) -> Response<GatewayBo
     crate::decision::own(status, error, description).map(full)
 }
 
-fn count(outcome: &'static str, response: Response<GatewayBody>) -> Response<GatewayBody> {
+fn empty() -> GatewayBody {
+    full(Bytes::new())
+}
+
+/// Counts the request under `outcome`, which the access log line also names.
+fn count(outcome: &'static str, mut response: Response<GatewayBody>) -> Response<GatewayBody> {
     metrics::counter!("bearer_guard_gateway_requests_total", "outcome" => outcome).increment(1);
+    response.extensions_mut().insert(Note {
+        outcome,
+        ..Note::default()
+    });
     response
 }
