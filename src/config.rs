@@ -50,6 +50,8 @@ pub(crate) struct GuardInner {
     pub dpop: Option<crate::sender::DpopVerifier>,
     /// The one issuer that accepts opaque tokens, if any.
     pub introspection: Option<crate::introspect::Introspector>,
+    /// The RFC 9728 document, when configured.
+    pub resource_metadata: Option<crate::resource_metadata::PublishedMetadata>,
 }
 
 impl fmt::Debug for Guard {
@@ -111,6 +113,13 @@ impl Guard {
     /// Whether keys are loaded for every issuer.
     pub fn ready(&self) -> bool {
         self.key_status().iter().all(KeyStoreStatus::ready)
+    }
+
+    /// The protected-resource metadata (RFC 9728) this guard publishes, when
+    /// configured with [`GuardBuilder::resource_metadata`]: its URL, its path
+    /// and the document. See [`resource_metadata`](crate::resource_metadata).
+    pub fn resource_metadata(&self) -> Option<&crate::resource_metadata::PublishedMetadata> {
+        self.inner.resource_metadata.as_ref()
     }
 
     /// The response the layers send for `error` to a request with these headers
@@ -218,6 +227,9 @@ pub enum BuildError {
     /// The DPoP settings are unusable, or an issuer asks for DPoP without them.
     #[error("DPoP: {0}")]
     InvalidDpop(String),
+    /// The protected-resource metadata (RFC 9728) is unusable.
+    #[error("resource metadata: {0}")]
+    InvalidResourceMetadata(String),
 }
 
 fn range_text(min: Duration, max: Option<Duration>) -> String {
@@ -257,6 +269,7 @@ pub struct GuardBuilder {
     limits: FetchLimits,
     cache: CacheConfig,
     dpop: Option<crate::sender::Dpop>,
+    resource_metadata: Option<crate::resource_metadata::ResourceMetadata>,
 }
 
 impl Default for GuardBuilder {
@@ -279,6 +292,7 @@ impl Default for GuardBuilder {
             limits: FetchLimits::default(),
             cache: CacheConfig::default(),
             dpop: None,
+            resource_metadata: None,
         }
     }
 }
@@ -478,6 +492,17 @@ impl GuardBuilder {
         self
     }
 
+    /// Publishes protected-resource metadata (RFC 9728): the layer answers its
+    /// well-known URL and every challenge names it in `resource_metadata="…"`.
+    /// See [`resource_metadata`](crate::resource_metadata).
+    pub fn resource_metadata(
+        mut self,
+        metadata: crate::resource_metadata::ResourceMetadata,
+    ) -> Self {
+        self.resource_metadata = Some(metadata);
+        self
+    }
+
     /// Checks the configuration and builds the guard. Keys are fetched lazily, on
     /// the first request (or by [`Guard::prefetch`]).
     pub fn build(self) -> Result<Guard, BuildError> {
@@ -568,6 +593,31 @@ impl GuardBuilder {
                     .any(|m| *m != crate::sender::DpopMode::Required),
             })
         });
+        let resource_metadata = match &self.resource_metadata {
+            None => None,
+            Some(m) => {
+                let facts = crate::resource_metadata::GuardFacts {
+                    // Templates have no one URL to publish (see the module docs).
+                    issuers: self
+                        .issuers
+                        .iter()
+                        .filter(|i| i.tenants.is_none() && !i.issuer.contains(TENANT))
+                        .map(|i| i.issuer.as_str())
+                        .collect(),
+                    dpop_algs: dpop.as_ref().map(|d| d.algs.split(' ').collect()),
+                    dpop_required: dpop.as_ref().is_some_and(|d| {
+                        d.modes
+                            .iter()
+                            .all(|m| *m == crate::sender::DpopMode::Required)
+                    }),
+                    allow_http: self.allow_http,
+                };
+                Some(
+                    m.publish(&facts)
+                        .map_err(BuildError::InvalidResourceMetadata)?,
+                )
+            }
+        };
         Ok(Guard {
             inner: Arc::new(GuardInner {
                 issuers: IssuerPolicy::new(entries),
@@ -584,9 +634,11 @@ impl GuardBuilder {
                     realm: self.realm.map(Into::into),
                     handler: self.error_handler,
                     dpop: challenge,
+                    resource_metadata: resource_metadata.as_ref().map(|m| m.url().into()),
                 },
                 dpop,
                 introspection,
+                resource_metadata,
             }),
         })
     }

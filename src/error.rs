@@ -630,7 +630,7 @@ impl AuthError {
     ///
     /// `realm` must already be a safe quoted-string value (the builder checks it).
     pub fn to_response(&self, realm: Option<&str>) -> Response<Bytes> {
-        self.render(realm, None, false)
+        self.render(realm, None, false, None)
     }
 
     /// The response with the challenges of the accepted schemes: `Bearer` unless
@@ -642,6 +642,7 @@ impl AuthError {
         realm: Option<&str>,
         dpop: Option<&DpopChallenge>,
         client_used_dpop: bool,
+        resource_metadata: Option<&str>,
     ) -> Response<Bytes> {
         let dpop_error = matches!(
             self,
@@ -677,6 +678,8 @@ impl AuthError {
                 c.param("max_age", max_age_text.as_deref());
             }
             c.param("algs", algs);
+            // RFC 9728 §5.1; the builder checked the URL has no quote or backslash.
+            c.param("resource_metadata", resource_metadata);
             c.0
         };
 
@@ -784,7 +787,7 @@ impl AuthError {
     /// `content-type: application/grpc`, `grpc-status`, `grpc-message`), keeping
     /// the RFC 6750 `WWW-Authenticate` challenge.
     pub fn to_grpc_response(&self, realm: Option<&str>) -> Response<Bytes> {
-        self.to_grpc_response_with(realm, None, false)
+        self.to_grpc_response_with(realm, None, false, None)
     }
 
     fn to_grpc_response_with(
@@ -792,8 +795,11 @@ impl AuthError {
         realm: Option<&str>,
         dpop: Option<&DpopChallenge>,
         used_dpop: bool,
+        resource_metadata: Option<&str>,
     ) -> Response<Bytes> {
-        let (mut parts, _) = self.render(realm, dpop, used_dpop).into_parts();
+        let (mut parts, _) = self
+            .render(realm, dpop, used_dpop, resource_metadata)
+            .into_parts();
         parts.status = StatusCode::OK;
         parts
             .headers
@@ -854,6 +860,8 @@ pub(crate) struct Responder {
     pub handler: Option<ErrorHandler>,
     /// Set when the guard accepts DPoP (an `Arc`: rejections carry a responder).
     pub dpop: Option<Arc<DpopChallenge>>,
+    /// The RFC 9728 metadata URL, named in every challenge.
+    pub resource_metadata: Option<Arc<str>>,
 }
 
 impl Responder {
@@ -880,10 +888,13 @@ impl Responder {
 
     fn answer(&self, error: &AuthError, grpc: bool, used_dpop: bool) -> Response<Bytes> {
         let realm = self.realm.as_deref();
+        let metadata = self.resource_metadata.as_deref();
         match &self.handler {
             Some(handler) => handler(error),
-            None if grpc => error.to_grpc_response_with(realm, self.dpop.as_deref(), used_dpop),
-            None => error.render(realm, self.dpop.as_deref(), used_dpop),
+            None if grpc => {
+                error.to_grpc_response_with(realm, self.dpop.as_deref(), used_dpop, metadata)
+            }
+            None => error.render(realm, self.dpop.as_deref(), used_dpop, metadata),
         }
     }
 }

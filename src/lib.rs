@@ -41,6 +41,7 @@
 
 pub mod clock;
 pub mod error;
+pub mod resource_metadata;
 pub mod sender;
 
 mod cache;
@@ -97,6 +98,7 @@ pub use jws::{Algorithm, TokenHeader, TypPolicy, UnknownAlgorithm};
 pub use keys::store::KeyStoreStatus;
 pub use layer::{GuardBody, GuardLayer, GuardService};
 pub use require::{InvalidScope, Require, RequireScope, RequireScopeService, RequireService};
+pub use resource_metadata::ResourceMetadata;
 
 // The README's examples compile and run as doctests, so they cannot rot.
 #[cfg(all(doctest, feature = "authz-server"))]

@@ -189,11 +189,14 @@ pub enum Outcome {
     Rejected,
     /// The token lacks a scope the route requires (403).
     Forbidden,
+    /// Not a refusal: the request is for the RFC 9728 metadata document, which
+    /// the response is (200), answered without a token and without forwarding.
+    ResourceMetadata,
 }
 
 impl Outcome {
     /// The metrics label: `bad_request`, `not_found`, `method_not_allowed`,
-    /// `rejected`, `forbidden`.
+    /// `rejected`, `forbidden`, `resource_metadata`.
     pub fn as_str(self) -> &'static str {
         match self {
             Outcome::BadRequest => "bad_request",
@@ -201,6 +204,7 @@ impl Outcome {
             Outcome::MethodNotAllowed => "method_not_allowed",
             Outcome::Rejected => "rejected",
             Outcome::Forbidden => "forbidden",
+            Outcome::ResourceMetadata => "resource_metadata",
         }
     }
 }
@@ -248,6 +252,11 @@ impl Decider {
             Some(parts) => parts,
             None => return deny(Outcome::BadRequest, bad_request("invalid request target")),
         };
+        if let Some(metadata) = &self.guard.inner.resource_metadata
+            && let Some(response) = metadata.respond(request.method, &raw_path)
+        {
+            return deny(Outcome::ResourceMetadata, response);
+        }
         let path = match path::normalize_path(&raw_path) {
             Ok(p) => p,
             Err(e) => return deny(Outcome::BadRequest, bad_request(&e.to_string())),

@@ -107,6 +107,10 @@ pub struct ExtAuthzConfig {
     /// What the upstream learns about the verified token.
     #[serde(default)]
     pub forward: CheckForwardConfig,
+    /// `[resource_metadata]` (RFC 9728): named in every challenge, and answered
+    /// by the checks (see the module docs for each proxy).
+    #[serde(default)]
+    pub resource_metadata: Option<crate::decision::config::ResourceMetadataConfig>,
 }
 
 /// `[forward]` of `ext-authz.toml`: the gateway's, less what the proxy does
@@ -179,7 +183,10 @@ impl ExtAuthz {
             &config.issuers,
             config.realm.as_deref(),
             config.allow_insecure_http,
-            |builder| builder,
+            crate::decision::config::ResourceMetadataConfig::apply(
+                config.resource_metadata.as_ref(),
+                |builder| builder,
+            ),
         )?;
         // The proxy sets Forwarded/X-Forwarded-* itself: its values are kept.
         let rules = HeaderRules {

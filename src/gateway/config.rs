@@ -11,7 +11,7 @@ use std::path::Path;
 
 use serde::Deserialize;
 
-pub use crate::decision::config::{ConfigError, IssuerConfig, RouteConfig};
+pub use crate::decision::config::{ConfigError, IssuerConfig, ResourceMetadataConfig, RouteConfig};
 
 /// The whole gateway configuration (one TOML file).
 #[derive(Debug, Clone, Deserialize)]
@@ -56,6 +56,9 @@ pub struct GatewayConfig {
     /// holding the gateway.
     #[serde(default)]
     pub limits: LimitsConfig,
+    /// `[resource_metadata]` (RFC 9728): served on `listen` without a token.
+    #[serde(default)]
+    pub resource_metadata: Option<ResourceMetadataConfig>,
 }
 
 /// `[limits]`: each absent key takes the default named on it (an edge proxy's).

@@ -178,7 +178,10 @@ impl Gateway {
             &config.issuers,
             config.realm.as_deref(),
             config.allow_insecure_http,
-            configure,
+            crate::decision::config::ResourceMetadataConfig::apply(
+                config.resource_metadata.as_ref(),
+                configure,
+            ),
         )?;
         let decider = Decider::from_config(
             guard,
