@@ -187,9 +187,9 @@ where
 /// use axum::{Router, routing::post};
 /// use bearer_guard::{Guard, Issuer, ResourceMetadata};
 ///
-/// # fn app(jwks: &str) -> Result<Router, bearer_guard::BuildError> {
+/// # fn app() -> Result<Router, bearer_guard::BuildError> {
 /// let guard = Guard::builder()
-///     .issuer(Issuer::new("https://login.example.com").jwks_document(jwks))
+///     .issuer(Issuer::new("https://login.example.com").jwks_uri("https://login.example.com/jwks"))
 ///     .audience("https://api.example.com/mcp")
 ///     .resource_metadata(ResourceMetadata::new("https://api.example.com/mcp"))
 ///     .build()?;
@@ -197,7 +197,7 @@ where
 ///     .route("/mcp", post(|| async { "ok" }).route_layer(guard.layer()))
 ///     .merge(bearer_guard::axum::resource_metadata_router(&guard));
 /// # Ok(app) }
-/// # app(r#"{"keys":[]}"#).unwrap();
+/// # app().unwrap();
 /// ```
 pub fn resource_metadata_router<S>(guard: &crate::Guard) -> axum::Router<S>
 where

@@ -23,9 +23,9 @@
 //! ```
 //! use bearer_guard::{Guard, Issuer, ResourceMetadata};
 //!
-//! # fn build(jwks: &str) -> Result<(), Box<dyn std::error::Error>> {
+//! # fn build() -> Result<(), Box<dyn std::error::Error>> {
 //! let guard = Guard::builder()
-//!     .issuer(Issuer::new("https://login.example.com").jwks_document(jwks))
+//!     .issuer(Issuer::new("https://login.example.com").jwks_uri("https://login.example.com/jwks"))
 //!     .audience("https://api.example.com/mcp")
 //!     .resource_metadata(
 //!         ResourceMetadata::new("https://api.example.com/mcp")
@@ -43,7 +43,7 @@
 //! assert_eq!(doc["authorization_servers"][0], "https://login.example.com");
 //! assert_eq!(doc["bearer_methods_supported"][0], "header");
 //! # Ok(()) }
-//! # build(r#"{"keys":[]}"#).unwrap();
+//! # build().unwrap();
 //! ```
 //!
 //! **What is not listed.** Tenant templates (`Issuer::tenant_template`) have no

@@ -75,7 +75,7 @@ pub(crate) mod headers;
 pub mod path;
 mod route;
 
-pub use config::{ConfigError, IssuerConfig, RouteConfig};
+pub use config::{ConfigError, IssuerConfig, ResourceMetadataConfig, RouteConfig};
 
 use headers::ClaimHeaders;
 pub(crate) use headers::HOP_BY_HOP;
