@@ -236,6 +236,14 @@ impl Decider {
         })
     }
 
+    /// Joins array claims forwarded in headers with `separator` instead of `,`
+    /// (`[forward] claims_separator`): 1 to 8 printable ASCII characters, not
+    /// only spaces. An element containing it refuses the request.
+    pub fn claims_separator(mut self, separator: &str) -> Result<Decider, ConfigError> {
+        self.claims = self.claims.with_separator(separator)?;
+        Ok(self)
+    }
+
     /// The guard validating the tokens.
     pub fn guard(&self) -> &Guard {
         &self.guard

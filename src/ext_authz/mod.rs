@@ -122,6 +122,9 @@ pub struct CheckForwardConfig {
     /// Claim name -> request header, as in `gateway.toml`.
     #[serde(default)]
     pub claims_to_headers: BTreeMap<String, String>,
+    /// What joins the elements of an array claim in its header (default `,`).
+    #[serde(default)]
+    pub claims_separator: Option<String>,
     /// Have the proxy remove `Authorization` before the upstream (Envoy only:
     /// nginx, Caddy and Traefik are told in their own configuration).
     #[serde(default)]
@@ -199,6 +202,10 @@ impl ExtAuthz {
             &config.forward.claims_to_headers,
             rules,
         )?;
+        let decider = match &config.forward.claims_separator {
+            Some(separator) => decider.claims_separator(separator)?,
+            None => decider,
+        };
         let mut service = ExtAuthz::new(decider, trusted);
         service.listeners = Listeners {
             grpc: config.grpc_listen,

@@ -192,6 +192,10 @@ impl Gateway {
                 trust_forwarded: config.forward.trust_forwarded,
             },
         )?;
+        let decider = match &config.forward.claims_separator {
+            Some(separator) => decider.claims_separator(separator)?,
+            None => decider,
+        };
         let forwarding = Forwarding::from_config(&config.forward)?;
         // The pool keeps upstream connections open between requests.
         let client = Client::builder(TokioExecutor::new()).build(upstream_connector());
