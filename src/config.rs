@@ -698,12 +698,20 @@ impl GuardBuilder {
                 "introspection cache TTLs and size must be positive",
             ));
         }
-        let endpoint = check_url(&config.endpoint, self.allow_http).map_err(|reason| {
-            BuildError::InvalidUrl {
-                issuer: issuer.issuer.clone(),
-                reason,
+        let invalid = |reason| BuildError::InvalidUrl {
+            issuer: issuer.issuer.clone(),
+            reason,
+        };
+        let endpoint = match &config.endpoint {
+            Some(url) => crate::introspect::EndpointSource::Configured(
+                check_url(url, self.allow_http).map_err(invalid)?,
+            ),
+            None => {
+                // Discovery starts from the issuer identifier.
+                check_url(&issuer.issuer, self.allow_http).map_err(invalid)?;
+                crate::introspect::EndpointSource::discovered(self.allow_http)
             }
-        })?;
+        };
         Ok(Some(crate::introspect::Introspector::new(
             index,
             &issuer.issuer,
