@@ -58,7 +58,8 @@ pub struct ClaimsRejection {
 enum RejectionKind {
     Refused {
         error: AuthError,
-        responder: Responder,
+        /// Boxed: rejections are the cold path, and results stay small.
+        responder: Box<Responder>,
     },
     /// No guard layer ran: the server, not the client, is at fault.
     Misconfigured,
@@ -123,7 +124,7 @@ fn verified(parts: &Parts) -> Result<VerifiedToken, ClaimsRejection> {
         // An optional guard saw no credentials: the client must send some.
         Some(handle) => RejectionKind::Refused {
             error: AuthError::MissingToken,
-            responder: handle.0.inner.responder.clone(),
+            responder: Box::new(handle.0.inner.responder.clone()),
         },
         None => {
             tracing::error!("no verified token in the request: is the Guard layer applied?");
@@ -170,7 +171,7 @@ where
             ClaimsRejection {
                 kind: RejectionKind::Refused {
                     error: AuthError::InvalidToken(TokenProblem::BadClaims(e.to_string())),
-                    responder: responder(parts),
+                    responder: Box::new(responder(parts)),
                 },
                 grpc: is_grpc(&parts.headers),
             }

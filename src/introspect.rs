@@ -458,7 +458,7 @@ mod tests {
         let intro = Introspector::new(
             0,
             "http://127.0.0.1",
-            Url::parse(&config.endpoint).unwrap(),
+            EndpointSource::Configured(Url::parse(config.endpoint.as_deref().unwrap()).unwrap()),
             &config,
             reqwest::Client::new(),
             FetchLimits::default(),

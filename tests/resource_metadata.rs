@@ -501,7 +501,6 @@ scopes_supported = ["orders:read"]
                 }),
                 ..AttributeContext::default()
             }),
-            ..CheckRequest::default()
         };
         let mut client = AuthorizationClient::connect(format!("http://{}", checks.grpc))
             .await

@@ -439,7 +439,7 @@ max_age = 300
     let max_age = "300";
     let stepped_up = browser
         .token(
-            &[("acr_values", &acr_values), ("max_age", &max_age)],
+            &[("acr_values", &acr_values), ("max_age", max_age)],
             Some(CODE),
         )
         .await;

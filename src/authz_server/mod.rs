@@ -150,6 +150,9 @@ pub enum AuthzServerError {
     },
 }
 
+/// The client a ticket was made for, and its claims.
+type ClaimTicket = (String, serde_json::Map<String, Value>);
+
 /// State shared by every request handler and the handle. Deliberately not
 /// `Debug`: it holds user passwords and client secrets.
 struct Shared {
@@ -163,7 +166,7 @@ struct Shared {
     /// Extra claims for one client-credentials request of the handle's own
     /// (`client_credentials_token_with`): ticket -> (client, claims). Only the
     /// handle creates tickets, so a client cannot add claims over the wire.
-    claim_tickets: Mutex<HashMap<String, (String, serde_json::Map<String, Value>)>>,
+    claim_tickets: Mutex<HashMap<String, ClaimTicket>>,
     default_audience: String,
     audiences: Vec<String>,
     access_token_lifetime: Duration,
