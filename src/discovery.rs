@@ -73,7 +73,9 @@ pub(crate) fn metadata_urls(issuer: &Url) -> [Url; 2] {
     [oidc, rfc8414]
 }
 
-/// Parses a metadata document and checks it belongs to `issuer`.
+/// Parses a metadata document and checks it belongs to `issuer` (the fuzz
+/// target's entry point; discovery itself goes through [`endpoint_from_metadata`]).
+#[cfg(any(test, feature = "__fuzz"))]
 pub(crate) fn jwks_uri_from_metadata(
     body: &[u8],
     issuer: &str,

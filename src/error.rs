@@ -926,6 +926,47 @@ mod tests {
     }
 
     #[test]
+    fn every_challenge_names_the_resource_metadata_last() {
+        let responder = Responder {
+            realm: Some("api".into()),
+            dpop: Some(Arc::new(DpopChallenge {
+                algs: "ES256".into(),
+                bearer_too: true,
+            })),
+            resource_metadata: Some(
+                "https://a.example/.well-known/oauth-protected-resource".into(),
+            ),
+            ..Responder::default()
+        };
+        let r = responder.respond(&AuthError::MissingToken, false);
+        let all: Vec<&str> = r
+            .headers()
+            .get_all(WWW_AUTHENTICATE)
+            .iter()
+            .map(|v| v.to_str().unwrap())
+            .collect();
+        assert_eq!(
+            all,
+            [
+                r#"Bearer realm="api", resource_metadata="https://a.example/.well-known/oauth-protected-resource""#,
+                r#"DPoP realm="api", algs="ES256", resource_metadata="https://a.example/.well-known/oauth-protected-resource""#,
+            ]
+        );
+        let r = responder.respond(
+            &AuthError::InsufficientScope {
+                required: vec!["a".into()].into(),
+            },
+            true,
+        );
+        assert_eq!(r.headers()["grpc-status"], "7");
+        assert!(www(&r).ends_with(
+            r#"scope="a", resource_metadata="https://a.example/.well-known/oauth-protected-resource""#
+        ));
+        // No metadata configured: no parameter.
+        assert_eq!(www(&AuthError::MissingToken.to_response(None)), "Bearer");
+    }
+
+    #[test]
     fn malformed_request_gets_400_invalid_request() {
         let r = AuthError::InvalidRequest(RequestProblem::MultipleAuthorizationHeaders)
             .to_response(None);

@@ -43,6 +43,15 @@
 //! client, so `failure_mode_allow: true` never lets a request through that the
 //! service refused; it only matters when the service cannot be reached.
 //!
+//! **Protected-resource metadata** (`[resource_metadata]`, RFC 9728): every
+//! challenge names it, and a check for its well-known path is answered with the
+//! document as a refusal of status 200 (outcome `resource_metadata`). Envoy's gRPC
+//! mode sends that `denied_response` to the client as is; nginx passes it on from
+//! `@denied` when `X-Auth-Status` is 200 (`examples/proxies/nginx.conf`). For
+//! Caddy, Traefik and Envoy's HTTP mode, where any 2xx from the check means
+//! "forward upstream", route the well-known path to the HTTP check itself
+//! (`examples/proxies/Caddyfile`), which answers a direct request for it.
+//!
 //! Metrics: `bearer_guard_ext_authz_checks_total{protocol, outcome}` (`grpc` or
 //! `http`; `allowed` or the decision's outcome, plus `untrusted_peer`).
 
@@ -108,7 +117,7 @@ pub struct ExtAuthzConfig {
     #[serde(default)]
     pub forward: CheckForwardConfig,
     /// `[resource_metadata]` (RFC 9728): named in every challenge, and answered
-    /// by the checks (see the module docs for each proxy).
+    /// by the checks (see the [module docs](self) for each proxy).
     #[serde(default)]
     pub resource_metadata: Option<crate::decision::config::ResourceMetadataConfig>,
 }
