@@ -366,6 +366,20 @@ async fn max_age_step_up_round_trip_through_the_layer() {
 }
 
 #[tokio::test]
+async fn max_age_zero_always_asks_for_a_login() {
+    let clock = ManualClock::starting_now();
+    let server = server(&clock).await;
+    let browser = Browser::new(&server);
+    browser.token(&[], None).await;
+    // Same second, live session: still the login page.
+    assert!(matches!(
+        browser.open(&[("max_age", "0")]).await,
+        Page::Login(_)
+    ));
+    assert!(matches!(browser.open(&[]).await, Page::Consent(_)));
+}
+
+#[tokio::test]
 async fn malformed_max_age_goes_back_to_the_client_as_invalid_request() {
     let clock = ManualClock::starting_now();
     let server = server(&clock).await;

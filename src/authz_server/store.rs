@@ -108,9 +108,10 @@ impl PendingAuthorization {
     /// Whether a login satisfies this request's `acr_values` and `max_age`.
     pub(crate) fn accepts(&self, login: &Authentication, now: u64) -> bool {
         let acr = self.acr_values.is_empty() || self.acr_values.contains(&login.acr);
+        // max_age=0 asks for a login now, like prompt=login (OIDC Core §3.1.2.1).
         let fresh = self
             .max_age
-            .is_none_or(|max| now.saturating_sub(login.auth_time) <= max);
+            .is_none_or(|max| max > 0 && now.saturating_sub(login.auth_time) <= max);
         acr && fresh
     }
 
