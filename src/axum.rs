@@ -181,3 +181,46 @@ where
         })
     }
 }
+
+/// A router serving the guard's protected-resource metadata (RFC 9728) at its
+/// well-known path, for apps that put the guard on some routes only
+/// (`route_layer`); under `.layer(guard.layer())` the layer answers it already.
+/// Empty when the guard has no [`ResourceMetadata`](crate::ResourceMetadata).
+///
+/// ```
+/// use axum::{Router, routing::post};
+/// use bearer_guard::{Guard, Issuer, ResourceMetadata};
+///
+/// # fn app() -> Result<Router, bearer_guard::BuildError> {
+/// let guard = Guard::builder()
+///     .issuer(Issuer::new("https://login.example.com").jwks_uri("https://login.example.com/jwks"))
+///     .audience("https://api.example.com/mcp")
+///     .resource_metadata(ResourceMetadata::new("https://api.example.com/mcp"))
+///     .build()?;
+/// let app = Router::new()
+///     .route("/mcp", post(|| async { "ok" }).route_layer(guard.layer()))
+///     .merge(bearer_guard::axum::resource_metadata_router(&guard));
+/// # Ok(app) }
+/// # app().unwrap();
+/// ```
+pub fn resource_metadata_router<S>(guard: &crate::Guard) -> axum::Router<S>
+where
+    S: Clone + Send + Sync + 'static,
+{
+    let Some(metadata) = guard.resource_metadata().cloned() else {
+        return axum::Router::new();
+    };
+    let path = metadata.path().to_owned();
+    axum::Router::new().route(
+        &path,
+        axum::routing::any(move |method: http::Method, uri: http::Uri| {
+            let metadata = metadata.clone();
+            async move {
+                metadata
+                    .respond(&method, uri.path())
+                    .map(|r| r.map(axum::body::Body::from))
+                    .unwrap_or_else(|| http::StatusCode::NOT_FOUND.into_response())
+            }
+        }),
+    )
+}

@@ -113,6 +113,9 @@ pub enum BuildError {
     /// The DPoP settings are unusable, or an issuer asks for DPoP without them.
     #[error("DPoP: {0}")]
     InvalidDpop(String),
+    /// The protected-resource metadata (RFC 9728) is unusable.
+    #[error("resource metadata: {0}")]
+    InvalidResourceMetadata(String),
 }
 
 fn range_text(min: Duration, max: Option<Duration>) -> String {
@@ -152,6 +155,7 @@ pub struct GuardBuilder {
     limits: FetchLimits,
     cache: CacheConfig,
     dpop: Option<crate::sender::Dpop>,
+    resource_metadata: Option<crate::resource_metadata::ResourceMetadata>,
 }
 
 impl Default for GuardBuilder {
@@ -174,6 +178,7 @@ impl Default for GuardBuilder {
             limits: FetchLimits::default(),
             cache: CacheConfig::default(),
             dpop: None,
+            resource_metadata: None,
         }
     }
 }
@@ -378,6 +383,17 @@ impl GuardBuilder {
         self
     }
 
+    /// Publishes protected-resource metadata (RFC 9728): the layer answers its
+    /// well-known URL and every challenge names it in `resource_metadata="…"`.
+    /// See [`resource_metadata`](crate::resource_metadata).
+    pub fn resource_metadata(
+        mut self,
+        metadata: crate::resource_metadata::ResourceMetadata,
+    ) -> Self {
+        self.resource_metadata = Some(metadata);
+        self
+    }
+
     /// Checks the configuration and builds the guard. Keys are fetched lazily, on
     /// the first request (or by [`Guard::prefetch`]).
     pub fn build(self) -> Result<Guard, BuildError> {
@@ -468,6 +484,31 @@ impl GuardBuilder {
                     .any(|m| *m != crate::sender::DpopMode::Required),
             })
         });
+        let resource_metadata = match &self.resource_metadata {
+            None => None,
+            Some(m) => {
+                let facts = crate::resource_metadata::GuardFacts {
+                    // Templates have no one URL to publish (see the module docs).
+                    issuers: self
+                        .issuers
+                        .iter()
+                        .filter(|i| i.tenants.is_none() && !i.issuer.contains(TENANT))
+                        .map(|i| i.issuer.as_str())
+                        .collect(),
+                    dpop_algs: dpop.as_ref().map(|d| d.algs.split(' ').collect()),
+                    dpop_required: dpop.as_ref().is_some_and(|d| {
+                        d.modes
+                            .iter()
+                            .all(|m| *m == crate::sender::DpopMode::Required)
+                    }),
+                    allow_http: self.allow_http,
+                };
+                Some(
+                    m.publish(&facts)
+                        .map_err(BuildError::InvalidResourceMetadata)?,
+                )
+            }
+        };
         Ok(Guard {
             inner: Arc::new(GuardInner {
                 issuers: IssuerPolicy::new(entries),
@@ -484,9 +525,11 @@ impl GuardBuilder {
                     realm: self.realm.map(Into::into),
                     handler: self.error_handler,
                     dpop: challenge,
+                    resource_metadata: resource_metadata.as_ref().map(|m| m.url().into()),
                 },
                 dpop,
                 introspection,
+                resource_metadata,
             }),
         })
     }
@@ -546,12 +589,20 @@ impl GuardBuilder {
                 "introspection cache TTLs and size must be positive",
             ));
         }
-        let endpoint = check_url(&config.endpoint, self.allow_http).map_err(|reason| {
-            BuildError::InvalidUrl {
-                issuer: issuer.issuer.clone(),
-                reason,
+        let invalid = |reason| BuildError::InvalidUrl {
+            issuer: issuer.issuer.clone(),
+            reason,
+        };
+        let endpoint = match &config.endpoint {
+            Some(url) => crate::introspect::EndpointSource::Configured(
+                check_url(url, self.allow_http).map_err(invalid)?,
+            ),
+            None => {
+                // Discovery starts from the issuer identifier.
+                check_url(&issuer.issuer, self.allow_http).map_err(invalid)?;
+                crate::introspect::EndpointSource::discovered(self.allow_http)
             }
-        })?;
+        };
         Ok(Some(crate::introspect::Introspector::new(
             index,
             &issuer.issuer,

@@ -288,6 +288,14 @@ impl VerifiedToken {
         }
     }
 
+    /// A token with these claims, for unit tests of what reads verified tokens.
+    #[cfg(test)]
+    pub(crate) fn for_tests(claims: serde_json::Value) -> Self {
+        let raw = claims.to_string();
+        let registered = RegisteredClaims::parse(&raw).expect("test claims");
+        Self::new(None, registered, raw.into(), Arc::from("test"), 0, None)
+    }
+
     pub(crate) fn registered(&self) -> &RegisteredClaims {
         &self.inner.claims
     }

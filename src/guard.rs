@@ -55,6 +55,8 @@ pub(crate) struct GuardInner {
     pub dpop: Option<crate::sender::DpopVerifier>,
     /// The one issuer that accepts opaque tokens, if any.
     pub introspection: Option<crate::introspect::Introspector>,
+    /// The RFC 9728 document, when configured.
+    pub resource_metadata: Option<crate::resource_metadata::PublishedMetadata>,
 }
 
 impl fmt::Debug for Guard {
@@ -116,6 +118,13 @@ impl Guard {
     /// Whether keys are loaded for every issuer.
     pub fn ready(&self) -> bool {
         self.key_status().iter().all(KeyStoreStatus::ready)
+    }
+
+    /// The protected-resource metadata (RFC 9728) this guard publishes, when
+    /// configured with [`GuardBuilder::resource_metadata`]: its URL, its path
+    /// and the document. See [`resource_metadata`](crate::resource_metadata).
+    pub fn resource_metadata(&self) -> Option<&crate::resource_metadata::PublishedMetadata> {
+        self.inner.resource_metadata.as_ref()
     }
 
     /// The response the layers send for `error` to a request with these headers

@@ -51,7 +51,8 @@ const RETRY_AFTER: Duration = Duration::from_secs(5);
 /// ```
 #[derive(Clone)]
 pub struct Introspection {
-    pub(crate) endpoint: String,
+    /// `None`: the `introspection_endpoint` of the issuer's metadata.
+    pub(crate) endpoint: Option<String>,
     pub(crate) client_id: String,
     pub(crate) client_secret: String,
     pub(crate) max_ttl: Duration,
@@ -80,12 +81,35 @@ impl Introspection {
         client_secret: impl Into<String>,
     ) -> Self {
         Introspection {
-            endpoint: endpoint.into(),
+            endpoint: Some(endpoint.into()),
             client_id: client_id.into(),
             client_secret: client_secret.into(),
             max_ttl: DEFAULT_MAX_TTL,
             negative_ttl: DEFAULT_NEGATIVE_TTL,
             max_entries: DEFAULT_MAX_ENTRIES,
+        }
+    }
+
+    /// Like [`new`](Self::new), with the endpoint taken from the issuer's
+    /// metadata document (`introspection_endpoint`, RFC 8414 / OpenID Connect
+    /// discovery, the document's `issuer` checked as for `jwks_uri`). It is
+    /// fetched on the first opaque token and kept; a failed fetch answers 503
+    /// and is retried at most every 5 seconds.
+    ///
+    /// ```
+    /// use bearer_guard::{Guard, Introspection, Issuer};
+    ///
+    /// let guard = Guard::builder()
+    ///     .issuer(Issuer::new("https://login.example.com")
+    ///         .introspection(Introspection::discovered("orders-api", "s3cret")))
+    ///     .audience("https://api.example.com")
+    ///     .build();
+    /// assert!(guard.is_ok());
+    /// ```
+    pub fn discovered(client_id: impl Into<String>, client_secret: impl Into<String>) -> Self {
+        Introspection {
+            endpoint: None,
+            ..Introspection::new("", client_id, client_secret)
         }
     }
 
@@ -132,7 +156,7 @@ pub(crate) type CallOutcome = Result<Arc<str>, AuthError>;
 pub(crate) struct Introspector {
     pub issuer_index: usize,
     issuer: Box<str>,
-    endpoint: Url,
+    endpoint: EndpointSource,
     client_id: String,
     client_secret: String,
     client: reqwest::Client,
@@ -143,11 +167,32 @@ pub(crate) struct Introspector {
     in_flight: Mutex<HashMap<TokenKey, Arc<OnceCell<CallOutcome>>>>,
 }
 
+/// Where the endpoint comes from.
+pub(crate) enum EndpointSource {
+    Configured(Url),
+    /// From the issuer's metadata, once; `failed` (real time) spaces out retries.
+    Discovered {
+        allow_http: bool,
+        found: OnceCell<Url>,
+        failed: Mutex<Option<(tokio::time::Instant, String)>>,
+    },
+}
+
+impl EndpointSource {
+    pub(crate) fn discovered(allow_http: bool) -> Self {
+        EndpointSource::Discovered {
+            allow_http,
+            found: OnceCell::new(),
+            failed: Mutex::new(None),
+        }
+    }
+}
+
 impl Introspector {
     pub(crate) fn new(
         issuer_index: usize,
         issuer: &str,
-        endpoint: Url,
+        endpoint: EndpointSource,
         config: &Introspection,
         client: reqwest::Client,
         limits: FetchLimits,
@@ -242,7 +287,53 @@ impl Introspector {
         }
     }
 
+    /// The endpoint: configured, or discovered on first use. A failure is
+    /// remembered for [`RETRY_AFTER`], so a flood of opaque tokens during an
+    /// outage makes one metadata fetch per interval, not one per request.
+    async fn endpoint(&self) -> Result<Url, String> {
+        let (allow_http, found, failed) = match &self.endpoint {
+            EndpointSource::Configured(url) => return Ok(url.clone()),
+            EndpointSource::Discovered {
+                allow_http,
+                found,
+                failed,
+            } => (*allow_http, found, failed),
+        };
+        let recent_failure = || {
+            failed
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .as_ref()
+                .filter(|(at, _)| at.elapsed() < RETRY_AFTER)
+                .map(|(_, reason)| reason.clone())
+        };
+        // Checked again inside: callers queued behind a failed fetch do not
+        // each fetch in turn.
+        found
+            .get_or_try_init(|| async {
+                if let Some(reason) = recent_failure() {
+                    return Err(reason);
+                }
+                let result = crate::keys::discovery::discover_endpoint(
+                    &self.client,
+                    &self.issuer,
+                    crate::keys::discovery::Endpoint::Introspection,
+                    &self.limits,
+                    allow_http,
+                )
+                .await;
+                if let Err(reason) = &result {
+                    *failed.lock().unwrap_or_else(PoisonError::into_inner) =
+                        Some((tokio::time::Instant::now(), reason.clone()));
+                }
+                result
+            })
+            .await
+            .cloned()
+    }
+
     async fn post_inner(&self, token: &str) -> Result<Arc<str>, String> {
+        let endpoint = self.endpoint().await?;
         // RFC 6749 §2.3.1: id and secret are form-encoded before going into Basic.
         let encode =
             |s: &str| url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
@@ -252,7 +343,7 @@ impl Introspector {
             .finish();
         let mut response = self
             .client
-            .post(self.endpoint.clone())
+            .post(endpoint)
             .basic_auth(encode(&self.client_id), Some(encode(&self.client_secret)))
             .header(
                 http::header::CONTENT_TYPE,
@@ -367,7 +458,7 @@ mod tests {
         let intro = Introspector::new(
             0,
             "http://127.0.0.1",
-            Url::parse(&config.endpoint).unwrap(),
+            EndpointSource::Configured(Url::parse(config.endpoint.as_deref().unwrap()).unwrap()),
             &config,
             reqwest::Client::new(),
             FetchLimits::default(),

@@ -138,6 +138,12 @@ where
     }
 
     fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
+        // The RFC 9728 document is public: answered here, before any token check.
+        if let Some(metadata) = &self.guard.inner.resource_metadata
+            && let Some(response) = metadata.respond(req.method(), req.uri().path())
+        {
+            return ResponseFuture::refused(response);
+        }
         // Most traffic is a reused token: the cache answers it here, and the inner
         // service is called at once, with no allocation and nothing awaited.
         let certificate = req.extensions().get::<ClientCertificate>();

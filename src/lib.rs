@@ -57,6 +57,7 @@
 
 pub mod clock;
 pub mod error;
+pub mod resource_metadata;
 pub mod sender;
 
 mod algorithm;
@@ -118,6 +119,7 @@ pub use jws::{TokenHeader, TypPolicy};
 pub use keys::store::KeyStoreStatus;
 pub use layer::{GuardBody, GuardLayer, GuardService};
 pub use require::{InvalidScope, Require, RequireScope, RequireScopeService, RequireService};
+pub use resource_metadata::ResourceMetadata;
 pub use response::Refusal;
 
 // The README's examples compile and run as doctests, so they cannot rot.

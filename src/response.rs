@@ -16,7 +16,7 @@ impl AuthError {
     ///
     /// `realm` must already be a safe quoted-string value (the builder checks it).
     pub fn to_response(&self, realm: Option<&str>) -> Response<Bytes> {
-        self.render(realm, None, false)
+        self.render(realm, None, false, None)
     }
 
     /// The response with the challenges of the accepted schemes: `Bearer` unless
@@ -28,6 +28,7 @@ impl AuthError {
         realm: Option<&str>,
         dpop: Option<&DpopChallenge>,
         client_used_dpop: bool,
+        resource_metadata: Option<&str>,
     ) -> Response<Bytes> {
         let dpop_error = matches!(
             self,
@@ -63,6 +64,8 @@ impl AuthError {
                 c.param("max_age", max_age_text.as_deref());
             }
             c.param("algs", algs);
+            // RFC 9728 §5.1; the builder checked the URL has no quote or backslash.
+            c.param("resource_metadata", resource_metadata);
             c.0
         };
 
@@ -170,7 +173,7 @@ impl AuthError {
     /// `content-type: application/grpc`, `grpc-status`, `grpc-message`), keeping
     /// the RFC 6750 `WWW-Authenticate` challenge.
     pub fn to_grpc_response(&self, realm: Option<&str>) -> Response<Bytes> {
-        self.to_grpc_response_with(realm, None, false)
+        self.to_grpc_response_with(realm, None, false, None)
     }
 
     fn to_grpc_response_with(
@@ -178,8 +181,11 @@ impl AuthError {
         realm: Option<&str>,
         dpop: Option<&DpopChallenge>,
         used_dpop: bool,
+        resource_metadata: Option<&str>,
     ) -> Response<Bytes> {
-        let (mut parts, _) = self.render(realm, dpop, used_dpop).into_parts();
+        let (mut parts, _) = self
+            .render(realm, dpop, used_dpop, resource_metadata)
+            .into_parts();
         parts.status = StatusCode::OK;
         parts
             .headers
@@ -313,6 +319,8 @@ pub(crate) struct Responder {
     pub handler: Option<ErrorHandler>,
     /// Set when the guard accepts DPoP (an `Arc`: rejections carry a responder).
     pub dpop: Option<Arc<DpopChallenge>>,
+    /// The RFC 9728 metadata URL, named in every challenge.
+    pub resource_metadata: Option<Arc<str>>,
 }
 
 static NO_HEADERS: std::sync::LazyLock<http::HeaderMap> =
@@ -363,10 +371,11 @@ impl Responder {
     /// The default answer (no hook).
     fn render(&self, error: &AuthError, grpc: bool, used_dpop: bool) -> Response<Bytes> {
         let realm = self.realm.as_deref();
+        let metadata = self.resource_metadata.as_deref();
         if grpc {
-            error.to_grpc_response_with(realm, self.dpop.as_deref(), used_dpop)
+            error.to_grpc_response_with(realm, self.dpop.as_deref(), used_dpop, metadata)
         } else {
-            error.render(realm, self.dpop.as_deref(), used_dpop)
+            error.render(realm, self.dpop.as_deref(), used_dpop, metadata)
         }
     }
 }
@@ -397,6 +406,47 @@ mod tests {
         assert_eq!(www(&r), r#"Bearer realm="orders""#);
         let r = AuthError::MissingToken.to_response(None);
         assert_eq!(www(&r), "Bearer");
+    }
+
+    #[test]
+    fn every_challenge_names_the_resource_metadata_last() {
+        let responder = Responder {
+            realm: Some("api".into()),
+            dpop: Some(Arc::new(DpopChallenge {
+                algs: "ES256".into(),
+                bearer_too: true,
+            })),
+            resource_metadata: Some(
+                "https://a.example/.well-known/oauth-protected-resource".into(),
+            ),
+            ..Responder::default()
+        };
+        let r = responder.respond(&AuthError::MissingToken, false);
+        let all: Vec<&str> = r
+            .headers()
+            .get_all(WWW_AUTHENTICATE)
+            .iter()
+            .map(|v| v.to_str().unwrap())
+            .collect();
+        assert_eq!(
+            all,
+            [
+                r#"Bearer realm="api", resource_metadata="https://a.example/.well-known/oauth-protected-resource""#,
+                r#"DPoP realm="api", algs="ES256", resource_metadata="https://a.example/.well-known/oauth-protected-resource""#,
+            ]
+        );
+        let r = responder.respond(
+            &AuthError::InsufficientScope {
+                required: vec!["a".into()].into(),
+            },
+            true,
+        );
+        assert_eq!(r.headers()["grpc-status"], "7");
+        assert!(www(&r).ends_with(
+            r#"scope="a", resource_metadata="https://a.example/.well-known/oauth-protected-resource""#
+        ));
+        // No metadata configured: no parameter.
+        assert_eq!(www(&AuthError::MissingToken.to_response(None)), "Bearer");
     }
 
     #[test]
@@ -513,6 +563,7 @@ mod tests {
                 algs: "ES256".into(),
                 bearer_too: true,
             })),
+            resource_metadata: None,
         };
         // The nonce, the challenges and the realm survive a hook that builds on
         // the default answer (RFC 9449 §8: the client needs the nonce to retry).

@@ -1682,3 +1682,119 @@ async fn authorization_code_and_refresh_with_dpop_issue_dpop_bound_tokens() {
         key.thumbprint()
     );
 }
+
+// ------------------------------------------------------------ extra claims
+
+#[tokio::test]
+async fn registered_extra_claims_go_into_every_token_of_that_client() {
+    let server = start_with(&ManualClock::starting_now(), SigningAlgorithm::Rs256, |b| {
+        b.client(
+            ClientConfig::confidential("tenant-svc", "t-secret")
+                .scopes(["orders:read"])
+                .claim("tenant", "acme")
+                .claim("roles", json!(["admin", "auditor"]))
+                .claim("realm_access", json!({"roles": ["ops"]})),
+        )
+    })
+    .await;
+    let token = server
+        .client_credentials_token("tenant-svc", &["orders:read"])
+        .await
+        .expect("token");
+    let claims = verify(&server, &token, API).await.claims;
+    assert_eq!(claims["tenant"], "acme");
+    assert_eq!(claims["roles"], json!(["admin", "auditor"]));
+    assert_eq!(claims["realm_access"]["roles"], json!(["ops"]));
+    assert_eq!(claims["sub"], "tenant-svc", "the server's own claims stay");
+    // Other clients get none of them.
+    let other = server
+        .client_credentials_token("svc", &["orders:read"])
+        .await
+        .expect("token");
+    assert!(payload_of(&other).get("tenant").is_none());
+}
+
+#[tokio::test]
+async fn registered_extra_claims_may_not_replace_the_server_s_own() {
+    for name in [
+        "sub",
+        "iss",
+        "aud",
+        "exp",
+        "scope",
+        "client_id",
+        "cnf",
+        "acr",
+    ] {
+        let start = AuthorizationServer::builder()
+            .client(ClientConfig::confidential("c", "s").claim(name, "x"))
+            .start()
+            .await;
+        match start {
+            Err(bearer_guard::authz_server::AuthzServerError::Config(m)) => {
+                assert!(m.contains(name), "{m}")
+            }
+            other => panic!("{name}: {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn per_call_extra_claims_ride_a_single_use_ticket_of_the_handle() {
+    let server = start_with(&ManualClock::starting_now(), SigningAlgorithm::Rs256, |b| {
+        b.client(
+            ClientConfig::confidential("tenant-svc", "t-secret")
+                .scopes(["orders:read"])
+                .claim("tenant", "acme"),
+        )
+    })
+    .await;
+    let token = server
+        .client_credentials_token_with(
+            "tenant-svc",
+            &["orders:read"],
+            json!({"tenant": "globex", "amr": ["pwd", "otp"]}),
+        )
+        .await
+        .expect("token");
+    let claims = verify(&server, &token, API).await.claims;
+    assert_eq!(claims["tenant"], "globex", "the call's claims win");
+    assert_eq!(claims["amr"], json!(["pwd", "otp"]));
+
+    // The server's own claims cannot be set per call either.
+    for bad in [
+        json!({"sub": "root"}),
+        json!({"scope": "admin"}),
+        json!("text"),
+    ] {
+        let r = server
+            .client_credentials_token_with("tenant-svc", &[], bad.clone())
+            .await;
+        assert!(
+            matches!(
+                r,
+                Err(bearer_guard::authz_server::AuthzServerError::Config(_))
+            ),
+            "{bad}: {r:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_client_cannot_add_claims_over_the_wire() {
+    let server = start(&ManualClock::starting_now()).await;
+    // A made-up ticket is refused, and nothing else in the form adds claims.
+    let r = svc_token(
+        &server,
+        &[
+            ("bearer_guard_claims_ticket", "guessed"),
+            ("tenant", "acme"),
+        ],
+    )
+    .await;
+    assert_oauth_error(&r, StatusCode::BAD_REQUEST, "invalid_request");
+    let (status, body) = svc_token(&server, &[("tenant", "acme"), ("claims", "{\"a\":1}")]).await;
+    assert_eq!(status, StatusCode::OK);
+    let claims = payload_of(body["access_token"].as_str().expect("token"));
+    assert!(claims.get("tenant").is_none() && claims.get("a").is_none());
+}

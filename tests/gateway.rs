@@ -902,9 +902,11 @@ async fn claim_values_the_upstream_would_read_differently_refuse_the_request() {
         ("sub", json!("\u{202e}ecila")),
         ("sub", json!("")),
         ("client_id", json!("cli\u{0}app")),
-        ("tenant", json!(42)),
-        ("tenant", json!(["acme"])),
         ("tenant", json!(null)),
+        ("tenant", json!({"name": "acme"})),
+        ("tenant", json!(["acme,globex", "initech"])),
+        ("tenant", json!(["acme", ["globex"]])),
+        ("tenant", json!(["acme", " globex"])),
         ("scp", json!(["orders:read", "orders:admin x"])),
         ("scp", json!(["orders:read", "a\"b"])),
     ];
@@ -924,6 +926,22 @@ async fn claim_values_the_upstream_would_read_differently_refuse_the_request() {
     let a = get_path(gw.addr, "/api/me", Some(&token)).await;
     assert_eq!(a.status, StatusCode::OK);
     assert_eq!(a.body["headers"]["x-auth-sub"], "Alice Smith <a@x.example>");
+    // Numbers and booleans as their JSON text, arrays joined with `,`.
+    for (value, header) in [
+        (json!(42), "42"),
+        (json!(true), "true"),
+        (json!(["acme"]), "acme"),
+        (json!(["acme", "globex", 7]), "acme,globex,7"),
+    ] {
+        let a = get_path(
+            gw.addr,
+            "/api/me",
+            Some(&token_with("tenant", value.clone())),
+        )
+        .await;
+        assert_eq!(a.status, StatusCode::OK, "{value}");
+        assert_eq!(a.body["headers"]["x-auth-tenant"], header, "{value}");
+    }
     // An absent claim sends no header; the request goes through.
     let mut claims = json!({
         "iss": env.issuer, "aud": AUDIENCE, "iat": now, "exp": now + 3600,
@@ -1126,4 +1144,36 @@ path = "/api"
         get_path(gw.addr, "/api/pay", Some(&fresh)).await.status,
         StatusCode::OK
     );
+}
+
+#[tokio::test]
+async fn nested_array_claims_go_joined_with_the_configured_separator() {
+    let env = env().await;
+    let toml = config(&env, "").replace(
+        r#"tenant = "x-auth-tenant" }"#,
+        "tenant = \"x-auth-tenant\", \"realm_access.roles\" = \"x-auth-roles\" }\nclaims_separator = \"; \"",
+    );
+    assert!(toml.contains("claims_separator"), "{toml}");
+    let gw = start(&toml).await;
+    let now = unix_now();
+    let token = |roles: Value| {
+        env.key.sign(&json!({
+            "iss": env.issuer, "sub": "alice", "aud": AUDIENCE, "iat": now, "exp": now + 3600,
+            "scope": "orders:read", "tenant": ["acme", "globex"], "realm_access": { "roles": roles },
+        }))
+    };
+    let a = get_path(gw.addr, "/api/me", Some(&token(json!(["admin", "ops"])))).await;
+    assert_eq!(a.status, StatusCode::OK);
+    assert_eq!(a.body["headers"]["x-auth-roles"], "admin; ops");
+    assert_eq!(a.body["headers"]["x-auth-tenant"], "acme; globex");
+    // An element holding the separator would split differently upstream.
+    let a = get_path(gw.addr, "/api/me", Some(&token(json!(["admin; root"])))).await;
+    assert_eq!(a.status, StatusCode::UNAUTHORIZED);
+    // An empty separator is refused, naming the key.
+    let bad = config(&env, "").replace(
+        r#"tenant = "x-auth-tenant" }"#,
+        "tenant = \"x-auth-tenant\" }\nclaims_separator = \"\"",
+    );
+    let e = Gateway::from_config(GatewayConfig::from_toml(&bad).expect("parse")).unwrap_err();
+    assert_eq!(e.key(), Some("forward.claims_separator"), "{e}");
 }

@@ -297,3 +297,108 @@ async fn an_unreadable_or_oversized_answer_is_503_not_a_verdict_on_the_token() {
         assert!(r.headers().contains_key("retry-after"), "{path}");
     }
 }
+
+#[tokio::test]
+async fn the_endpoint_can_come_from_the_issuer_s_discovery_document() {
+    let clock = ManualClock::starting_now();
+    let server = authz_server(&clock, |b| {
+        b.opaque_access_tokens()
+            .client(bearer_guard::authz_server::ClientConfig::confidential(
+                RS_ID, RS_SECRET,
+            ))
+    })
+    .await;
+    // No endpoint and no jwks_uri: both from the server's metadata.
+    let guard = Guard::builder()
+        .issuer(
+            Issuer::new(server.issuer()).introspection(Introspection::discovered(RS_ID, RS_SECRET)),
+        )
+        .audience(API)
+        .clock(clock.clone())
+        .build()
+        .expect("guard");
+    let api = serve(orders_api(&guard)).await;
+    let token = svc_token(&server).await;
+    assert!(!token.contains('.'));
+    let me = get_json_with(format!("{api}/me"), &token).await;
+    assert_eq!(me["sub"], "svc");
+    assert_eq!(server.introspection_count(), 1);
+    // The discovered endpoint is kept: a second token costs one call, no lookup.
+    let other = svc_token(&server).await;
+    assert_eq!(
+        get_with(format!("{api}/orders"), &other).await.status(),
+        200
+    );
+    assert_eq!(server.introspection_count(), 2);
+    assert_eq!(revoke(&server, &other).await, 200);
+}
+
+#[tokio::test]
+async fn discovery_without_an_endpoint_or_for_another_issuer_is_503() {
+    use axum::routing::get;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let introspect_hits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let hits = introspect_hits.clone();
+    let lookups = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (l1, l2) = (lookups.clone(), lookups.clone());
+    let (me, other) = (base.clone(), format!("{base}/other"));
+    let app = axum::Router::new()
+        // The document at the root has no introspection_endpoint ...
+        .route(
+            "/.well-known/openid-configuration",
+            get(move || async move {
+                l1.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                axum::Json(json!({ "issuer": me }))
+            }),
+        )
+        // ... and the one under /other names another issuer and an endpoint.
+        .route(
+            "/other/.well-known/openid-configuration",
+            get(move || async move {
+                l2.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                axum::Json(json!({
+                    "issuer": "https://someone-else.example",
+                    "introspection_endpoint": format!("{other}/introspect"),
+                }))
+            }),
+        )
+        .route(
+            "/other/introspect",
+            axum::routing::post(move || async move {
+                hits.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                axum::Json(json!({ "active": true }))
+            }),
+        );
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    for (n, issuer) in [base.clone(), format!("{base}/other")]
+        .into_iter()
+        .enumerate()
+    {
+        let guard = Guard::builder()
+            .issuer(
+                Issuer::new(issuer.as_str())
+                    .introspection(Introspection::discovered(RS_ID, RS_SECRET)),
+            )
+            .audience(API)
+            .build()
+            .expect("guard");
+        let api = serve(orders_api(&guard)).await;
+        let r = get_with(format!("{api}/orders"), "some-opaque-token").await;
+        assert_eq!(r.status(), 503, "{issuer}");
+        assert!(r.headers().contains_key("retry-after"), "{issuer}");
+        // Within the retry interval the failure is answered without a fetch.
+        let r = get_with(format!("{api}/orders"), "another-opaque-token").await;
+        assert_eq!(r.status(), 503, "{issuer}");
+        assert_eq!(
+            lookups.load(std::sync::atomic::Ordering::SeqCst),
+            n + 1,
+            "{issuer}: one metadata fetch for both requests"
+        );
+    }
+    assert_eq!(
+        introspect_hits.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "a document for another issuer is never used"
+    );
+}

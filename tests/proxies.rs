@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use common::checks::{Checks, Issuer, send, spawn_recorder, start_checks};
+use common::checks::{Checks, Issuer, send, spawn_recorder, start_checks_with};
 use http::{HeaderMap, Method};
 use serde_json::Value;
 use tokio::process::{Child, Command};
@@ -106,7 +106,12 @@ async fn backing() -> (Issuer, Checks, SocketAddr) {
     let issuer = Issuer::start().await;
     // Only 127.0.0.1 is a proxy: the tests call the check from 127.0.0.2 to be
     // "anyone else" on the same machine.
-    let checks = start_checks(&issuer.url, r#"trusted_proxies = ["127.0.0.1"]"#).await;
+    let checks = start_checks_with(
+        &issuer.url,
+        r#"trusted_proxies = ["127.0.0.1"]"#,
+        "[resource_metadata]\nresource = \"https://api.example.com\"\nscopes_supported = [\"orders:read\"]\n",
+    )
+    .await;
     let upstream = spawn_recorder().await;
     (issuer, checks, upstream)
 }
@@ -308,10 +313,19 @@ async fn public_route_never_passes_client_claim_headers(p: &Proxy) {
     }
 }
 
+/// The `resource_metadata` parameter every challenge ends with (RFC 9728 §5.1).
+const METADATA: &str =
+    r#"resource_metadata="https://api.example.com/.well-known/oauth-protected-resource""#;
+
 async fn refusals_reach_the_client_with_their_challenge(p: &Proxy) {
     let none = p.request(Method::GET, "/orders", None, &[]).await;
     assert_eq!(none.status, 401, "{}", p.name);
-    assert_eq!(p.www(&none), r#"Bearer realm="orders-api""#, "{}", p.name);
+    assert_eq!(
+        p.www(&none),
+        format!(r#"Bearer realm="orders-api", {METADATA}"#),
+        "{}",
+        p.name
+    );
     assert_eq!(none.body["error"], "unauthorized", "{}", p.name);
 
     let expired = p
@@ -320,7 +334,9 @@ async fn refusals_reach_the_client_with_their_challenge(p: &Proxy) {
     assert_eq!(expired.status, 401, "{}", p.name);
     assert_eq!(
         p.www(&expired),
-        r#"Bearer realm="orders-api", error="invalid_token", error_description="token expired""#,
+        format!(
+            r#"Bearer realm="orders-api", error="invalid_token", error_description="token expired", {METADATA}"#
+        ),
         "{}",
         p.name
     );
@@ -359,7 +375,9 @@ async fn refusals_reach_the_client_with_their_challenge(p: &Proxy) {
     assert_eq!(scope.status, 403, "{}", p.name);
     assert_eq!(
         p.www(&scope),
-        r#"Bearer realm="orders-api", error="insufficient_scope", error_description="token lacks a required scope", scope="orders:write""#,
+        format!(
+            r#"Bearer realm="orders-api", error="insufficient_scope", error_description="token lacks a required scope", scope="orders:write", {METADATA}"#
+        ),
         "{}",
         p.name
     );
@@ -409,12 +427,38 @@ async fn forged_original_uri_from_a_non_proxy_is_refused(p: &Proxy) {
     assert_eq!(r.status(), 403, "{}", p.name);
 }
 
+/// RFC 9728: the metadata is public, answered by the check service through
+/// each proxy's configuration, and never reaches the upstream.
+async fn resource_metadata_is_served_without_a_token(p: &Proxy) {
+    let a = p
+        .request(
+            Method::GET,
+            "/.well-known/oauth-protected-resource",
+            None,
+            &[],
+        )
+        .await;
+    assert_eq!(a.status, 200, "{}: {:?}", p.name, a.raw);
+    assert_eq!(a.body["resource"], "https://api.example.com", "{}", p.name);
+    assert_eq!(
+        a.body["authorization_servers"][0], p.issuer.url,
+        "{}",
+        p.name
+    );
+    assert!(
+        a.body.get("headers").is_none(),
+        "{}: not the upstream",
+        p.name
+    );
+}
+
 async fn run_all(p: Proxy) {
     valid_token_reaches_the_upstream_with_verified_claims(&p).await;
     public_route_never_passes_client_claim_headers(&p).await;
     refusals_reach_the_client_with_their_challenge(&p).await;
     unknown_route_and_wrong_method_answer_as_the_gateway(&p).await;
     forged_original_uri_from_a_non_proxy_is_refused(&p).await;
+    resource_metadata_is_served_without_a_token(&p).await;
 }
 
 #[tokio::test]

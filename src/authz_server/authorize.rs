@@ -61,8 +61,16 @@ pub(super) async fn authorize(
     let session = cookie_value(&headers, SESSION_COOKIE);
     let scope = pending.scope.clone();
     let mut store = lock(&shared.store);
-    // A browser that is already signed in goes straight to consent.
-    let signed_in = session.and_then(|sid| Some((store.session(&sid, now)?.user.clone(), sid)));
+    // A browser that is already signed in goes straight to consent, unless its
+    // login is too old for max_age or of a class acr_values does not accept:
+    // then the user signs in again (OIDC Core §3.1.2.1, RFC 9470 §4).
+    let signed_in = session.and_then(|sid| {
+        let s = store.session(&sid, now)?;
+        pending
+            .accepts(&s.login, now)
+            .then(|| (s.user.clone(), sid))
+    });
+    let mfa = pending.wants_mfa();
     let mut response = match signed_in {
         Some((user, sid)) => {
             let pending = PendingAuthorization {
@@ -76,7 +84,7 @@ pub(super) async fn authorize(
         None => {
             let request_id = store.add_pending(pending, now);
             let csrf = shared.form_key.token(Form::Login, &browser, &request_id);
-            login_page(StatusCode::OK, &request_id, &csrf, client.id(), None)
+            login_page(StatusCode::OK, &request_id, &csrf, client.id(), None, mfa)
         }
     };
     if new_browser {
@@ -110,6 +118,25 @@ fn validate(
     }
     let scope = grant_scope(parse_scope(params.get("scope")?)?, client.allowed_scopes())?;
     let audiences = shared.audiences_for(&params.resources())?;
+    let acr_values = match params.get("acr_values")? {
+        Some(v) => v
+            .split(' ')
+            .filter(|a| !a.is_empty())
+            .map(str::to_owned)
+            .collect(),
+        None => Vec::new(),
+    };
+    let max_age = match params.get("max_age")? {
+        None => None,
+        Some(v) if !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) => {
+            Some(v.parse::<u64>().unwrap_or(u64::MAX))
+        }
+        Some(_) => {
+            return Err(OAuthError::invalid_request(
+                "max_age must be a non-negative number of seconds",
+            ));
+        }
+    };
     Ok(PendingAuthorization {
         client_id: client.id().to_owned(),
         redirect_uri: redirect_uri.to_owned(),
@@ -118,6 +145,8 @@ fn validate(
         code_challenge: code_challenge.to_owned(),
         audiences,
         session: None,
+        acr_values,
+        max_age,
     })
 }
 
@@ -148,18 +177,38 @@ pub(super) async fn login(
         .users
         .get(username)
         .is_some_and(|expected| secrets_equal(expected, password));
-    if !valid {
+    let mfa = pending.wants_mfa();
+    // With a second factor the login is "mfa", else "pwd". When the request
+    // needs "mfa", a missing or wrong code fails the login as a whole.
+    let code = params.get("otp").ok().flatten().filter(|c| !c.is_empty());
+    let second = shared.second_factors.get(username);
+    let code_ok = match (code, second) {
+        (Some(given), Some(expected)) => secrets_equal(expected, given),
+        _ => false,
+    };
+    let problem = if !valid {
+        Some("Wrong username or password.")
+    } else if mfa && !code_ok {
+        Some("This sign-in needs a valid one-time code.")
+    } else if code.is_some() && !code_ok {
+        Some("Wrong one-time code.")
+    } else {
+        None
+    };
+    if let Some(problem) = problem {
         let csrf = shared.form_key.token(Form::Login, &browser, request_id);
         return login_page(
             StatusCode::UNAUTHORIZED,
             request_id,
             &csrf,
             &pending.client_id,
-            Some("Wrong username or password."),
+            Some(problem),
+            mfa,
         );
     }
+    let acr = if code_ok { "mfa" } else { "pwd" };
     let (client_id, scope) = (pending.client_id.clone(), pending.scope.clone());
-    let sid = store.new_session(username, now);
+    let sid = store.new_session(username, acr, now);
     if let Some(pending) = store.pending_mut(request_id, now) {
         pending.session = Some(sid.clone());
     }
@@ -228,6 +277,7 @@ pub(super) async fn consent(
         scope: pending.scope.clone(),
         audiences: pending.audiences.clone(),
         dpop_jkt: None,
+        authentication: Some(session.login.clone()),
     };
     let code = store.issue_code(
         grant,

@@ -26,6 +26,36 @@ pub struct ClientConfig {
     pub(super) secret: Option<String>,
     redirect_uris: Vec<String>,
     scopes: Vec<String>,
+    pub(super) claims: serde_json::Map<String, serde_json::Value>,
+}
+
+/// The claims the server sets itself, which extra claims may not replace.
+pub(super) const SERVER_CLAIMS: [&str; 12] = [
+    "iss",
+    "sub",
+    "aud",
+    "exp",
+    "nbf",
+    "iat",
+    "jti",
+    "client_id",
+    "scope",
+    "cnf",
+    "acr",
+    "auth_time",
+];
+
+/// Refuses extra claims that would replace one the server sets.
+pub(super) fn check_extra_claims(
+    owner: &str,
+    claims: &serde_json::Map<String, serde_json::Value>,
+) -> Result<(), AuthzServerError> {
+    match claims.keys().find(|k| SERVER_CLAIMS.contains(&k.as_str())) {
+        Some(name) => Err(AuthzServerError::Config(format!(
+            "{owner}: the claim {name:?} is set by the server and cannot be added"
+        ))),
+        None => Ok(()),
+    }
 }
 
 impl ClientConfig {
@@ -37,6 +67,7 @@ impl ClientConfig {
             secret: Some(secret.into()),
             redirect_uris: Vec::new(),
             scopes: Vec::new(),
+            claims: serde_json::Map::new(),
         }
     }
 
@@ -48,6 +79,7 @@ impl ClientConfig {
             secret: None,
             redirect_uris: Vec::new(),
             scopes: Vec::new(),
+            claims: serde_json::Map::new(),
         }
     }
 
@@ -70,6 +102,35 @@ impl ClientConfig {
         S: Into<String>,
     {
         self.scopes.extend(scopes.into_iter().map(Into::into));
+        self
+    }
+
+    /// Adds a claim to every access token issued to this client (every grant),
+    /// e.g. `.claim("tenant", "acme")` or `.claim("roles", json!(["admin"]))`.
+    /// The claims the server sets itself (`iss`, `sub`, `aud`, `exp`, `nbf`,
+    /// `iat`, `jti`, `client_id`, `scope`, `cnf`, `acr`, `auth_time`) cannot be
+    /// replaced: [`start`](AuthorizationServerBuilder::start) refuses them.
+    ///
+    /// ```
+    /// use bearer_guard::authz_server::{AuthorizationServer, ClientConfig};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let server = AuthorizationServer::builder()
+    ///     .client(
+    ///         ClientConfig::confidential("svc", "secret")
+    ///             .scopes(["orders:read"])
+    ///             .claim("tenant", "acme")
+    ///             .claim("roles", serde_json::json!(["admin", "auditor"])),
+    ///     )
+    ///     .start()
+    ///     .await?;
+    /// let token = server.client_credentials_token("svc", &[]).await?;
+    /// # assert_eq!(token.split('.').count(), 3);
+    /// # Ok(()) }
+    /// ```
+    pub fn claim(mut self, name: impl Into<String>, value: impl Into<serde_json::Value>) -> Self {
+        self.claims.insert(name.into(), value.into());
         self
     }
 
@@ -128,6 +189,7 @@ impl fmt::Debug for ClientConfig {
             .field("secret", &self.secret.as_ref().map(|_| "<redacted>"))
             .field("redirect_uris", &self.redirect_uris)
             .field("scopes", &self.scopes)
+            .field("claims", &self.claims.keys().collect::<Vec<_>>())
             .finish()
     }
 }
@@ -155,6 +217,7 @@ impl IntoSharedClock for SharedClock {
 pub struct AuthorizationServerBuilder {
     clients: Vec<ClientConfig>,
     users: HashMap<String, String>,
+    second_factors: HashMap<String, String>,
     default_audience: Option<String>,
     resources: Vec<String>,
     access_token_lifetime: Duration,
@@ -185,6 +248,7 @@ impl Default for AuthorizationServerBuilder {
         Self {
             clients: Vec::new(),
             users: HashMap::new(),
+            second_factors: HashMap::new(),
             default_audience: None,
             resources: Vec::new(),
             access_token_lifetime: Duration::from_secs(300),
@@ -211,6 +275,20 @@ impl AuthorizationServerBuilder {
     /// Registers a user who can log in on the login page.
     pub fn user(mut self, username: impl Into<String>, password: impl Into<String>) -> Self {
         self.users.insert(username.into(), password.into());
+        self
+    }
+
+    /// Gives `username` a second factor: a fixed one-time code, a stand-in for
+    /// TOTP. A login that also enters it has `acr` `mfa`; one with the password
+    /// alone has `pwd`. When `/authorize` asks for `acr_values=mfa` (a step-up,
+    /// RFC 9470), the login page asks for the code and refuses a login without it.
+    /// `start` refuses a code for a user that does not exist.
+    pub fn user_one_time_code(
+        mut self,
+        username: impl Into<String>,
+        code: impl Into<String>,
+    ) -> Self {
+        self.second_factors.insert(username.into(), code.into());
         self
     }
 
@@ -344,6 +422,18 @@ impl AuthorizationServerBuilder {
     /// Binds the socket, generates the first key and serves in a background task.
     pub async fn start(self) -> Result<AuthorizationServerHandle, AuthzServerError> {
         self.check_redirect_uris()?;
+        for client in &self.clients {
+            check_extra_claims(&format!("client {:?}", client.id), &client.claims)?;
+        }
+        if let Some(user) = self
+            .second_factors
+            .keys()
+            .find(|u| !self.users.contains_key(*u))
+        {
+            return Err(AuthzServerError::Config(format!(
+                "one-time code for {user:?}, who is not a user"
+            )));
+        }
         let bind_error = |source| AuthzServerError::Bind {
             addr: self.bind,
             source,
@@ -377,6 +467,8 @@ impl AuthorizationServerBuilder {
                 .map(|c| (c.id.clone(), c))
                 .collect(),
             users: self.users,
+            second_factors: self.second_factors,
+            claim_tickets: Mutex::new(HashMap::new()),
             default_audience,
             audiences,
             access_token_lifetime: self.access_token_lifetime,

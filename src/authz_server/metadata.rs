@@ -54,6 +54,8 @@ pub(super) async fn discovery(State(shared): State<Arc<Shared>>) -> Json<Value> 
         "code_challenge_methods_supported": ["S256"],
         "scopes_supported": shared.scopes_supported(),
         "authorization_response_iss_parameter_supported": true,
+        // Login classes: password alone, or password and one-time code.
+        "acr_values_supported": ["pwd", "mfa"],
         "dpop_signing_alg_values_supported": shared.dpop.algs.split(' ').collect::<Vec<_>>(),
     }))
 }

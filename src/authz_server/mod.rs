@@ -98,6 +98,10 @@ const REVOKE_PATH: &str = "/revoke";
 /// The largest form body `/token`, `/login` and `/consent` read; a larger one
 /// gets `413` with `Connection: close`.
 const MAX_FORM_BODY: usize = 64 * 1024;
+/// The `/token` parameter naming a handle-made ticket of extra claims.
+const CLAIMS_TICKET: &str = "bearer_guard_claims_ticket";
+/// At most this many tickets are outstanding (each lives for one request).
+const MAX_CLAIM_TICKETS: usize = 1024;
 
 /// Entry point: `AuthorizationServer::builder()`.
 #[derive(Debug)]
@@ -146,6 +150,9 @@ pub enum AuthzServerError {
     },
 }
 
+/// The client a ticket was made for, and its claims.
+type ClaimTicket = (String, serde_json::Map<String, Value>);
+
 /// State shared by every request handler and the handle. Deliberately not
 /// `Debug`: it holds user passwords and client secrets.
 struct Shared {
@@ -154,6 +161,12 @@ struct Shared {
     issuer: String,
     clients: HashMap<String, ClientConfig>,
     users: HashMap<String, String>,
+    /// Each user's one-time code, for `mfa` logins.
+    second_factors: HashMap<String, String>,
+    /// Extra claims for one client-credentials request of the handle's own
+    /// (`client_credentials_token_with`): ticket -> (client, claims). Only the
+    /// handle creates tickets, so a client cannot add claims over the wire.
+    claim_tickets: Mutex<HashMap<String, ClaimTicket>>,
     default_audience: String,
     audiences: Vec<String>,
     access_token_lifetime: Duration,
@@ -321,8 +334,61 @@ impl AuthorizationServerHandle {
         client_id: &str,
         scopes: &[&str],
     ) -> Result<String, AuthzServerError> {
-        self.request_client_credentials(client_id, scopes, None)
+        self.request_client_credentials(client_id, scopes, None, None)
             .await
+    }
+
+    /// [`client_credentials_token`](Self::client_credentials_token) with extra
+    /// claims in this one token (`claims`, a JSON object), over the same real
+    /// HTTP request. They go over a single-use ticket only this handle can
+    /// create, so no client can add claims through `/token` by itself. The
+    /// server's own claims (see [`ClientConfig::claim`]) cannot be replaced;
+    /// these take precedence over the client's registered extra claims.
+    ///
+    /// ```
+    /// use bearer_guard::authz_server::{AuthorizationServer, ClientConfig};
+    /// use serde_json::json;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let server = AuthorizationServer::builder()
+    ///     .client(ClientConfig::confidential("svc", "secret").scopes(["orders:read"]))
+    ///     .start()
+    ///     .await?;
+    /// let token = server
+    ///     .client_credentials_token_with("svc", &["orders:read"], json!({"tenant": "acme"}))
+    ///     .await?;
+    /// # assert_eq!(token.split('.').count(), 3);
+    /// // The server's own claims are refused.
+    /// assert!(server.client_credentials_token_with("svc", &[], json!({"sub": "root"})).await.is_err());
+    /// # Ok(()) }
+    /// ```
+    pub async fn client_credentials_token_with(
+        &self,
+        client_id: &str,
+        scopes: &[&str],
+        claims: Value,
+    ) -> Result<String, AuthzServerError> {
+        let Value::Object(claims) = claims else {
+            return Err(AuthzServerError::Config(
+                "extra claims must be a JSON object".to_owned(),
+            ));
+        };
+        builder::check_extra_claims("extra claims", &claims)?;
+        let ticket = oauth::random_token();
+        {
+            let mut tickets = lock(&self.shared.claim_tickets);
+            // Tickets are spent at once; only a call cancelled mid-flight leaves one.
+            if tickets.len() >= MAX_CLAIM_TICKETS {
+                tickets.clear();
+            }
+            tickets.insert(ticket.clone(), (client_id.to_owned(), claims));
+        }
+        let result = self
+            .request_client_credentials(client_id, scopes, None, Some(&ticket))
+            .await;
+        lock(&self.shared.claim_tickets).remove(&ticket);
+        result
     }
 
     async fn request_client_credentials(
@@ -330,6 +396,7 @@ impl AuthorizationServerHandle {
         client_id: &str,
         scopes: &[&str],
         dpop: Option<String>,
+        claims_ticket: Option<&str>,
     ) -> Result<String, AuthzServerError> {
         let secret = self
             .shared
@@ -341,6 +408,9 @@ impl AuthorizationServerHandle {
         form.append_pair("grant_type", "client_credentials");
         if !scopes.is_empty() {
             form.append_pair("scope", &scopes.join(" "));
+        }
+        if let Some(ticket) = claims_ticket {
+            form.append_pair(CLAIMS_TICKET, ticket);
         }
         // RFC 6749 §2.3.1: id and secret are form-encoded before going into Basic.
         let encode =
@@ -395,7 +465,7 @@ impl AuthorizationServerHandle {
                 proof = proof.nonce(n);
             }
             match self
-                .request_client_credentials(client_id, scopes, Some(proof.sign()))
+                .request_client_credentials(client_id, scopes, Some(proof.sign()), None)
                 .await
             {
                 Err(AuthzServerError::TokenEndpoint {

@@ -76,16 +76,23 @@ pub(super) fn login_page(
     csrf: &str,
     client_id: &str,
     error: Option<&str>,
+    one_time_code: bool,
 ) -> Response {
     let error = error
         .map(|e| format!("<p role=\"alert\"><strong>{}</strong></p>\n", escape(e)))
         .unwrap_or_default();
+    // Asked for when the request's acr_values call for "mfa".
+    let code = if one_time_code {
+        "<p><label>One-time code <input name=\"otp\" autocomplete=\"one-time-code\" inputmode=\"numeric\" required></label></p>\n"
+    } else {
+        ""
+    };
     let body = format!(
         "<p>Sign in to continue to <strong>{client}</strong>.</p>\n{error}\
          <form method=\"post\" action=\"{LOGIN_PATH}\">\n{hidden}\n\
          <p><label>Username <input name=\"username\" autocomplete=\"username\" required></label></p>\n\
          <p><label>Password <input name=\"password\" type=\"password\" autocomplete=\"current-password\" required></label></p>\n\
-         <p><button type=\"submit\">Sign in</button></p>\n</form>",
+         {code}<p><button type=\"submit\">Sign in</button></p>\n</form>",
         client = escape(client_id),
         hidden = hidden_fields(request_id, csrf),
     );

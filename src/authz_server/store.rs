@@ -38,6 +38,18 @@ pub(crate) struct Grant {
     pub(crate) audiences: Vec<String>,
     /// The DPoP key a public client's refresh tokens are bound to (RFC 9449 §5.8).
     pub(crate) dpop_jkt: Option<String>,
+    /// How and when the user signed in (`None` for the client-credentials
+    /// grant): the token's `acr` and `auth_time`, kept across refreshes.
+    pub(crate) authentication: Option<Authentication>,
+}
+
+/// One user login: its authentication context class and its time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Authentication {
+    /// `pwd` (password) or `mfa` (password and one-time code).
+    pub(crate) acr: String,
+    /// The unix second of the login, from the server's clock.
+    pub(crate) auth_time: u64,
 }
 
 impl Grant {
@@ -86,12 +98,35 @@ pub(crate) struct PendingAuthorization {
     pub(crate) audiences: Vec<String>,
     /// The session that may consent, once someone has logged in.
     pub(crate) session: Option<String>,
+    /// `acr_values` (OIDC Core §3.1.2.1, RFC 9470): the acceptable login classes.
+    pub(crate) acr_values: Vec<String>,
+    /// `max_age`: the oldest login, in seconds, that may be reused.
+    pub(crate) max_age: Option<u64>,
+}
+
+impl PendingAuthorization {
+    /// Whether a login satisfies this request's `acr_values` and `max_age`.
+    pub(crate) fn accepts(&self, login: &Authentication, now: u64) -> bool {
+        let acr = self.acr_values.is_empty() || self.acr_values.contains(&login.acr);
+        // max_age=0 asks for a login now, like prompt=login (OIDC Core §3.1.2.1).
+        let fresh = self
+            .max_age
+            .is_none_or(|max| max > 0 && now.saturating_sub(login.auth_time) <= max);
+        acr && fresh
+    }
+
+    /// Whether the login must include the second factor.
+    pub(crate) fn wants_mfa(&self) -> bool {
+        let has = |v: &str| self.acr_values.iter().any(|a| a == v);
+        has("mfa") && !has("pwd")
+    }
 }
 
 /// A logged-in browser.
 #[derive(Debug, Clone)]
 pub(crate) struct Session {
     pub(crate) user: String,
+    pub(crate) login: Authentication,
 }
 
 #[derive(Debug)]
@@ -214,10 +249,14 @@ impl Store {
     }
 
     /// Starts a session for `user`; returns its id.
-    pub(crate) fn new_session(&mut self, user: &str, now: u64) -> String {
+    pub(crate) fn new_session(&mut self, user: &str, acr: &str, now: u64) -> String {
         let id = random_token();
         let session = Session {
             user: user.to_owned(),
+            login: Authentication {
+                acr: acr.to_owned(),
+                auth_time: now,
+            },
         };
         let expires_at = now.saturating_add(SESSION_LIFETIME_SECS);
         self.sessions.insert(id.clone(), session, expires_at, now);
@@ -438,6 +477,7 @@ mod tests {
             scope: vec!["a".into()],
             audiences: vec!["api".into(), "other".into()],
             dpop_jkt: None,
+            authentication: None,
         }
     }
 
@@ -589,9 +629,11 @@ mod tests {
                 code_challenge: "c".into(),
                 audiences: vec!["api".into()],
                 session: None,
+                acr_values: vec![],
+                max_age: None,
             };
             store.add_pending(pending, 1000);
-            store.new_session("alice", 1000);
+            store.new_session("alice", "pwd", 1000);
             let code = store.issue_code(grant(), "http://cb".into(), "challenge".into(), 1000);
             let checked = check(&mut store, &code, 1000).expect("valid");
             let r = store.complete_code(&code, checked, access("j"), 5000, 1000);

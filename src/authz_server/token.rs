@@ -244,8 +244,17 @@ fn client_credentials(
         scope: grant_scope(requested, client.allowed_scopes())?,
         audiences: shared.audiences_for(&params.resources())?,
         dpop_jkt: None,
+        authentication: None,
     };
-    let access = shared.sign_access_token(&grant, jkt)?;
+    // Spent whether or not the rest succeeds; only the handle makes tickets.
+    let extra = match params.get(super::CLAIMS_TICKET)? {
+        None => None,
+        Some(ticket) => match lock(&shared.claim_tickets).remove(ticket) {
+            Some((owner, claims)) if owner == client.id() => Some(claims),
+            _ => return Err(OAuthError::invalid_request("unknown claims ticket")),
+        },
+    };
+    let access = shared.sign_access_token_with(&grant, jkt, extra.as_ref())?;
     Ok(shared.token_response(&grant, access.token, None, jkt.is_some()))
 }
 
@@ -328,6 +337,17 @@ impl Shared {
         grant: &Grant,
         jkt: Option<&str>,
     ) -> Result<SignedAccess, OAuthError> {
+        self.sign_access_token_with(grant, jkt, None)
+    }
+
+    /// [`sign_access_token`](Self::sign_access_token) with the client's extra
+    /// claims, then `extra` over them; neither may replace the server's own.
+    fn sign_access_token_with(
+        &self,
+        grant: &Grant,
+        jkt: Option<&str>,
+        extra: Option<&serde_json::Map<String, Value>>,
+    ) -> Result<SignedAccess, OAuthError> {
         let now = self.now();
         let jti = random_token();
         let expires_at = now.saturating_add(self.access_token_lifetime.as_secs());
@@ -346,8 +366,21 @@ impl Shared {
             "client_id": grant.client_id,
             "scope": grant.scope.join(" "),
         });
-        if let (Some(jkt), Some(members)) = (jkt, claims.as_object_mut()) {
-            members.insert("cnf".into(), json!({ "jkt": jkt }));
+        if let Some(members) = claims.as_object_mut() {
+            // Checked at start and per call, but the rule is enforced here too.
+            let registered = self.clients.get(&grant.client_id).map(|c| &c.claims);
+            for (name, value) in registered.into_iter().chain(extra).flatten() {
+                if !super::builder::SERVER_CLAIMS.contains(&name.as_str()) {
+                    members.insert(name.clone(), value.clone());
+                }
+            }
+            if let Some(jkt) = jkt {
+                members.insert("cnf".into(), json!({ "jkt": jkt }));
+            }
+            if let Some(login) = &grant.authentication {
+                members.insert("acr".into(), login.acr.clone().into());
+                members.insert("auth_time".into(), login.auth_time.into());
+            }
         }
         let token = if self.opaque_access_tokens {
             lock(&self.opaque).issue(claims, expires_at, now)

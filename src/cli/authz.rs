@@ -12,6 +12,7 @@
 //! id = "svc"
 //! secret = "svc-secret"
 //! scopes = ["orders:read", "orders:write"]
+//! claims = { tenant = "acme", roles = ["admin"] }  # extra claims in its tokens
 //!
 //! [[client]]                                   # public: redirect URIs, PKCE
 //! id = "web"
@@ -21,6 +22,7 @@
 //! [[user]]
 //! username = "alice"
 //! password = "wonderland"
+//! one_time_code = "314159"                     # optional: makes `mfa` logins possible
 //! ```
 
 use std::net::SocketAddr;
@@ -86,6 +88,9 @@ pub struct ClientEntry {
     /// Scopes the client may ask for.
     #[serde(default)]
     pub scopes: Vec<String>,
+    /// Extra claims in every access token of this client (not the server's own).
+    #[serde(default)]
+    pub claims: serde_json::Map<String, serde_json::Value>,
 }
 
 /// One `[[user]]`.
@@ -96,6 +101,9 @@ pub struct UserEntry {
     pub username: String,
     /// The password.
     pub password: String,
+    /// A fixed one-time code: with it a login is `acr` `mfa` (step-up tests).
+    #[serde(default)]
+    pub one_time_code: Option<String>,
 }
 
 impl AuthzConfig {
@@ -111,17 +119,20 @@ impl AuthzConfig {
                     secret: Some("demo-secret".into()),
                     redirect_uris: Vec::new(),
                     scopes: vec!["read".into(), "write".into()],
+                    claims: serde_json::Map::new(),
                 },
                 ClientEntry {
                     id: "demo-web".into(),
                     secret: None,
                     redirect_uris: vec!["http://127.0.0.1:3000/callback".into()],
                     scopes: vec!["read".into()],
+                    claims: serde_json::Map::new(),
                 },
             ],
             users: vec![UserEntry {
                 username: "alice".into(),
                 password: "wonderland".into(),
+                one_time_code: None,
             }],
         }
     }
@@ -174,10 +185,16 @@ impl AuthzConfig {
             for uri in &c.redirect_uris {
                 client = client.redirect_uri(uri);
             }
+            for (name, value) in &c.claims {
+                client = client.claim(name, value.clone());
+            }
             builder = builder.client(client.scopes(c.scopes.iter().cloned()));
         }
         for u in &self.users {
             builder = builder.user(&u.username, &u.password);
+            if let Some(code) = &u.one_time_code {
+                builder = builder.user_one_time_code(&u.username, code);
+            }
         }
         Ok(builder)
     }
@@ -229,6 +246,50 @@ mod tests {
         let config: AuthzConfig = toml::from_str(doc).unwrap();
         assert_eq!(config.clients[0].id, "svc");
         assert!(config.builder("127.0.0.1:0".parse().unwrap()).is_ok());
+    }
+
+    #[tokio::test]
+    async fn client_claims_and_one_time_codes_come_from_the_file() {
+        let doc = r#"
+            audiences = ["https://api.example.com"]
+            [[client]]
+            id = "svc"
+            secret = "s"
+            scopes = ["a"]
+            claims = { tenant = "acme", roles = ["admin"], level = 3 }
+            [[user]]
+            username = "alice"
+            password = "pw"
+            one_time_code = "314159"
+        "#;
+        let config: AuthzConfig = toml::from_str(doc).unwrap();
+        let server = config
+            .builder("127.0.0.1:0".parse().unwrap())
+            .unwrap()
+            .start()
+            .await
+            .unwrap();
+        let token = server.client_credentials_token("svc", &[]).await.unwrap();
+        let payload = token.split('.').nth(1).unwrap();
+        let claims: serde_json::Value = serde_json::from_slice(
+            &base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, payload)
+                .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(claims["tenant"], "acme");
+        assert_eq!(claims["roles"], serde_json::json!(["admin"]));
+        assert_eq!(claims["level"], 3);
+        // The server's own claims are refused at start.
+        let bad: AuthzConfig = toml::from_str(
+            "audiences = [\"x\"]\n[[client]]\nid = \"c\"\nsecret = \"s\"\nclaims = { sub = \"root\" }",
+        )
+        .unwrap();
+        let start = bad
+            .builder("127.0.0.1:0".parse().unwrap())
+            .unwrap()
+            .start()
+            .await;
+        assert!(start.is_err());
     }
 
     #[test]

@@ -69,6 +69,83 @@ pub struct RouteConfig {
     pub max_age: Option<u64>,
 }
 
+/// `[resource_metadata]`: the RFC 9728 document the gateway (or the check
+/// service) serves at the resource's well-known URL, and names in every
+/// challenge. See [`ResourceMetadata`](crate::ResourceMetadata).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct ResourceMetadataConfig {
+    /// The resource identifier clients use: `https://api.example.com/mcp`.
+    pub resource: String,
+    /// The authorization servers to list (default: every exact `[[issuer]]`).
+    #[serde(default)]
+    pub authorization_servers: Vec<String>,
+    /// `scopes_supported`.
+    #[serde(default)]
+    pub scopes_supported: Vec<String>,
+    /// `resource_name`.
+    #[serde(default)]
+    pub resource_name: Option<String>,
+    /// `resource_documentation`.
+    #[serde(default)]
+    pub resource_documentation: Option<String>,
+    /// `resource_policy_uri`.
+    #[serde(default)]
+    pub resource_policy_uri: Option<String>,
+    /// `resource_tos_uri`.
+    #[serde(default)]
+    pub resource_tos_uri: Option<String>,
+    /// `tls_client_certificate_bound_access_tokens` (default `false`).
+    #[serde(default)]
+    pub tls_client_certificate_bound_access_tokens: bool,
+    /// `Cache-Control: public, max-age=…` of the document (default 3600).
+    #[serde(default)]
+    pub cache_max_age_secs: Option<u64>,
+}
+
+impl ResourceMetadataConfig {
+    /// The builder's form.
+    pub(crate) fn to_metadata(&self) -> crate::ResourceMetadata {
+        let mut m = crate::ResourceMetadata::new(self.resource.as_str())
+            .scopes_supported(self.scopes_supported.iter().cloned())
+            .tls_client_certificate_bound_access_tokens(
+                self.tls_client_certificate_bound_access_tokens,
+            );
+        for a in &self.authorization_servers {
+            m = m.authorization_server(a.as_str());
+        }
+        if let Some(v) = &self.resource_name {
+            m = m.resource_name(v.as_str());
+        }
+        if let Some(v) = &self.resource_documentation {
+            m = m.resource_documentation(v.as_str());
+        }
+        if let Some(v) = &self.resource_policy_uri {
+            m = m.resource_policy_uri(v.as_str());
+        }
+        if let Some(v) = &self.resource_tos_uri {
+            m = m.resource_tos_uri(v.as_str());
+        }
+        if let Some(secs) = self.cache_max_age_secs {
+            m = m.cache_max_age(std::time::Duration::from_secs(secs));
+        }
+        m
+    }
+
+    /// `configure` with this metadata applied first.
+    pub(crate) fn apply(
+        config: Option<&ResourceMetadataConfig>,
+        configure: impl FnOnce(GuardBuilder) -> GuardBuilder,
+    ) -> impl FnOnce(GuardBuilder) -> GuardBuilder {
+        let metadata = config.map(ResourceMetadataConfig::to_metadata);
+        move |builder| match metadata {
+            Some(m) => configure(builder.resource_metadata(m)),
+            None => configure(builder),
+        }
+    }
+}
+
 /// A refused configuration: the file (when known), the key and the problem.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
@@ -195,6 +272,7 @@ pub(crate) fn build_guard(
 fn build_error_key(e: &BuildError, issuers: &[IssuerConfig]) -> String {
     let issuer = match e {
         BuildError::InvalidRealm => return "realm".to_owned(),
+        BuildError::InvalidResourceMetadata(_) => return "resource_metadata".to_owned(),
         BuildError::DuplicateIssuer(i)
         | BuildError::NoAudience(i)
         | BuildError::NoAlgorithms(i)

@@ -99,10 +99,46 @@ pub(crate) struct ClaimValueError {
 }
 
 /// `[forward] claims_to_headers`, checked.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub(crate) struct ClaimHeaders {
     /// Claim name, the header it is sent in, and that header's normalised name.
     claims: Vec<(String, HeaderName, String)>,
+    /// Joins the elements of an array claim (`[forward] claims_separator`).
+    separator: Box<str>,
+}
+
+impl Default for ClaimHeaders {
+    fn default() -> Self {
+        ClaimHeaders {
+            claims: Vec::new(),
+            separator: DEFAULT_SEPARATOR.into(),
+        }
+    }
+}
+
+/// The default `[forward] claims_separator`.
+pub(crate) const DEFAULT_SEPARATOR: &str = ",";
+
+/// A claim by name: the top-level member of that exact name (`"https://example.com/roles"`),
+/// else the dot-separated path into nested objects (`realm_access.roles`), as
+/// [`VerifiedToken::claim`] and the route rules read it.
+fn lookup<'v>(claims: &'v Value, path: &str) -> Option<&'v Value> {
+    if let Some(v) = claims.get(path) {
+        return Some(v);
+    }
+    path.split('.')
+        .try_fold(claims, |v, segment| v.get(segment))
+}
+
+/// One JSON scalar as header text: a string as is, a number or a boolean as its
+/// JSON text. `None` for anything else.
+fn scalar_text(value: &Value) -> Option<Cow<'_, str>> {
+    match value {
+        Value::String(s) => Some(Cow::Borrowed(s)),
+        Value::Number(n) => Some(Cow::Owned(n.to_string())),
+        Value::Bool(b) => Some(Cow::Borrowed(if *b { "true" } else { "false" })),
+        _ => None,
+    }
 }
 
 impl ClaimHeaders {
@@ -137,7 +173,25 @@ impl ClaimHeaders {
             }
             claims.push((claim.clone(), name, normal));
         }
-        Ok(ClaimHeaders { claims })
+        Ok(ClaimHeaders {
+            claims,
+            separator: DEFAULT_SEPARATOR.into(),
+        })
+    }
+
+    /// Sets the separator of array claims: 1 to 8 printable ASCII characters,
+    /// not only spaces.
+    pub fn with_separator(mut self, separator: &str) -> Result<ClaimHeaders, ConfigError> {
+        let printable = separator.bytes().all(|b| (0x20..=0x7e).contains(&b));
+        if separator.is_empty() || separator.len() > 8 || !printable || separator.trim().is_empty()
+        {
+            return Err(ConfigError::at(
+                "forward.claims_separator",
+                "must be 1 to 8 printable ASCII characters, not only spaces",
+            ));
+        }
+        self.separator = separator.into();
+        Ok(self)
     }
 
     /// The configured header names, in order.
@@ -181,11 +235,15 @@ impl ClaimHeaders {
     }
 
     /// The claim headers for the verified token. `scope` is the space-joined
-    /// scopes, `iss` the verified issuer, other names are looked up in the claims.
-    /// An absent claim (or an empty scope set) sends no header; a claim that is
-    /// present but not a string, or whose value the upstream could read
-    /// differently ([`claim_value`]), is an error: the request is refused rather
-    /// than forwarded with an altered or missing identity header.
+    /// scopes, `iss` the verified issuer, other names are looked up in the claims
+    /// (an exact top-level name, else a dotted path such as `realm_access.roles`).
+    /// Strings go as they are, numbers and booleans as their JSON text, arrays of
+    /// those joined with the separator. An absent claim, an empty array (or an
+    /// empty scope set) sends no header. `null`, an object, a nested array or
+    /// `null` inside an array, an element that is empty or contains the
+    /// separator, or any value the upstream could read differently
+    /// ([`claim_value`]), is an error: the request is refused rather than
+    /// forwarded with an altered or missing identity header.
     pub fn values(
         &self,
         token: &VerifiedToken,
@@ -220,10 +278,35 @@ impl ClaimHeaders {
                     let claims = raw.get_or_insert_with(|| {
                         serde_json::from_str(token.claims_json()).unwrap_or(Value::Null)
                     });
-                    match claims.get(other) {
+                    match lookup(claims, other) {
                         None => continue,
-                        Some(Value::String(s)) => Cow::Owned(s.clone()),
-                        Some(_) => return Err(fail("not a string")),
+                        // Present yet without a value: not the same as absent.
+                        Some(Value::Null) => return Err(fail("null")),
+                        Some(Value::Object(_)) => return Err(fail("an object")),
+                        Some(Value::Array(items)) if items.is_empty() => continue,
+                        Some(Value::Array(items)) => {
+                            let mut joined = String::new();
+                            for item in items {
+                                let text = scalar_text(item).ok_or_else(|| {
+                                    fail("an array element that is not a string, number or boolean")
+                                })?;
+                                // Each element must read back alone, and the
+                                // separator must split them exactly as joined.
+                                claim_value(&text).map_err(fail)?;
+                                if text.contains(&*self.separator) {
+                                    return Err(fail("an array element contains the separator"));
+                                }
+                                if !joined.is_empty() {
+                                    joined.push_str(&self.separator);
+                                }
+                                joined.push_str(&text);
+                            }
+                            Cow::Owned(joined)
+                        }
+                        Some(scalar) => match scalar_text(scalar) {
+                            Some(text) => Cow::Owned(text.into_owned()),
+                            None => return Err(fail("not a string")),
+                        },
                     }
                 }
             };
@@ -383,6 +466,118 @@ mod tests {
             .collect();
         kept.sort_unstable();
         assert_eq!(names(&h), kept, "exact names only; overrides always go");
+    }
+
+    /// The claim headers `values` gives for `claims` (one verified token).
+    fn forwarded(
+        pairs: &[(&str, &str)],
+        separator: Option<&str>,
+        claims: Value,
+    ) -> Result<Vec<(String, String)>, String> {
+        let map = pairs
+            .iter()
+            .map(|(c, h)| (c.to_string(), h.to_string()))
+            .collect();
+        let mut headers = ClaimHeaders::from_config(&map).expect("claims");
+        if let Some(sep) = separator {
+            headers = headers.with_separator(sep).expect("separator");
+        }
+        let token = crate::claims::VerifiedToken::for_tests(claims);
+        headers
+            .values(&token)
+            .map(|v| {
+                v.into_iter()
+                    .map(|(n, v)| (n.to_string(), v.to_str().unwrap().to_owned()))
+                    .collect()
+            })
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn arrays_numbers_booleans_and_nested_paths_are_forwarded() {
+        let claims = serde_json::json!({
+            "iss": "https://as", "sub": "alice",
+            "roles": ["admin", "auditor"],
+            "level": 3, "ratio": 1.5, "staff": true,
+            "realm_access": {"roles": ["ops", "dev"]},
+            "https://example.com/tenant": "acme",
+            "empty": [],
+        });
+        let pairs = [
+            ("roles", "x-roles"),
+            ("level", "x-level"),
+            ("ratio", "x-ratio"),
+            ("staff", "x-staff"),
+            ("realm_access.roles", "x-realm-roles"),
+            ("https://example.com/tenant", "x-tenant"),
+            ("empty", "x-empty"),
+            ("absent.path", "x-absent"),
+        ];
+        let mut got = forwarded(&pairs, None, claims.clone()).unwrap();
+        got.sort();
+        let expect = |v: &[(&str, &str)]| -> Vec<(String, String)> {
+            let mut v: Vec<_> = v
+                .iter()
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .collect();
+            v.sort();
+            v
+        };
+        assert_eq!(
+            got,
+            expect(&[
+                ("x-roles", "admin,auditor"),
+                ("x-level", "3"),
+                ("x-ratio", "1.5"),
+                ("x-staff", "true"),
+                ("x-realm-roles", "ops,dev"),
+                ("x-tenant", "acme"),
+            ])
+        );
+        let got = forwarded(&[("roles", "x-roles")], Some(" | "), claims).unwrap();
+        assert_eq!(got, expect(&[("x-roles", "admin | auditor")]));
+    }
+
+    #[test]
+    fn ambiguous_arrays_and_objects_are_refused() {
+        for (claims, why) in [
+            (
+                serde_json::json!({"roles": ["a,b", "c"]}),
+                "contains the separator",
+            ),
+            (serde_json::json!({"roles": ["a", ""]}), "empty"),
+            (serde_json::json!({"roles": ["a", " b"]}), "whitespace"),
+            (
+                serde_json::json!({"roles": ["a", ["b"]]}),
+                "not a string, number or boolean",
+            ),
+            (
+                serde_json::json!({"roles": ["a", null]}),
+                "not a string, number or boolean",
+            ),
+            (
+                serde_json::json!({"roles": ["a", {"b": 1}]}),
+                "not a string, number or boolean",
+            ),
+            (serde_json::json!({"roles": {"admin": true}}), "an object"),
+            (serde_json::json!({"roles": null}), "null"),
+            (serde_json::json!({"roles": ["jos\u{e9}"]}), "non-ASCII"),
+        ] {
+            let e = forwarded(&[("roles", "x-roles")], None, claims.clone()).unwrap_err();
+            assert!(e.contains(why), "{claims}: {e}");
+        }
+    }
+
+    #[test]
+    fn separators_must_be_short_printable_and_not_blank() {
+        let headers = || ClaimHeaders::from_config(&BTreeMap::new()).unwrap();
+        for good in [",", ";", " | ", ", "] {
+            assert!(headers().with_separator(good).is_ok(), "{good:?}");
+        }
+        for bad in ["", " ", "\t", "\u{e9}", "123456789"] {
+            let e = headers().with_separator(bad).unwrap_err();
+            assert_eq!(e.key(), Some("forward.claims_separator"));
+        }
     }
 
     #[test]

@@ -77,7 +77,7 @@ pub(crate) mod headers;
 pub mod path;
 mod route;
 
-pub use config::{ConfigError, IssuerConfig, RouteConfig};
+pub use config::{ConfigError, IssuerConfig, ResourceMetadataConfig, RouteConfig};
 
 use headers::ClaimHeaders;
 pub(crate) use headers::HOP_BY_HOP;
@@ -198,11 +198,14 @@ pub enum Outcome {
     Rejected,
     /// The token lacks a scope the route requires (403).
     Forbidden,
+    /// Not a refusal: the request is for the RFC 9728 metadata document, which
+    /// the response is (200), answered without a token and without forwarding.
+    ResourceMetadata,
 }
 
 impl Outcome {
     /// The metrics label: `bad_request`, `not_found`, `method_not_allowed`,
-    /// `rejected`, `forbidden`.
+    /// `rejected`, `forbidden`, `resource_metadata`.
     pub fn as_str(self) -> &'static str {
         match self {
             Outcome::BadRequest => "bad_request",
@@ -210,6 +213,7 @@ impl Outcome {
             Outcome::MethodNotAllowed => "method_not_allowed",
             Outcome::Rejected => "rejected",
             Outcome::Forbidden => "forbidden",
+            Outcome::ResourceMetadata => "resource_metadata",
         }
     }
 }
@@ -241,6 +245,14 @@ impl Decider {
         })
     }
 
+    /// Joins array claims forwarded in headers with `separator` instead of `,`
+    /// (`[forward] claims_separator`): 1 to 8 printable ASCII characters, not
+    /// only spaces. An element containing it refuses the request.
+    pub fn claims_separator(mut self, separator: &str) -> Result<Decider, ConfigError> {
+        self.claims = self.claims.with_separator(separator)?;
+        Ok(self)
+    }
+
     /// The guard validating the tokens.
     pub fn guard(&self) -> &Guard {
         &self.guard
@@ -257,6 +269,11 @@ impl Decider {
             Some(parts) => parts,
             None => return deny(Outcome::BadRequest, bad_request("invalid request target")),
         };
+        if let Some(metadata) = &self.guard.inner.resource_metadata
+            && let Some(response) = metadata.respond(request.method, &raw_path)
+        {
+            return deny(Outcome::ResourceMetadata, response);
+        }
         let path = match path::normalize_path(&raw_path) {
             Ok(p) => p,
             Err(e) => return deny(Outcome::BadRequest, bad_request(&e.to_string())),

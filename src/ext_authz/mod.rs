@@ -43,6 +43,15 @@
 //! client, so `failure_mode_allow: true` never lets a request through that the
 //! service refused; it only matters when the service cannot be reached.
 //!
+//! **Protected-resource metadata** (`[resource_metadata]`, RFC 9728): every
+//! challenge names it, and a check for its well-known path is answered with the
+//! document as a refusal of status 200 (outcome `resource_metadata`). Envoy's gRPC
+//! mode sends that `denied_response` to the client as is; nginx passes it on from
+//! `@denied` when `X-Auth-Status` is 200 (`examples/proxies/nginx.conf`). For
+//! Caddy, Traefik and Envoy's HTTP mode, where any 2xx from the check means
+//! "forward upstream", route the well-known path to the HTTP check itself
+//! (`examples/proxies/Caddyfile`), which answers a direct request for it.
+//!
 //! Metrics: `bearer_guard_ext_authz_checks_total{protocol, outcome}` (`grpc` or
 //! `http`; `allowed` or the decision's outcome, plus `untrusted_peer`).
 
@@ -108,6 +117,10 @@ pub struct ExtAuthzConfig {
     /// What the upstream learns about the verified token.
     #[serde(default)]
     pub forward: CheckForwardConfig,
+    /// `[resource_metadata]` (RFC 9728): named in every challenge, and answered
+    /// by the checks (see the [module docs](self) for each proxy).
+    #[serde(default)]
+    pub resource_metadata: Option<crate::decision::config::ResourceMetadataConfig>,
 }
 
 /// `[forward]` of `ext-authz.toml`: the gateway's, less what the proxy does
@@ -119,6 +132,9 @@ pub struct CheckForwardConfig {
     /// Claim name -> request header, as in `gateway.toml`.
     #[serde(default)]
     pub claims_to_headers: BTreeMap<String, String>,
+    /// What joins the elements of an array claim in its header (default `,`).
+    #[serde(default)]
+    pub claims_separator: Option<String>,
     /// Have the proxy remove `Authorization` before the upstream (Envoy only:
     /// nginx, Caddy and Traefik are told in their own configuration).
     #[serde(default)]
@@ -180,7 +196,10 @@ impl ExtAuthz {
             &config.issuers,
             config.realm.as_deref(),
             config.allow_insecure_http,
-            |builder| builder,
+            crate::decision::config::ResourceMetadataConfig::apply(
+                config.resource_metadata.as_ref(),
+                |builder| builder,
+            ),
         )?;
         // The proxy sets Forwarded/X-Forwarded-* itself: its values are kept.
         let rules = HeaderRules {
@@ -193,6 +212,10 @@ impl ExtAuthz {
             &config.forward.claims_to_headers,
             rules,
         )?;
+        let decider = match &config.forward.claims_separator {
+            Some(separator) => decider.claims_separator(separator)?,
+            None => decider,
+        };
         let mut service = ExtAuthz::new(decider, trusted);
         service.listeners = Listeners {
             grpc: config.grpc_listen,

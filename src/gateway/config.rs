@@ -11,7 +11,7 @@ use std::path::Path;
 
 use serde::Deserialize;
 
-pub use crate::decision::config::{ConfigError, IssuerConfig, RouteConfig};
+pub use crate::decision::config::{ConfigError, IssuerConfig, ResourceMetadataConfig, RouteConfig};
 
 /// The whole gateway configuration (one TOML file).
 #[derive(Debug, Clone, Deserialize)]
@@ -56,6 +56,9 @@ pub struct GatewayConfig {
     /// holding the gateway.
     #[serde(default)]
     pub limits: LimitsConfig,
+    /// `[resource_metadata]` (RFC 9728): served on `listen` without a token.
+    #[serde(default)]
+    pub resource_metadata: Option<ResourceMetadataConfig>,
 }
 
 /// `[limits]`: each absent key takes the default named on it (an edge proxy's).
@@ -100,13 +103,20 @@ pub struct LimitsConfig {
 #[non_exhaustive]
 pub struct ForwardConfig {
     /// Claim name -> request header. `scope` is the space-joined scopes; other
-    /// names are looked up in the claims. Incoming headers with these names (also
-    /// spelt with `_` for `-`, in any case) are always removed, so a client cannot
-    /// set them. A claim that is present but not a string, or whose value is not
-    /// printable ASCII without a space at either end, refuses the request (401
-    /// `invalid_token`) instead of being altered or left out.
+    /// names are looked up in the claims: an exact name, else a dotted path into
+    /// nested objects (`"realm_access.roles" = "x-roles"`, the key quoted).
+    /// Strings go as they are, numbers and booleans as their JSON text, arrays
+    /// of those joined with `claims_separator`. Incoming headers with these names
+    /// (also spelt with `_` for `-`, in any case) are always removed, so a client
+    /// cannot set them. An object, an array holding anything else or an element
+    /// containing the separator, or a value that is not printable ASCII without
+    /// a space at either end, refuses the request (401 `invalid_token`) instead
+    /// of being altered or left out.
     #[serde(default)]
     pub claims_to_headers: BTreeMap<String, String>,
+    /// What joins the elements of an array claim in its header (default `,`).
+    #[serde(default)]
+    pub claims_separator: Option<String>,
     /// Remove `Authorization` before forwarding.
     #[serde(default)]
     pub strip_authorization: bool,
@@ -140,6 +150,7 @@ impl Default for ForwardConfig {
     fn default() -> Self {
         ForwardConfig {
             claims_to_headers: BTreeMap::new(),
+            claims_separator: None,
             strip_authorization: false,
             x_forwarded: true,
             trust_forwarded: false,

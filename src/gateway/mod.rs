@@ -26,7 +26,9 @@
 //!    on `admin_listen`, and on `listen` only with `admin_on_listen`; a
 //!    `/-/ready` probe while keys are missing retries the load, within the retry
 //!    back-off;
-//! 2. the path is normalised ([`path`]); a refused path is a 400;
+//! 2. the path is normalised ([`path`]); a refused path is a 400; with
+//!    `[resource_metadata]`, `GET`/`HEAD` on its well-known path (RFC 9728) is
+//!    answered with the document, without a token and without forwarding;
 //! 3. the first route whose prefix and methods match is chosen; when routes match
 //!    the prefix but none the method, a 405 with `Allow` (before authentication,
 //!    like the 404 when no route matches the prefix);
@@ -34,7 +36,8 @@
 //!    answer on failure) and the route's scopes checked (403 `insufficient_scope`);
 //! 5. the claim headers are computed from the verified token; a claim the
 //!    upstream would read differently (whitespace at either end, a control or
-//!    non-ASCII character, not a string) refuses the request with 401
+//!    non-ASCII character, `null`, an object, an array element holding the
+//!    separator) refuses the request with 401
 //!    `invalid_token` rather than forwarding an altered or missing header;
 //! 6. hop-by-hop headers are removed, and every client header that must not reach
 //!    the upstream (claim headers and reserved names also as look-alikes with `_`,
@@ -140,12 +143,13 @@ struct Shared {
 }
 
 /// The configuration the guard is built from (`[[issuer]]`, `realm`,
-/// `allow_insecure_http`).
+/// `allow_insecure_http`, `[resource_metadata]`, named in its challenges).
 #[derive(Debug, Clone, PartialEq)]
 struct GuardConfig {
     issuers: Vec<IssuerConfig>,
     realm: Option<String>,
     allow_insecure_http: bool,
+    resource_metadata: Option<crate::decision::config::ResourceMetadataConfig>,
 }
 
 impl GuardConfig {
@@ -154,6 +158,7 @@ impl GuardConfig {
             issuers: config.issuers.clone(),
             realm: config.realm.clone(),
             allow_insecure_http: config.allow_insecure_http,
+            resource_metadata: config.resource_metadata.clone(),
         }
     }
 
@@ -165,7 +170,10 @@ impl GuardConfig {
             &self.issuers,
             self.realm.as_deref(),
             self.allow_insecure_http,
-            configure,
+            crate::decision::config::ResourceMetadataConfig::apply(
+                self.resource_metadata.as_ref(),
+                configure,
+            ),
         )
     }
 }
@@ -264,6 +272,10 @@ impl Gateway {
                 trust_forwarded: config.forward.trust_forwarded,
             },
         )?;
+        let decider = match &config.forward.claims_separator {
+            Some(separator) => decider.claims_separator(separator)?,
+            None => decider,
+        };
         let forwarding = Forwarding::from_config(&config.forward)?;
         let upgrades = UpgradePolicy::from_config(&config.forward.upgrade_protocols)?;
         // The pool keeps upstream connections open between requests.

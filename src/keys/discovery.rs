@@ -18,6 +18,24 @@ pub(crate) struct Metadata {
     pub issuer: String,
     #[serde(default)]
     pub jwks_uri: Option<String>,
+    #[serde(default)]
+    pub introspection_endpoint: Option<String>,
+}
+
+/// Which endpoint of the metadata document is wanted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Endpoint {
+    Jwks,
+    Introspection,
+}
+
+impl Endpoint {
+    fn member(self) -> &'static str {
+        match self {
+            Endpoint::Jwks => "jwks_uri",
+            Endpoint::Introspection => "introspection_endpoint",
+        }
+    }
 }
 
 /// Checks a configured or discovered URL: absolute, https, or http on a loopback
@@ -55,10 +73,22 @@ pub(crate) fn metadata_urls(issuer: &Url) -> [Url; 2] {
     [oidc, rfc8414]
 }
 
-/// Parses a metadata document and checks it belongs to `issuer`.
+/// Parses a metadata document and checks it belongs to `issuer` (the fuzz
+/// target's entry point; discovery itself goes through [`endpoint_from_metadata`]).
+#[cfg(any(test, feature = "__fuzz"))]
 pub(crate) fn jwks_uri_from_metadata(
     body: &[u8],
     issuer: &str,
+    allow_http: bool,
+) -> Result<Url, String> {
+    endpoint_from_metadata(body, issuer, Endpoint::Jwks, allow_http)
+}
+
+/// The `endpoint` of a metadata document that belongs to `issuer`.
+pub(crate) fn endpoint_from_metadata(
+    body: &[u8],
+    issuer: &str,
+    endpoint: Endpoint,
     allow_http: bool,
 ) -> Result<Url, String> {
     let meta: Metadata = serde_json::from_slice(body)
@@ -69,10 +99,12 @@ pub(crate) fn jwks_uri_from_metadata(
             meta.issuer
         ));
     }
-    let jwks_uri = meta
-        .jwks_uri
-        .ok_or_else(|| "the metadata document has no jwks_uri".to_owned())?;
-    check_url(&jwks_uri, allow_http)
+    let url = match endpoint {
+        Endpoint::Jwks => meta.jwks_uri,
+        Endpoint::Introspection => meta.introspection_endpoint,
+    }
+    .ok_or_else(|| format!("the metadata document has no {}", endpoint.member()))?;
+    check_url(&url, allow_http)
 }
 
 /// Finds the issuer's `jwks_uri`.
@@ -82,11 +114,22 @@ pub(crate) async fn discover(
     limits: &FetchLimits,
     allow_http: bool,
 ) -> Result<Url, String> {
+    discover_endpoint(client, issuer, Endpoint::Jwks, limits, allow_http).await
+}
+
+/// Finds one of the issuer's endpoints in its metadata document.
+pub(crate) async fn discover_endpoint(
+    client: &reqwest::Client,
+    issuer: &str,
+    endpoint: Endpoint,
+    limits: &FetchLimits,
+    allow_http: bool,
+) -> Result<Url, String> {
     let base = check_url(issuer, allow_http)?;
     let mut errors = Vec::new();
     for url in metadata_urls(&base) {
         match fetch::get(client, &url, limits).await {
-            Ok(doc) => return jwks_uri_from_metadata(&doc.body, issuer, allow_http),
+            Ok(doc) => return endpoint_from_metadata(&doc.body, issuer, endpoint, allow_http),
             Err(e @ FetchError::Status(_)) => errors.push(format!("GET {url}: {e}")),
             Err(e) => return Err(format!("GET {url}: {e}")),
         }
