@@ -870,12 +870,23 @@ impl Responder {
         error: &AuthError,
         request: &http::HeaderMap,
     ) -> Response<Bytes> {
+        self.respond_as(error, request, is_grpc(request))
+    }
+
+    /// [`respond_to`](Self::respond_to), in gRPC form or not as `grpc` says (a
+    /// check service answers a proxy, whatever the client's `content-type`).
+    pub(crate) fn respond_as(
+        &self,
+        error: &AuthError,
+        request: &http::HeaderMap,
+        grpc: bool,
+    ) -> Response<Bytes> {
         let used_dpop = request.get(http::header::AUTHORIZATION).is_some_and(|v| {
             v.as_bytes()
                 .get(..5)
                 .is_some_and(|s| s.eq_ignore_ascii_case(b"dpop "))
         });
-        self.answer(error, is_grpc(request), used_dpop)
+        self.answer(error, grpc, used_dpop)
     }
 
     fn answer(&self, error: &AuthError, grpc: bool, used_dpop: bool) -> Response<Bytes> {

@@ -68,6 +68,7 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Response, StatusCode, Uri};
 
 use crate::error::{TokenProblem, is_grpc};
+use crate::sender::ClientCertificate;
 use crate::{AuthError, Guard, VerifiedToken};
 
 pub mod config;
@@ -75,7 +76,7 @@ pub(crate) mod headers;
 pub mod path;
 mod route;
 
-pub use config::{ConfigError, IssuerConfig, RouteConfig};
+pub use config::{ConfigError, DpopConfig, IssuerConfig, RouteConfig};
 
 use headers::ClaimHeaders;
 pub(crate) use headers::HOP_BY_HOP;
@@ -118,6 +119,10 @@ pub struct CheckRequest<'a> {
     /// a gRPC request. [`CheckRequest::new`] sets it from `content-type`, like the
     /// layer; a check service that hands its refusal to a proxy turns it off.
     pub grpc_answers: bool,
+    /// The TLS client certificate of the client's connection, for
+    /// certificate-bound tokens (RFC 8705 §3). `None`: the client presented none
+    /// (a certificate-bound token is then refused).
+    pub certificate: Option<&'a ClientCertificate>,
 }
 
 impl<'a> CheckRequest<'a> {
@@ -128,7 +133,15 @@ impl<'a> CheckRequest<'a> {
             target,
             headers,
             grpc_answers: is_grpc(headers),
+            certificate: None,
         }
+    }
+
+    /// The client's TLS certificate: the gateway's TLS listener, Envoy's
+    /// `attributes.source.certificate`, or a trusted proxy's certificate header.
+    pub fn client_certificate(mut self, certificate: Option<&'a ClientCertificate>) -> Self {
+        self.certificate = certificate;
+        self
     }
 
     /// Refusals as HTTP responses whatever the request's `content-type` (a proxy
@@ -162,6 +175,10 @@ pub struct Allow {
     pub headers_to_set: Vec<(HeaderName, HeaderValue)>,
     /// Client-sent headers to remove (never one of `headers_to_set`).
     pub headers_to_remove: Vec<HeaderName>,
+    /// The `DPoP-Nonce` for the client's response (RFC 9449 §8.2): set when the
+    /// guard demands DPoP nonces and the token was DPoP-bound, so the client
+    /// moves on to the current nonce before its own expires.
+    pub dpop_nonce: Option<HeaderValue>,
 }
 
 /// A refused request.
@@ -224,6 +241,14 @@ impl Decider {
             .enumerate()
             .map(|(i, r)| Route::from_config(i, r))
             .collect::<Result<Vec<_>, _>>()?;
+        if guard.inner.dpop.is_none()
+            && let Some(i) = routes.iter().position(|r| r.dpop_bound)
+        {
+            return Err(ConfigError::at(
+                format!("route[{i}].dpop_bound"),
+                "DPoP-bound tokens are accepted only with a [dpop] section (public_url)",
+            ));
+        }
         Ok(Decider {
             guard,
             routes,
@@ -244,7 +269,7 @@ impl Decider {
 
     /// Decides on one request (see the [module docs](self)).
     pub async fn decide(&self, request: &CheckRequest<'_>) -> Decision {
-        let (raw_path, query) = match split_target(request.target) {
+        let (uri, raw_path, query) = match split_target(request.target) {
             Some(parts) => parts,
             None => return deny(Outcome::BadRequest, bad_request("invalid request target")),
         };
@@ -274,7 +299,14 @@ impl Decider {
         let token = if route.public {
             None
         } else {
-            match self.guard.validate_headers(request.headers).await {
+            // The layer's validation: a DPoP proof against the original method
+            // and the configured public URL plus the path the client sent (never
+            // its Host), on every request; the certificate for bound tokens.
+            let validated = self
+                .guard
+                .validate_request_with(request.method, &uri, request.headers, request.certificate)
+                .await;
+            match validated {
                 Ok(token) => Some(token),
                 Err(e) => return deny(Outcome::Rejected, self.refusal(&e, request)),
             }
@@ -311,32 +343,39 @@ impl Decider {
         if self.rules.strip_authorization && request.headers.contains_key(header::AUTHORIZATION) {
             headers_to_remove.push(header::AUTHORIZATION);
         }
+        let dpop_nonce = token
+            .as_ref()
+            .and_then(|t| crate::sender::success_nonce(&self.guard, t));
         Decision::Allow(Allow {
             path,
             query,
             token,
             headers_to_set,
             headers_to_remove,
+            dpop_nonce,
         })
     }
 
+    /// The guard's answer: on the scheme the client used (`DPoP` or `Bearer`),
+    /// with the `DPoP` challenge when DPoP is accepted.
     fn refusal(&self, error: &AuthError, request: &CheckRequest<'_>) -> Response<Bytes> {
         self.guard
             .inner
             .responder
-            .respond(error, request.grpc_answers)
+            .respond_as(error, request.headers, request.grpc_answers)
     }
 }
 
-/// The path and query of an origin-form or absolute-form target.
-fn split_target(target: &str) -> Option<(String, Option<String>)> {
+/// The URI, path and query of an origin-form or absolute-form target.
+fn split_target(target: &str) -> Option<(Uri, String, Option<String>)> {
     let uri: Uri = target.parse().ok()?;
     let pq = uri.path_and_query()?;
     // `*` (OPTIONS *) and authority-form have no path to route.
     if !pq.path().starts_with('/') {
         return None;
     }
-    Some((pq.path().to_owned(), pq.query().map(str::to_owned)))
+    let (path, query) = (pq.path().to_owned(), pq.query().map(str::to_owned));
+    Some((uri, path, query))
 }
 
 fn deny(outcome: Outcome, response: Response<Bytes>) -> Decision {
@@ -394,12 +433,13 @@ mod tests {
 
     #[test]
     fn targets_split_into_path_and_query_in_both_forms() {
+        let parts = |t| split_target(t).map(|(_, p, q)| (p, q));
         assert_eq!(
-            split_target("/orders/7?x=1&y"),
+            parts("/orders/7?x=1&y"),
             Some(("/orders/7".to_owned(), Some("x=1&y".to_owned())))
         );
         assert_eq!(
-            split_target("http://api.example.com/a/b"),
+            parts("http://api.example.com/a/b"),
             Some(("/a/b".to_owned(), None))
         );
         assert_eq!(split_target("*"), None);

@@ -18,10 +18,27 @@
 //! one request (a client adding `X-Original-URI` through Caddy) are a 400.
 //! `X-Forwarded-Host` and `-Proto` are not used: routes match paths only.
 //!
+//! **DPoP** (RFC 9449): the proxy passes the client's `DPoP` header with the
+//! check (nginx's `auth_request` subrequest, Caddy's `forward_auth` and
+//! Traefik's ForwardAuth send the client's headers as they are); the proof is
+//! checked against the original method and the configured `[dpop] public_url`
+//! plus the original path.
+//!
+//! **Client certificates** (RFC 8705): with `client_cert_header` set, a trusted
+//! proxy sends the client's TLS certificate in that header (URL-encoded PEM or
+//! base64 DER: nginx `$ssl_client_escaped_cert`, Caddy
+//! `{http.request.tls.client.certificate_der_base64}`, Traefik's
+//! `X-Forwarded-Tls-Client-Cert`); empty means no certificate. From a peer
+//! that is not a trusted proxy the header is refused with 403, as the
+//! original-request headers are; one that does not decode, or is repeated, is
+//! a 400.
+//!
 //! **Allowed**: 200, empty body, the claim headers (for `auth_request_set`,
 //! `copy_headers`, `authResponseHeaders`, Envoy's `allowed_upstream_headers`), and
 //! `x-envoy-auth-headers-to-remove` naming the client-sent claim-like headers
-//! Envoy must remove. For Caddy and Traefik every configured claim header is in
+//! Envoy must remove, and with DPoP nonces on, the fresh `DPoP-Nonce` for the
+//! client (nginx: `add_header DPoP-Nonce`; Envoy:
+//! `allowed_client_headers_on_success`). For Caddy and Traefik every configured claim header is in
 //! the answer, empty when the token has no such claim or the route is public
 //! (Caddy 2.6 would otherwise copy its unresolved placeholder text). nginx, Caddy
 //! and Traefik cannot remove request headers on the check's word: their
@@ -50,8 +67,10 @@ use http::{Method, Request, Response, StatusCode};
 use http_body_util::Full;
 use tower_service::Service;
 
-use super::{Core, count};
+use super::{Core, certificate, count};
 use crate::decision::{CheckRequest, Decision, own};
+use crate::error::DPOP_NONCE;
+use crate::sender::ClientCertificate;
 
 /// The TCP peer of a check request, put in the request's extensions by the
 /// server (the ext-authz listeners do; under axum, `ConnectInfo<SocketAddr>`
@@ -107,7 +126,12 @@ impl HttpCheck {
             (false, true) => Convention::ForwardAuth,
             (false, false) => Convention::Direct,
         };
-        if convention != Convention::Direct && !self.peer_trusted(req) {
+        let cert_header = self
+            .core
+            .cert_header
+            .as_ref()
+            .filter(|name| headers.contains_key(*name));
+        if (convention != Convention::Direct || cert_header.is_some()) && !self.peer_trusted(req) {
             let refusal = own(
                 StatusCode::FORBIDDEN,
                 "forbidden",
@@ -131,7 +155,16 @@ impl HttpCheck {
             Ok(found) => found,
             Err(problem) => return (for_proxy(convention, bad_request(problem)), "bad_request"),
         };
-        let request = CheckRequest::new(&method, target, headers).http_answers();
+        let certificate = match cert_header.map(|name| forwarded_certificate(headers, name)) {
+            None => None,
+            Some(Ok(certificate)) => certificate,
+            Some(Err(problem)) => {
+                return (for_proxy(convention, bad_request(problem)), "bad_request");
+            }
+        };
+        let request = CheckRequest::new(&method, target, headers)
+            .http_answers()
+            .client_certificate(certificate.as_ref());
         match self.core.decider.decide(&request).await {
             Decision::Allow(allow) => {
                 let mut r = Response::new(Bytes::new());
@@ -159,6 +192,9 @@ impl HttpCheck {
                     && !remove.is_empty()
                 {
                     h.insert(ENVOY_HEADERS_TO_REMOVE, value);
+                }
+                if let Some(nonce) = allow.dpop_nonce {
+                    h.insert(DPOP_NONCE, nonce);
                 }
                 (r, "allowed")
             }
@@ -199,6 +235,18 @@ fn original(
     let m = Method::from_bytes(m.as_bytes()).map_err(|_| "the original method is not a method")?;
     let target = single(&uri).ok_or("the original URI header is missing, repeated or empty")?;
     Ok((m, target))
+}
+
+/// The certificate in the proxy's one `name` header (empty: none).
+fn forwarded_certificate(
+    headers: &HeaderMap,
+    name: &HeaderName,
+) -> Result<Option<ClientCertificate>, &'static str> {
+    let mut values = headers.get_all(name).iter();
+    match (values.next(), values.next()) {
+        (Some(value), None) => certificate::parse(value.as_bytes()),
+        _ => Err("the client certificate header is repeated"),
+    }
 }
 
 /// A refusal in the form the proxy passes on (see the module docs for nginx).

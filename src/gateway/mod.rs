@@ -73,17 +73,19 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 
 use crate::decision::{Allow, CheckRequest, Decider, Decision, HeaderRules};
+use crate::error::DPOP_NONCE;
+use crate::sender::ClientCertificate;
 use crate::{Guard, GuardBuilder};
 
 mod body;
 pub mod config;
 mod forward;
-mod listener;
+pub(crate) mod listener;
 /// The path normaliser (now shared with the ext-authz service).
 pub use crate::decision::path;
 
 pub use config::{
-    ConfigError, ForwardConfig, GatewayConfig, IssuerConfig, LimitsConfig, RouteConfig,
+    ConfigError, DpopConfig, ForwardConfig, GatewayConfig, IssuerConfig, LimitsConfig, RouteConfig,
 };
 
 use body::{BoxError, UpstreamBody};
@@ -176,6 +178,7 @@ impl Gateway {
         let limits = Limits::from_config(&config.limits)?;
         let guard = crate::decision::config::build_guard(
             &config.issuers,
+            config.dpop.as_ref(),
             config.realm.as_deref(),
             config.allow_insecure_http,
             configure,
@@ -399,7 +402,10 @@ impl Gateway {
             );
         }
         let target = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
-        let check = CheckRequest::new(req.method(), target, req.headers());
+        // Put there by a TLS listener that asks for client certificates.
+        let certificate = req.extensions().get::<ClientCertificate>();
+        let check =
+            CheckRequest::new(req.method(), target, req.headers()).client_certificate(certificate);
         match self.shared.decider.decide(&check).await {
             Decision::Allow(allow) => self.forward(req, allow, peer.ip()).await,
             Decision::Deny(deny) => count(deny.outcome.as_str(), deny.response.map(full)),
@@ -415,6 +421,7 @@ impl Gateway {
         let s = &self.shared;
         let (mut parts, body) = req.into_parts();
         let client_version = parts.version;
+        let dpop_nonce = allow.dpop_nonce.clone();
         if body.size_hint().lower() > s.max_body_bytes {
             return count("payload_too_large", too_large(client_version));
         }
@@ -471,6 +478,9 @@ impl Gateway {
                 // The client's connection is the gateway's: an HTTP/1.0 upstream
                 // must not make it HTTP/1.0 (and so not reusable).
                 parts.version = client_version;
+                if let Some(nonce) = dpop_nonce {
+                    parts.headers.insert(DPOP_NONCE, nonce);
+                }
                 let body = UpstreamBody::new(body, s.upstream_body_timeout).boxed();
                 count("forwarded", Response::from_parts(parts, body))
             }
@@ -577,6 +587,7 @@ impl Limits {
                 )?,
                 max_connections,
                 max_header_bytes,
+                ..defaults
             },
             max_body_bytes: c.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY_BYTES),
             upstream_body_timeout: seconds_or(
@@ -589,7 +600,7 @@ impl Limits {
 }
 
 const DEFAULT_MAX_BODY_BYTES: u64 = 10 * 1024 * 1024;
-const MAX_HEADER_BYTES: usize = 1024 * 1024;
+pub(crate) const MAX_HEADER_BYTES: usize = 1024 * 1024;
 
 /// `/-/health`, `/-/ready` and `/-/metrics` for `guard` (also the ext-authz
 /// service's admin listener).
@@ -797,7 +808,11 @@ pub(crate) fn seconds(key: &str, value: Option<f64>) -> Result<Duration, ConfigE
 }
 
 /// A positive number of seconds (`key` names it in errors), `default` when absent.
-fn seconds_or(key: &str, value: Option<f64>, default: Duration) -> Result<Duration, ConfigError> {
+pub(crate) fn seconds_or(
+    key: &str,
+    value: Option<f64>,
+    default: Duration,
+) -> Result<Duration, ConfigError> {
     match value {
         None => Ok(default),
         Some(secs) if secs > 0.0 => Duration::try_from_secs_f64(secs)
