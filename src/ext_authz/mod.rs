@@ -275,6 +275,35 @@ impl ExtAuthz {
     /// Checks the configuration's meaning and builds the service (and its guard).
     /// Errors name the offending key. Nothing is fetched or bound yet.
     pub fn from_config(config: ExtAuthzConfig) -> Result<ExtAuthz, ConfigError> {
+        Self::from_config_with(config, |builder| builder)
+    }
+
+    /// [`from_config`](Self::from_config), the guard's builder adjusted by
+    /// `configure` last (an HTTP client, a clock in tests).
+    ///
+    /// ```
+    /// use bearer_guard::clock::ManualClock;
+    /// use bearer_guard::ext_authz::{ExtAuthz, ExtAuthzConfig};
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let config = ExtAuthzConfig::from_toml(r#"
+    ///     grpc_listen = "127.0.0.1:9001"
+    ///     admin_listen = "127.0.0.1:9090"
+    ///     [[issuer]]
+    ///     issuer = "https://login.example.com"
+    ///     audiences = ["https://api.example.com"]
+    ///     [[route]]
+    ///     path = "/"
+    /// "#)?;
+    /// let clock = ManualClock::starting_now();
+    /// let service = ExtAuthz::from_config_with(config, |b| b.clock(clock.clone()))?;
+    /// assert!(!service.guard().ready());
+    /// # Ok(()) }
+    /// ```
+    pub fn from_config_with(
+        config: ExtAuthzConfig,
+        configure: impl FnOnce(crate::GuardBuilder) -> crate::GuardBuilder,
+    ) -> Result<ExtAuthz, ConfigError> {
         if config.grpc_listen.is_none() && config.http_listen.is_none() {
             return Err(ConfigError::at(
                 "grpc_listen",
@@ -307,7 +336,7 @@ impl ExtAuthz {
             config.dpop.as_ref(),
             config.realm.as_deref(),
             config.allow_insecure_http,
-            |builder| builder,
+            configure,
         )?;
         // The proxy sets Forwarded/X-Forwarded-* itself: its values are kept.
         let rules = HeaderRules {
