@@ -155,6 +155,7 @@ impl ConfigError {
     }
 
     /// The same error under another key: `from[2]` becomes `to[2]`.
+    #[cfg(feature = "ext-authz")]
     pub(crate) fn renamed(mut self, from: &str, to: &str) -> Self {
         if let Some(key) = &self.key
             && let Some(rest) = key.strip_prefix(from)

@@ -50,7 +50,9 @@
 //! becomes a 500, and the body is always dropped), so for an nginx request
 //! (`X-Original-*`) a 400, 404, 405 or 503 is sent as **401**, every refusal
 //! carries the true status in `X-Auth-Status` and the JSON body in `X-Auth-Body`,
-//! and the nginx configuration's `error_page` location answers with them. Without
+//! and the nginx configuration's `error_page` location answers with them (the
+//! `Bearer` and `DPoP` challenges joined in one `WWW-Authenticate` value, which
+//! nginx before 1.23 would otherwise cut to the first; `DPoP-Nonce` as sent). Without
 //! that location a client still gets a refusal (401), never a pass.
 
 use std::convert::Infallible;
@@ -258,6 +260,20 @@ fn for_proxy(convention: Convention, response: Response<Bytes>) -> Response<Byte
     parts
         .headers
         .insert(X_AUTH_STATUS, HeaderValue::from(parts.status.as_u16()));
+    // `$upstream_http_www_authenticate` is the first header of that name before
+    // nginx 1.23: the `Bearer` and `DPoP` challenges go in one value (RFC 9110
+    // §11.6.1 allows a comma-separated list).
+    let challenges: Vec<&[u8]> = parts
+        .headers
+        .get_all(http::header::WWW_AUTHENTICATE)
+        .iter()
+        .map(HeaderValue::as_bytes)
+        .collect();
+    if challenges.len() > 1
+        && let Ok(joined) = HeaderValue::from_bytes(&challenges.join(&b", "[..]))
+    {
+        parts.headers.insert(http::header::WWW_AUTHENTICATE, joined);
+    }
     if let Ok(value) = HeaderValue::from_bytes(&body) {
         parts.headers.insert(X_AUTH_BODY, value);
     }
