@@ -13,9 +13,13 @@
 //!    path: [`path::match_key`]) and methods match is taken;
 //!    routes covering the path but not the method: 405 with `Allow`; none: 404;
 //!    both before the token is looked at;
-//! 3. unless the route is public, the token is validated by the guard (its RFC 6750
-//!    answer on failure: 400, 401, 503 with `Retry-After`), then the route's scopes
-//!    (403 `insufficient_scope` with `scope=`);
+//! 3. unless the route is public, the token is validated by the guard as the
+//!    layer does (its RFC 6750 answer on failure: 400, 401, 503 with
+//!    `Retry-After`): a DPoP proof against the request's method and the guard's
+//!    public URL plus the target's path, on every request (a cached token
+//!    included), and a certificate-bound token against
+//!    [`CheckRequest::certificate`]; then the route's requirements (`dpop_bound`,
+//!    403 `insufficient_scope` with `scope=`, claims, step-up);
 //! 4. allowed: the claim headers to set from the verified token (a claim the
 //!    upstream would read differently, not a string or not printable ASCII
 //!    without a space at either end, refuses the request with 401

@@ -32,6 +32,9 @@
 //!    like the 404 when no route matches the prefix);
 //! 4. unless the route is public, the token is validated (the guard's RFC 6750
 //!    answer on failure) and the route's scopes checked (403 `insufficient_scope`);
+//!    with `[dpop]`, a DPoP proof is checked on every request against `public_url`
+//!    plus the path (never `Host`), and a certificate-bound token against the
+//!    [`ClientCertificate`] a TLS listener put in the request's extensions;
 //! 5. the claim headers are computed from the verified token; a claim the
 //!    upstream would read differently (whitespace at either end, a control or
 //!    non-ASCII character, not a string) refuses the request with 401
