@@ -412,7 +412,7 @@ impl ExtAuthz {
 
     /// The request header in which a trusted proxy forwards the client's TLS
     /// certificate to the HTTP check (`client_cert_header`; see
-    /// [`http`](self::http)). Call before cloning the service.
+    /// [`http`]). Call before cloning the service.
     pub fn client_cert_header(mut self, name: HeaderName) -> Self {
         match Arc::get_mut(&mut self.core) {
             Some(core) => core.cert_header = Some(name),
