@@ -950,3 +950,102 @@ path = "/"
     );
     assert!(error(toml).contains("dpop.nonce_secret_file: the nonce secret is 5 bytes"));
 }
+
+/// The decision the gateway makes for each request, with the certificate a TLS
+/// listener would put in the request's extensions (the gateway itself listens
+/// on plain http until it terminates TLS; the decision is the same code).
+#[tokio::test]
+async fn the_decision_checks_certificate_bound_tokens_against_the_given_certificate() {
+    use bearer_guard::decision::{CheckRequest, Decider, Decision};
+    use bearer_guard::gateway::RouteConfig;
+    let w = world().await;
+    let guard = guard_builder(&w.server, &w.clock).build().expect("guard");
+    let routes: Vec<RouteConfig> = toml::from_str::<toml::Table>("[[route]]\npath = \"/\"")
+        .expect("toml")["route"]
+        .clone()
+        .try_into()
+        .expect("routes");
+    let decider = Decider::from_config(guard, &routes, &Default::default(), Default::default())
+        .expect("decider");
+    let mine = ClientCertificate::from_der(b"the client's certificate");
+    let theirs = ClientCertificate::from_der(b"another certificate");
+    let token = w.cert_bound_token(&mine);
+    let mut headers = http::HeaderMap::new();
+    headers.insert(
+        "authorization",
+        format!("Bearer {token}").parse().expect("value"),
+    );
+    for (certificate, allowed) in [(Some(&mine), true), (Some(&theirs), false), (None, false)] {
+        // Twice: the second answer comes from the token cache.
+        for _ in 0..2 {
+            let request = CheckRequest::new(&Method::GET, "/orders", &headers)
+                .client_certificate(certificate);
+            match decider.decide(&request).await {
+                Decision::Allow(allow) => {
+                    assert!(allowed, "{certificate:?} allowed");
+                    assert!(allow.dpop_nonce.is_none());
+                }
+                Decision::Deny(deny) => {
+                    assert!(!allowed, "{certificate:?} refused");
+                    assert_eq!(deny.response.status(), 401);
+                    let www = deny.response.headers()["www-authenticate"]
+                        .to_str()
+                        .expect("ascii");
+                    assert!(www.contains(r#"error="invalid_token""#), "{www}");
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn a_full_dpop_section_is_accepted() {
+    let secret = tempdir().join("nonce.secret");
+    std::fs::write(&secret, "0123456789abcdef0123456789abcdef0123\n").expect("write");
+    let toml = format!(
+        r#"
+grpc_listen = "127.0.0.1:0"
+admin_listen = "127.0.0.1:0"
+grpc_allowed_peers = ["10.0.0.0/8", "::1"]
+client_cert_header = "x-client-cert"
+[[issuer]]
+issuer = "https://login.example.com"
+jwks_uri = "https://login.example.com/jwks"
+audiences = ["{API}"]
+dpop = "required"
+[[issuer]]
+issuer = "https://legacy.example.com"
+jwks_uri = "https://legacy.example.com/jwks"
+audiences = ["{API}"]
+dpop = "disabled"
+[dpop]
+public_url = "https://api.example.com/v1"
+mode = "allowed"
+algorithms = ["ES256", "EdDSA"]
+proof_max_age_secs = 30
+proof_leeway_secs = 5
+max_proof_bytes = 4096
+nonce_secret_file = {secret:?}
+nonce_lifetime_secs = 120
+replay_store = "redis://127.0.0.1:1/"
+replay_key_prefix = "orders:"
+fail_open_on_store_error = true
+[[route]]
+path = "/pay"
+dpop_bound = true
+[[route]]
+path = "/"
+[limits]
+header_read_timeout_secs = 5
+idle_timeout_secs = 120
+max_connections = 64
+max_header_bytes = 16384
+max_concurrent_streams = 50
+keepalive_secs = 0
+"#,
+        secret = secret.display().to_string()
+    );
+    let config = ExtAuthzConfig::from_toml(&toml).expect("parse");
+    // Redis is not contacted before the first proof.
+    ExtAuthz::from_config(config).expect("valid");
+}
