@@ -38,8 +38,8 @@
 //! `x-envoy-auth-headers-to-remove` naming the client-sent claim-like headers
 //! Envoy must remove, and with DPoP nonces on, the fresh `DPoP-Nonce` for the
 //! client (nginx: `add_header DPoP-Nonce`; Envoy:
-//! `allowed_client_headers_on_success`). For Caddy and Traefik every configured claim header is in
-//! the answer, empty when the token has no such claim or the route is public
+//! `allowed_client_headers_on_success`). For Caddy and Traefik every configured
+//! claim header is in the answer, empty when the token has no such claim or the route is public
 //! (Caddy 2.6 would otherwise copy its unresolved placeholder text). nginx, Caddy
 //! and Traefik cannot remove request headers on the check's word: their
 //! configurations overwrite or delete them (see `examples/proxies/`).
@@ -52,8 +52,8 @@
 //! carries the true status in `X-Auth-Status` and the JSON body in `X-Auth-Body`,
 //! and the nginx configuration's `error_page` location answers with them (the
 //! `Bearer` and `DPoP` challenges joined in one `WWW-Authenticate` value, which
-//! nginx before 1.23 would otherwise cut to the first; `DPoP-Nonce` as sent). Without
-//! that location a client still gets a refusal (401), never a pass.
+//! nginx before 1.23 would otherwise cut to the first; `DPoP-Nonce` as sent).
+//! Without that location a client still gets a refusal (401), never a pass.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -367,5 +367,25 @@ mod tests {
             assert_eq!(caddy.status(), status);
             assert!(caddy.headers().get(X_AUTH_STATUS).is_none());
         }
+    }
+
+    #[test]
+    fn nginx_gets_both_challenges_in_one_value_and_others_keep_two() {
+        let mut r = own(StatusCode::UNAUTHORIZED, "e", "d");
+        let www = http::header::WWW_AUTHENTICATE;
+        r.headers_mut()
+            .append(&www, HeaderValue::from_static("Bearer realm=\"a\""));
+        r.headers_mut().append(
+            &www,
+            HeaderValue::from_static("DPoP realm=\"a\", error=\"invalid_dpop_proof\""),
+        );
+        let nginx = for_proxy(Convention::Nginx, r.clone());
+        let values: Vec<_> = nginx.headers().get_all(&www).iter().collect();
+        assert_eq!(
+            values,
+            [r#"Bearer realm="a", DPoP realm="a", error="invalid_dpop_proof""#]
+        );
+        let caddy = for_proxy(Convention::ForwardAuth, r);
+        assert_eq!(caddy.headers().get_all(&www).iter().count(), 2);
     }
 }
