@@ -72,3 +72,41 @@ pub fn validate_at(guard: &Guard, token: &str, now: u64) -> Result<VerifiedToken
         Poll::Pending => panic!("validation waited: the fuzz guard must use static keys"),
     }
 }
+
+/// `sender/dpop.rs`: the request's `DPoP` proof checked against `method`, the
+/// guard's public URL plus the path of `uri`, `access_token` (`ath`) and the
+/// token's `jkt`, then recorded in the guard's replay store; driven to
+/// completion without a runtime.
+///
+/// # Panics
+///
+/// If the guard has no DPoP settings, or its replay store waits (give it the
+/// default in-memory store).
+pub fn verify_dpop_proof(
+    guard: &Guard,
+    headers: &HeaderMap,
+    method: &http::Method,
+    uri: &http::Uri,
+    access_token: &str,
+    jkt: &str,
+    now: u64,
+) -> Result<(), AuthError> {
+    let verifier = guard
+        .inner
+        .dpop
+        .as_ref()
+        .expect("the fuzz guard has DPoP settings");
+    let target = crate::sender::ProofTarget {
+        headers,
+        method,
+        uri,
+        access_token,
+        jkt,
+        now,
+    };
+    let mut cx = Context::from_waker(Waker::noop());
+    match pin!(verifier.verify(&target)).poll(&mut cx) {
+        Poll::Ready(result) => result,
+        Poll::Pending => panic!("the DPoP check waited: the fuzz guard must use the memory store"),
+    }
+}

@@ -180,6 +180,21 @@ impl Guard {
         extensions: &http::Extensions,
     ) -> Result<VerifiedToken, AuthError> {
         let certificate = extensions.get::<ClientCertificate>();
+        self.validate_request_with(method, uri, headers, certificate)
+            .await
+    }
+
+    /// [`validate_request`](Self::validate_request) with the connection's
+    /// certificate given directly (a check service learns it from its proxy):
+    /// cache hits for bearer tokens answered without waiting, and a DPoP proof
+    /// checked on every request, cached token or not.
+    pub(crate) async fn validate_request_with(
+        &self,
+        method: &http::Method,
+        uri: &http::Uri,
+        headers: &HeaderMap,
+        certificate: Option<&ClientCertificate>,
+    ) -> Result<VerifiedToken, AuthError> {
         match self.validate_request_early(headers, certificate) {
             Early::Done(result) => result,
             Early::Verify(scheme, token) => {

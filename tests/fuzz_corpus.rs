@@ -64,6 +64,35 @@ fn gateway_path_corpus_replays_cleanly() {
 }
 
 #[test]
+fn dpop_proof_corpus_replays_cleanly() {
+    replay("dpop_proof", harness::dpop_proof);
+}
+
+#[test]
+fn the_fixture_dpop_proof_is_accepted_once() {
+    // Guards the structure-aware modes: a fixture proof the guard refused would
+    // leave every re-signed mutation short of the claim checks.
+    let (header, claims) = harness::dpop_parts("fixture-check");
+    let proof = harness::dpop_sign(header.as_bytes(), claims.as_bytes());
+    let mut headers = http::HeaderMap::new();
+    headers.insert("dpop", proof.parse().unwrap());
+    let verify = || {
+        bearer_guard::__fuzz::verify_dpop_proof(
+            harness::dpop_guard(),
+            &headers,
+            &http::Method::GET,
+            &http::Uri::from_static("/orders"),
+            harness::DPOP_ACCESS_TOKEN,
+            &harness::dpop_jkt(),
+            harness::NOW,
+        )
+    };
+    let first = verify();
+    assert!(first.is_ok(), "{first:?}");
+    assert!(verify().is_err(), "a replay");
+}
+
+#[test]
 fn the_fixture_token_is_valid_for_both_issuers() {
     // Guards the structure-aware target: if the fixture token were refused, every
     // mutation would be tested against a token that never got past the checks.

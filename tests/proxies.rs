@@ -102,23 +102,24 @@ struct Proxy {
     name: &'static str,
 }
 
-async fn backing() -> (Issuer, Checks, SocketAddr) {
+/// The `[resource_metadata]` of the plain proxies' check service (RFC 9728).
+const RESOURCE_METADATA: &str = "[resource_metadata]\nresource = \"https://api.example.com\"\nscopes_supported = [\"orders:read\"]\n";
+
+async fn backing(tables: &str) -> (Issuer, Checks, SocketAddr) {
     let issuer = Issuer::start().await;
     // Only 127.0.0.1 is a proxy: the tests call the check from 127.0.0.2 to be
     // "anyone else" on the same machine.
-    let checks = start_checks_with(
-        &issuer.url,
-        r#"trusted_proxies = ["127.0.0.1"]"#,
-        "[resource_metadata]\nresource = \"https://api.example.com\"\nscopes_supported = [\"orders:read\"]\n",
-    )
-    .await;
+    let checks = start_checks_with(&issuer.url, r#"trusted_proxies = ["127.0.0.1"]"#, tables).await;
     let upstream = spawn_recorder().await;
     (issuer, checks, upstream)
 }
 
 async fn nginx() -> Proxy {
+    nginx_over(backing(RESOURCE_METADATA).await).await
+}
+
+async fn nginx_over((issuer, checks, upstream): (Issuer, Checks, SocketAddr)) -> Proxy {
     let bin = require("nginx");
-    let (issuer, checks, upstream) = backing().await;
     let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
     let dir = scratch("nginx");
     let conf = dir.join("nginx.conf");
@@ -154,8 +155,11 @@ async fn nginx() -> Proxy {
 }
 
 async fn caddy() -> Proxy {
+    caddy_over(backing(RESOURCE_METADATA).await).await
+}
+
+async fn caddy_over((issuer, checks, upstream): (Issuer, Checks, SocketAddr)) -> Proxy {
     let bin = require("caddy");
-    let (issuer, checks, upstream) = backing().await;
     let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
     let dir = scratch("caddy");
     let file = dir.join("Caddyfile");
@@ -469,6 +473,127 @@ async fn nginx_auth_request_enforces_the_route_table() {
 #[tokio::test]
 async fn caddy_forward_auth_enforces_the_route_table() {
     run_all(caddy().await).await;
+}
+
+/// What clients call the API behind the proxies, for DPoP's `htu`.
+const ORIGIN: &str = "https://api.example.com";
+
+/// The check service with DPoP and nonces on (`[dpop]`).
+async fn dpop_backing() -> (Issuer, Checks, SocketAddr) {
+    let secret = scratch("dpop-secret").join("nonce.secret");
+    std::fs::write(&secret, "0123456789abcdef0123456789abcdef-proxies\n").expect("write");
+    let tables = format!(
+        "[dpop]\npublic_url = \"{ORIGIN}\"\nnonce_secret_file = {:?}\n",
+        secret.display().to_string()
+    );
+    backing(&tables).await
+}
+
+fn challenges(a: &Answer) -> String {
+    a.headers
+        .get_all("www-authenticate")
+        .iter()
+        .map(|v| v.to_str().expect("ascii"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// A DPoP-bound token through the proxy: the nonce challenge with both schemes
+/// and `DPoP-Nonce` reach the client, the retry with the nonce passes (with the
+/// next nonce when the proxy passes response headers on success), a replay is
+/// refused on the `DPoP` challenge.
+async fn dpop_through(p: &Proxy, nonce_on_success: bool) {
+    use bearer_guard::authz_server::DpopKey;
+    let key = DpopKey::generate();
+    let now = common::unix_now();
+    let token = p.issuer.key.sign(&serde_json::json!({
+        "iss": p.issuer.url, "sub": "alice", "aud": common::AUDIENCE, "client_id": "cli-app",
+        "iat": now, "exp": now + 3600, "scope": "orders:read", "cnf": { "jkt": key.thumbprint() },
+    }));
+    let proof = |nonce: Option<&str>| {
+        let proof = key
+            .proof("GET", &format!("{ORIGIN}/orders/7"))
+            .access_token(&token)
+            .iat(common::unix_now());
+        match nonce {
+            Some(n) => proof.nonce(n).sign(),
+            None => proof.sign(),
+        }
+    };
+    let dpop = |proof: String| {
+        vec![
+            ("authorization".to_owned(), format!("DPoP {token}")),
+            ("dpop".to_owned(), proof),
+        ]
+    };
+    let url = format!("http://{}/orders/7", p.addr);
+
+    let (status, headers, raw) = send(Method::GET, &url, &dpop(proof(None))).await;
+    let a = Answer {
+        status,
+        headers,
+        body: serde_json::from_slice(&raw).unwrap_or(Value::Null),
+        raw,
+    };
+    assert_eq!(a.status, 401, "{}: {:?}", p.name, a.raw);
+    assert_eq!(a.body["error"], "use_dpop_nonce", "{}", p.name);
+    let www = challenges(&a);
+    assert!(
+        www.starts_with(r#"Bearer realm="orders-api""#),
+        "{}: {www}",
+        p.name
+    );
+    assert!(
+        www.contains(r#"DPoP realm="orders-api", error="use_dpop_nonce""#),
+        "{}: {www}",
+        p.name
+    );
+    assert!(www.contains(r#"algs=""#), "{}: {www}", p.name);
+    let nonce = a
+        .headers
+        .get("dpop-nonce")
+        .unwrap_or_else(|| panic!("{}: no DPoP-Nonce", p.name));
+    let nonce = nonce.to_str().expect("ascii").to_owned();
+
+    let with_nonce = proof(Some(&nonce));
+    let (status, headers, raw) = send(Method::GET, &url, &dpop(with_nonce.clone())).await;
+    assert_eq!(status, 200, "{}: {raw:?}", p.name);
+    let seen: Value = serde_json::from_slice(&raw).expect("the upstream's echo");
+    assert_eq!(seen["headers"]["x-auth-sub"], "alice", "{}", p.name);
+    if nonce_on_success {
+        assert!(
+            headers.contains_key("dpop-nonce"),
+            "{}: {headers:?}",
+            p.name
+        );
+    }
+
+    let (status, headers, raw) = send(Method::GET, &url, &dpop(with_nonce)).await;
+    let a = Answer {
+        status,
+        headers,
+        body: serde_json::from_slice(&raw).unwrap_or(Value::Null),
+        raw,
+    };
+    assert_eq!(a.status, 401, "{}", p.name);
+    assert_eq!(a.body["error"], "invalid_dpop_proof", "{}", p.name);
+    assert!(
+        challenges(&a).contains(r#"error="invalid_dpop_proof""#),
+        "{}",
+        p.name
+    );
+}
+
+#[tokio::test]
+async fn nginx_passes_dpop_challenges_and_nonces() {
+    dpop_through(&nginx_over(dpop_backing().await).await, true).await;
+}
+
+#[tokio::test]
+async fn caddy_passes_dpop_challenges_and_nonces() {
+    // forward_auth copies a passing check's headers into the request, not the
+    // response: the next nonce reaches Caddy clients on their next refusal.
+    dpop_through(&caddy_over(dpop_backing().await).await, false).await;
 }
 
 #[test]

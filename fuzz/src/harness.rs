@@ -281,3 +281,124 @@ pub fn gateway_path(data: &[u8]) {
         );
     }
 }
+
+/// The public URL of the DPoP fixture guard: a proof's `htu` is this plus the path.
+pub const DPOP_ORIGIN: &str = "https://api.example";
+/// The access token the DPoP proofs are bound to (`ath`).
+pub const DPOP_ACCESS_TOKEN: &str = "fuzz-access-token";
+const DPOP_SEED: [u8; 32] = [9; 32];
+
+fn dpop_key() -> Ed25519KeyPair {
+    Ed25519KeyPair::from_seed_unchecked(&DPOP_SEED).expect("a 32-byte seed")
+}
+
+/// The public JWK of the proof key, as a proof header carries it.
+pub fn dpop_jwk() -> String {
+    use aws_lc_rs::signature::KeyPair as _;
+    let x = b64(dpop_key().public_key());
+    format!(r#"{{"kty":"OKP","crv":"Ed25519","x":"{x}"}}"#)
+}
+
+/// The RFC 7638 thumbprint of the proof key: the token's `cnf.jkt`.
+pub fn dpop_jkt() -> String {
+    let jwk: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(&dpop_jwk()).expect("the fixture JWK is JSON");
+    bearer_guard::sender::jwk_thumbprint(&jwk).expect("the fixture JWK has a thumbprint")
+}
+
+/// A guard accepting DPoP for `DPOP_ORIGIN` on the fixed clock, with the
+/// default in-memory replay store (never waits).
+pub fn dpop_guard() -> &'static Guard {
+    static GUARD: OnceLock<Guard> = OnceLock::new();
+    GUARD.get_or_init(|| {
+        use aws_lc_rs::signature::KeyPair as _;
+        let x = b64(ed_key().public_key());
+        let jwks = format!(
+            r#"{{"keys":[{{"kty":"OKP","crv":"Ed25519","kid":"ed","alg":"EdDSA","x":"{x}"}}]}}"#
+        );
+        Guard::builder()
+            .issuer(Issuer::new(ED_ISSUER).jwks_document(jwks))
+            .audience(AUDIENCE)
+            .clock(ManualClock::at_unix(NOW))
+            .dpop(bearer_guard::sender::Dpop::new(DPOP_ORIGIN))
+            .build()
+            .expect("the DPoP fixture guard builds")
+    })
+}
+
+/// The header and claims of a valid proof for `GET {DPOP_ORIGIN}/orders` with
+/// this `jti`.
+pub fn dpop_parts(jti: &str) -> (String, String) {
+    let header = format!(r#"{{"typ":"dpop+jwt","alg":"EdDSA","jwk":{}}}"#, dpop_jwk());
+    let ath = b64(aws_lc_rs::digest::digest(
+        &aws_lc_rs::digest::SHA256,
+        DPOP_ACCESS_TOKEN.as_bytes(),
+    ));
+    let jti = serde_json::Value::from(jti);
+    let claims = format!(
+        r#"{{"jti":{jti},"htm":"GET","htu":"{DPOP_ORIGIN}/orders","iat":{NOW},"ath":"{ath}"}}"#
+    );
+    (header, claims)
+}
+
+/// A proof over these header and claims JSON texts, signed by the proof key.
+pub fn dpop_sign(header: &[u8], payload: &[u8]) -> String {
+    let input = format!("{}.{}", b64(header), b64(payload));
+    let signature = dpop_key().sign(input.as_bytes());
+    format!("{input}.{}", b64(signature.as_ref()))
+}
+
+/// Target `dpop_proof`: byte 0 picks what the rest is: (0) the `DPoP` header
+/// value itself, (1) the proof header JSON, (2) the proof claims JSON, both
+/// re-signed by the proof key so they get past the signature, (3) the `jti`
+/// of an otherwise valid proof. Checked: a refusal is a 4xx (or the 503 of a
+/// full replay store), never a panic; an accepted proof is refused as a replay
+/// the second time.
+pub fn dpop_proof(data: &[u8]) {
+    let Some((&mode, rest)) = data.split_first() else {
+        return;
+    };
+    let proof = match mode % 4 {
+        0 => rest.to_vec(),
+        1 => {
+            let (_, claims) = dpop_parts("fuzz-jti-header");
+            dpop_sign(rest, claims.as_bytes()).into_bytes()
+        }
+        2 => {
+            let (header, _) = dpop_parts("");
+            dpop_sign(header.as_bytes(), rest).into_bytes()
+        }
+        _ => {
+            let jti = String::from_utf8_lossy(rest);
+            let (header, claims) = dpop_parts(&jti);
+            dpop_sign(header.as_bytes(), claims.as_bytes()).into_bytes()
+        }
+    };
+    // What HTTP cannot carry never reaches the guard.
+    let Ok(value) = HeaderValue::from_bytes(&proof) else {
+        return;
+    };
+    let mut headers = HeaderMap::new();
+    headers.insert("dpop", value);
+    let guard = dpop_guard();
+    let method = http::Method::GET;
+    let uri = http::Uri::from_static("/orders?page=2");
+    let jkt = dpop_jkt();
+    let verify =
+        || __fuzz::verify_dpop_proof(guard, &headers, &method, &uri, DPOP_ACCESS_TOKEN, &jkt, NOW);
+    match verify() {
+        Ok(()) => {
+            let again = verify();
+            assert!(again.is_err(), "an accepted proof was accepted twice");
+        }
+        Err(error) => {
+            let response = guard.error_response(&error, &HeaderMap::new());
+            let full = matches!(error, AuthError::ReplayStoreUnavailable { .. });
+            assert!(
+                response.status().is_client_error() || full,
+                "{error:?} answered {}",
+                response.status()
+            );
+        }
+    }
+}

@@ -13,9 +13,13 @@
 //!    path: [`path::match_key`]) and methods match is taken;
 //!    routes covering the path but not the method: 405 with `Allow`; none: 404;
 //!    both before the token is looked at;
-//! 3. unless the route is public, the token is validated by the guard (its RFC 6750
-//!    answer on failure: 400, 401, 503 with `Retry-After`), then the route's scopes
-//!    (403 `insufficient_scope` with `scope=`);
+//! 3. unless the route is public, the token is validated by the guard as the
+//!    layer does (its RFC 6750 answer on failure: 400, 401, 503 with
+//!    `Retry-After`): a DPoP proof against the request's method and the guard's
+//!    public URL plus the target's path, on every request (a cached token
+//!    included), and a certificate-bound token against
+//!    [`CheckRequest::certificate`]; then the route's requirements (`dpop_bound`,
+//!    403 `insufficient_scope` with `scope=`, claims, step-up);
 //! 4. allowed: the claim headers to set from the verified token (a claim the
 //!    upstream would read differently, not a string or not printable ASCII
 //!    without a space at either end, refuses the request with 401
@@ -70,6 +74,7 @@ use http::{Method, Response, StatusCode, Uri};
 
 use crate::error::TokenProblem;
 use crate::response::is_grpc;
+use crate::sender::ClientCertificate;
 use crate::{AuthError, Guard, VerifiedToken};
 
 pub mod config;
@@ -77,7 +82,7 @@ pub(crate) mod headers;
 pub mod path;
 mod route;
 
-pub use config::{ConfigError, IssuerConfig, ResourceMetadataConfig, RouteConfig};
+pub use config::{ConfigError, DpopConfig, IssuerConfig, ResourceMetadataConfig, RouteConfig};
 
 use headers::ClaimHeaders;
 pub(crate) use headers::HOP_BY_HOP;
@@ -120,6 +125,10 @@ pub struct CheckRequest<'a> {
     /// a gRPC request. [`CheckRequest::new`] sets it from `content-type`, like the
     /// layer; a check service that hands its refusal to a proxy turns it off.
     pub grpc_answers: bool,
+    /// The TLS client certificate of the client's connection, for
+    /// certificate-bound tokens (RFC 8705 §3). `None`: the client presented none
+    /// (a certificate-bound token is then refused).
+    pub certificate: Option<&'a ClientCertificate>,
 }
 
 impl<'a> CheckRequest<'a> {
@@ -130,7 +139,15 @@ impl<'a> CheckRequest<'a> {
             target,
             headers,
             grpc_answers: is_grpc(headers),
+            certificate: None,
         }
+    }
+
+    /// The client's TLS certificate: the gateway's TLS listener, Envoy's
+    /// `attributes.source.certificate`, or a trusted proxy's certificate header.
+    pub fn client_certificate(mut self, certificate: Option<&'a ClientCertificate>) -> Self {
+        self.certificate = certificate;
+        self
     }
 
     /// Refusals as HTTP responses whatever the request's `content-type` (a proxy
@@ -166,6 +183,10 @@ pub struct Allow {
     pub headers_to_set: Vec<(HeaderName, HeaderValue)>,
     /// Client-sent headers to remove (never one of `headers_to_set`).
     pub headers_to_remove: Vec<HeaderName>,
+    /// The `DPoP-Nonce` for the client's response (RFC 9449 §8.2): set when the
+    /// guard demands DPoP nonces and the token was DPoP-bound, so the client
+    /// moves on to the current nonce before its own expires.
+    pub dpop_nonce: Option<HeaderValue>,
 }
 
 /// A refused request.
@@ -237,6 +258,14 @@ impl Decider {
             .enumerate()
             .map(|(i, r)| Route::from_config(i, r))
             .collect::<Result<Vec<_>, _>>()?;
+        if guard.inner.dpop.is_none()
+            && let Some(i) = routes.iter().position(|r| r.dpop_bound)
+        {
+            return Err(ConfigError::at(
+                format!("route[{i}].dpop_bound"),
+                "DPoP-bound tokens are accepted only with a [dpop] section (public_url)",
+            ));
+        }
         Ok(Decider {
             guard,
             routes,
@@ -265,7 +294,7 @@ impl Decider {
 
     /// Decides on one request (see the [module docs](self)).
     pub async fn decide(&self, request: &CheckRequest<'_>) -> Decision {
-        let (raw_path, query) = match split_target(request.target) {
+        let (uri, raw_path, query) = match split_target(request.target) {
             Some(parts) => parts,
             None => return deny(Outcome::BadRequest, bad_request("invalid request target")),
         };
@@ -300,7 +329,14 @@ impl Decider {
         let token = if route.public {
             None
         } else {
-            match self.guard.validate_headers(request.headers).await {
+            // The layer's validation: a DPoP proof against the original method
+            // and the configured public URL plus the path the client sent (never
+            // its Host), on every request; the certificate for bound tokens.
+            let validated = self
+                .guard
+                .validate_request_with(request.method, &uri, request.headers, request.certificate)
+                .await;
+            match validated {
                 Ok(token) => Some(token),
                 Err(e) => return refuse(Outcome::Rejected, self.refusal(&e, request), &e, route),
             }
@@ -337,6 +373,10 @@ impl Decider {
         if self.rules.strip_authorization && request.headers.contains_key(header::AUTHORIZATION) {
             headers_to_remove.push(header::AUTHORIZATION);
         }
+        let dpop_nonce = token.as_ref().and_then(|t| {
+            let g = &self.guard.inner;
+            crate::sender::success_nonce(g.dpop.as_ref(), &g.clock, t)
+        });
         Decision::Allow(Allow {
             path,
             query,
@@ -344,9 +384,12 @@ impl Decider {
             route: route.name.clone(),
             headers_to_set,
             headers_to_remove,
+            dpop_nonce,
         })
     }
 
+    /// The guard's answer: on the scheme the client used (`DPoP` or `Bearer`),
+    /// with the `DPoP` challenge when DPoP is accepted.
     fn refusal(&self, error: &AuthError, request: &CheckRequest<'_>) -> Response<Bytes> {
         self.guard
             .inner
@@ -355,15 +398,16 @@ impl Decider {
     }
 }
 
-/// The path and query of an origin-form or absolute-form target.
-fn split_target(target: &str) -> Option<(String, Option<String>)> {
+/// The URI, path and query of an origin-form or absolute-form target.
+fn split_target(target: &str) -> Option<(Uri, String, Option<String>)> {
     let uri: Uri = target.parse().ok()?;
     let pq = uri.path_and_query()?;
     // `*` (OPTIONS *) and authority-form have no path to route.
     if !pq.path().starts_with('/') {
         return None;
     }
-    Some((pq.path().to_owned(), pq.query().map(str::to_owned)))
+    let (path, query) = (pq.path().to_owned(), pq.query().map(str::to_owned));
+    Some((uri, path, query))
 }
 
 fn deny(outcome: Outcome, response: Response<Bytes>) -> Decision {
@@ -441,12 +485,13 @@ mod tests {
 
     #[test]
     fn targets_split_into_path_and_query_in_both_forms() {
+        let parts = |t| split_target(t).map(|(_, p, q)| (p, q));
         assert_eq!(
-            split_target("/orders/7?x=1&y"),
+            parts("/orders/7?x=1&y"),
             Some(("/orders/7".to_owned(), Some("x=1&y".to_owned())))
         );
         assert_eq!(
-            split_target("http://api.example.com/a/b"),
+            parts("http://api.example.com/a/b"),
             Some(("/a/b".to_owned(), None))
         );
         assert_eq!(split_target("*"), None);

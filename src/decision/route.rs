@@ -34,7 +34,10 @@ pub(crate) struct Route {
     prefix: String,
     methods: Option<Vec<Method>>,
     pub public: bool,
-    /// Every requirement must hold, in order: scopes, then claims, then step-up.
+    /// `dpop_bound = true`: only DPoP-bound tokens with their proof.
+    pub dpop_bound: bool,
+    /// Every requirement must hold, in order: DPoP binding, scopes, then claims,
+    /// then step-up.
     pub requirements: Option<Require>,
 }
 
@@ -85,14 +88,20 @@ impl Route {
             && c.claims_contain_all.is_empty()
             && c.claims_contain_any.is_empty()
             && c.acr_values.is_empty()
-            && c.max_age.is_none());
+            && c.max_age.is_none()
+            && !c.dpop_bound);
         if c.public && demands {
             return Err(ConfigError::at(
                 key("public"),
-                "a public route cannot require scopes, claims or step-up",
+                "a public route cannot require scopes, claims, step-up or DPoP",
             ));
         }
         let mut requirements: Vec<Require> = Vec::new();
+        if c.dpop_bound {
+            // First: a token that is not DPoP-bound is an authentication failure
+            // (401), whatever it would have been allowed to do.
+            requirements.push(Require::dpop_bound());
+        }
         for (name, scopes, any) in [
             ("scopes_all", &c.scopes_all, false),
             ("scopes_any", &c.scopes_any, true),
@@ -149,6 +158,7 @@ impl Route {
             prefix,
             methods,
             public: c.public,
+            dpop_bound: c.dpop_bound,
             requirements: requirements.into_iter().reduce(Require::and),
         })
     }
@@ -221,6 +231,7 @@ mod tests {
                 claims_contain_any: Default::default(),
                 acr_values: vec![],
                 max_age: None,
+                dpop_bound: false,
             },
         )
     }

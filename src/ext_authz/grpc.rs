@@ -6,9 +6,17 @@
 //! headers folded into one comma-separated value; the HTTP/2 pseudo-headers
 //! `:method`, `:path`, `:authority` are skipped, the `method` and `path` fields
 //! being the one source), or `header_map` when Envoy is told to send raw headers.
-//! `host` and `scheme` are not used: routes match paths only. Every caller is
-//! believed (the request *is* the caller's description, and a `CheckResponse`
-//! opens nothing by itself): expose the gRPC listener to the proxies only.
+//! `host` and `scheme` are not used: routes match paths only (a DPoP proof's
+//! `htu` is the configured `[dpop] public_url` plus the path). The `DPoP` proof
+//! is the `dpop` header. The client's TLS certificate, for certificate-bound
+//! tokens (RFC 8705), is `attributes.source.certificate` (URL-encoded PEM, as
+//! Envoy sends it when the listener asks for client certificates); one that
+//! does not decode is a 400.
+//!
+//! **Callers**: only peers in `grpc_allowed_peers` (default: `trusted_proxies`,
+//! so loopback) are answered; a check from any other peer is denied with
+//! `PERMISSION_DENIED` and HTTP 403, a denial like any other (not an RPC error,
+//! so Envoy's `failure_mode_allow` cannot turn a misplaced caller into a pass).
 //!
 //! **Allowed**: `status` OK, an `OkHttpResponse` whose `headers` are the claim
 //! headers (`OVERWRITE_IF_EXISTS_OR_ADD`, so a client's copy is replaced) and
@@ -16,13 +24,17 @@
 //! claim or forwarding header name (`X_Auth_Sub`, a claim header whose claim the
 //! token lacks); and `dynamic_metadata` with the verified `iss`, `sub`,
 //! `client_id`, `scope` (space-separated) and `aud` (a list), which Envoy files
-//! under `envoy.filters.http.ext_authz` for RBAC and access logs.
+//! under `envoy.filters.http.ext_authz` for RBAC and access logs. With DPoP
+//! nonces on, `response_headers_to_add` carries the fresh `DPoP-Nonce` for the
+//! client (RFC 9449 §8.2).
 //!
 //! **Refused**: a non-OK `status` (`UNAUTHENTICATED` for 400/401,
 //! `PERMISSION_DENIED` for 403/405, `NOT_FOUND` for 404, `UNAVAILABLE` for 503)
 //! and a `DeniedHttpResponse` with the exact HTTP status, the headers
 //! (`WWW-Authenticate`, `Retry-After`, `Allow`, `Cache-Control`, `Content-Type`)
-//! and the JSON body of the layer's answer. Envoy renders it for gRPC clients.
+//! and the JSON body of the layer's answer (`WWW-Authenticate` with its
+//! `Bearer` and `DPoP` challenges joined in one value, `DPoP-Nonce` when a
+//! nonce is demanded). Envoy renders it for gRPC clients.
 //! A denial is an answer: `failure_mode_allow` does not apply to it (see the
 //! [module docs](super)).
 
@@ -42,9 +54,10 @@ use envoy_types::pb::google::rpc::Status as RpcStatus;
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Response, StatusCode};
 
-use super::{Core, count};
+use super::{Core, PeerAddr, certificate, count};
 use crate::VerifiedToken;
 use crate::decision::{CheckRequest, Decision, own};
+use crate::response::DPOP_NONCE;
 
 /// The gRPC check service. Built by
 /// [`ExtAuthz::grpc_service`](super::ExtAuthz::grpc_service); cheap to clone.
@@ -78,7 +91,23 @@ impl GrpcCheck {
                 return denied(bad_request(problem));
             }
         };
-        let check = CheckRequest::new(&method, &http.path, &headers).http_answers();
+        let certificate = request
+            .attributes
+            .as_ref()
+            .and_then(|a| a.source.as_ref())
+            .map_or(Ok(None), |peer| {
+                certificate::parse(peer.certificate.as_bytes())
+            });
+        let certificate = match certificate {
+            Ok(certificate) => certificate,
+            Err(problem) => {
+                count("grpc", "bad_request");
+                return denied(bad_request(problem));
+            }
+        };
+        let check = CheckRequest::new(&method, &http.path, &headers)
+            .http_answers()
+            .client_certificate(certificate.as_ref());
         match self.core.decider.decide(&check).await {
             Decision::Allow(allow) => {
                 count("grpc", "allowed");
@@ -92,6 +121,11 @@ impl GrpcCheck {
                     .iter()
                     .map(|n| n.as_str().to_owned())
                     .collect();
+                let response_headers_to_add = allow
+                    .dpop_nonce
+                    .iter()
+                    .map(|nonce| header_option(&DPOP_NONCE, nonce))
+                    .collect();
                 CheckResponse {
                     status: Some(RpcStatus {
                         code: tonic::Code::Ok as i32,
@@ -101,6 +135,7 @@ impl GrpcCheck {
                     http_response: Some(HttpResponse::OkResponse(OkHttpResponse {
                         headers,
                         headers_to_remove,
+                        response_headers_to_add,
                         ..OkHttpResponse::default()
                     })),
                 }
@@ -119,6 +154,21 @@ impl Authorization for GrpcCheck {
         &self,
         request: tonic::Request<PbCheckRequest>,
     ) -> Result<tonic::Response<CheckResponse>, tonic::Status> {
+        let peer = request
+            .extensions()
+            .get::<PeerAddr>()
+            .map(|p| p.0)
+            .or_else(|| request.remote_addr());
+        if !peer.is_some_and(|p| self.core.grpc_peers.contains(p.ip())) {
+            tracing::warn!(peer = ?peer, "gRPC check from a peer not in grpc_allowed_peers");
+            count("grpc", "untrusted_peer");
+            let refusal = own(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "checks are accepted from the configured proxies only",
+            );
+            return Ok(tonic::Response::new(denied(refusal)));
+        }
         Ok(tonic::Response::new(self.decide(request.get_ref()).await))
     }
 }
@@ -186,10 +236,22 @@ fn denied(response: Response<bytes::Bytes>) -> CheckResponse {
         StatusCode::SERVICE_UNAVAILABLE => tonic::Code::Unavailable,
         _ => tonic::Code::PermissionDenied,
     };
+    // One option per name, repeated values joined (RFC 9110 §5.3): Envoy's
+    // denied-response headers replace each other by name, so a second
+    // `WWW-Authenticate` (the `DPoP` challenge beside `Bearer`) would win alone.
     let headers = response
         .headers()
-        .iter()
-        .map(|(name, value)| header_option(name, value))
+        .keys()
+        .filter_map(|name| {
+            let values: Vec<&[u8]> = response
+                .headers()
+                .get_all(name)
+                .iter()
+                .map(HeaderValue::as_bytes)
+                .collect();
+            let joined = HeaderValue::from_bytes(&values.join(&b", "[..])).ok()?;
+            Some(header_option(name, &joined))
+        })
         .collect();
     CheckResponse {
         status: Some(RpcStatus {

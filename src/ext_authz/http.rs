@@ -18,11 +18,28 @@
 //! one request (a client adding `X-Original-URI` through Caddy) are a 400.
 //! `X-Forwarded-Host` and `-Proto` are not used: routes match paths only.
 //!
+//! **DPoP** (RFC 9449): the proxy passes the client's `DPoP` header with the
+//! check (nginx's `auth_request` subrequest, Caddy's `forward_auth` and
+//! Traefik's ForwardAuth send the client's headers as they are); the proof is
+//! checked against the original method and the configured `[dpop] public_url`
+//! plus the original path.
+//!
+//! **Client certificates** (RFC 8705): with `client_cert_header` set, a trusted
+//! proxy sends the client's TLS certificate in that header (URL-encoded PEM or
+//! base64 DER: nginx `$ssl_client_escaped_cert`, Caddy
+//! `{http.request.tls.client.certificate_der_base64}`, Traefik's
+//! `X-Forwarded-Tls-Client-Cert`); empty means no certificate. From a peer
+//! that is not a trusted proxy the header is refused with 403, as the
+//! original-request headers are; one that does not decode, or is repeated, is
+//! a 400.
+//!
 //! **Allowed**: 200, empty body, the claim headers (for `auth_request_set`,
 //! `copy_headers`, `authResponseHeaders`, Envoy's `allowed_upstream_headers`), and
 //! `x-envoy-auth-headers-to-remove` naming the client-sent claim-like headers
-//! Envoy must remove. For Caddy and Traefik every configured claim header is in
-//! the answer, empty when the token has no such claim or the route is public
+//! Envoy must remove, and with DPoP nonces on, the fresh `DPoP-Nonce` for the
+//! client (nginx: `add_header DPoP-Nonce`; Envoy:
+//! `allowed_client_headers_on_success`). For Caddy and Traefik every configured
+//! claim header is in the answer, empty when the token has no such claim or the route is public
 //! (Caddy 2.6 would otherwise copy its unresolved placeholder text). nginx, Caddy
 //! and Traefik cannot remove request headers on the check's word: their
 //! configurations overwrite or delete them (see `examples/proxies/`).
@@ -33,8 +50,10 @@
 //! becomes a 500, and the body is always dropped), so for an nginx request
 //! (`X-Original-*`) a 400, 404, 405 or 503 is sent as **401**, every refusal
 //! carries the true status in `X-Auth-Status` and the JSON body in `X-Auth-Body`,
-//! and the nginx configuration's `error_page` location answers with them. Without
-//! that location a client still gets a refusal (401), never a pass.
+//! and the nginx configuration's `error_page` location answers with them (the
+//! `Bearer` and `DPoP` challenges joined in one `WWW-Authenticate` value, which
+//! nginx before 1.23 would otherwise cut to the first; `DPoP-Nonce` as sent).
+//! Without that location a client still gets a refusal (401), never a pass.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -50,8 +69,10 @@ use http::{Method, Request, Response, StatusCode};
 use http_body_util::Full;
 use tower_service::Service;
 
-use super::{Core, count};
+use super::{Core, certificate, count};
 use crate::decision::{CheckRequest, Decision, own};
+use crate::response::DPOP_NONCE;
+use crate::sender::ClientCertificate;
 
 /// The TCP peer of a check request, put in the request's extensions by the
 /// server (the ext-authz listeners do; under axum, `ConnectInfo<SocketAddr>`
@@ -107,7 +128,12 @@ impl HttpCheck {
             (false, true) => Convention::ForwardAuth,
             (false, false) => Convention::Direct,
         };
-        if convention != Convention::Direct && !self.peer_trusted(req) {
+        let cert_header = self
+            .core
+            .cert_header
+            .as_ref()
+            .filter(|name| headers.contains_key(*name));
+        if (convention != Convention::Direct || cert_header.is_some()) && !self.peer_trusted(req) {
             let refusal = own(
                 StatusCode::FORBIDDEN,
                 "forbidden",
@@ -131,7 +157,16 @@ impl HttpCheck {
             Ok(found) => found,
             Err(problem) => return (for_proxy(convention, bad_request(problem)), "bad_request"),
         };
-        let request = CheckRequest::new(&method, target, headers).http_answers();
+        let certificate = match cert_header.map(|name| forwarded_certificate(headers, name)) {
+            None => None,
+            Some(Ok(certificate)) => certificate,
+            Some(Err(problem)) => {
+                return (for_proxy(convention, bad_request(problem)), "bad_request");
+            }
+        };
+        let request = CheckRequest::new(&method, target, headers)
+            .http_answers()
+            .client_certificate(certificate.as_ref());
         match self.core.decider.decide(&request).await {
             Decision::Allow(allow) => {
                 let mut r = Response::new(Bytes::new());
@@ -159,6 +194,9 @@ impl HttpCheck {
                     && !remove.is_empty()
                 {
                     h.insert(ENVOY_HEADERS_TO_REMOVE, value);
+                }
+                if let Some(nonce) = allow.dpop_nonce {
+                    h.insert(DPOP_NONCE, nonce);
                 }
                 (r, "allowed")
             }
@@ -201,6 +239,18 @@ fn original(
     Ok((m, target))
 }
 
+/// The certificate in the proxy's one `name` header (empty: none).
+fn forwarded_certificate(
+    headers: &HeaderMap,
+    name: &HeaderName,
+) -> Result<Option<ClientCertificate>, &'static str> {
+    let mut values = headers.get_all(name).iter();
+    match (values.next(), values.next()) {
+        (Some(value), None) => certificate::parse(value.as_bytes()),
+        _ => Err("the client certificate header is repeated"),
+    }
+}
+
 /// A refusal in the form the proxy passes on (see the module docs for nginx).
 fn for_proxy(convention: Convention, response: Response<Bytes>) -> Response<Bytes> {
     if convention != Convention::Nginx {
@@ -210,6 +260,20 @@ fn for_proxy(convention: Convention, response: Response<Bytes>) -> Response<Byte
     parts
         .headers
         .insert(X_AUTH_STATUS, HeaderValue::from(parts.status.as_u16()));
+    // `$upstream_http_www_authenticate` is the first header of that name before
+    // nginx 1.23: the `Bearer` and `DPoP` challenges go in one value (RFC 9110
+    // §11.6.1 allows a comma-separated list).
+    let challenges: Vec<&[u8]> = parts
+        .headers
+        .get_all(http::header::WWW_AUTHENTICATE)
+        .iter()
+        .map(HeaderValue::as_bytes)
+        .collect();
+    if challenges.len() > 1
+        && let Ok(joined) = HeaderValue::from_bytes(&challenges.join(&b", "[..]))
+    {
+        parts.headers.insert(http::header::WWW_AUTHENTICATE, joined);
+    }
     if let Ok(value) = HeaderValue::from_bytes(&body) {
         parts.headers.insert(X_AUTH_BODY, value);
     }
@@ -303,5 +367,25 @@ mod tests {
             assert_eq!(caddy.status(), status);
             assert!(caddy.headers().get(X_AUTH_STATUS).is_none());
         }
+    }
+
+    #[test]
+    fn nginx_gets_both_challenges_in_one_value_and_others_keep_two() {
+        let mut r = own(StatusCode::UNAUTHORIZED, "e", "d");
+        let www = http::header::WWW_AUTHENTICATE;
+        r.headers_mut()
+            .append(&www, HeaderValue::from_static("Bearer realm=\"a\""));
+        r.headers_mut().append(
+            &www,
+            HeaderValue::from_static("DPoP realm=\"a\", error=\"invalid_dpop_proof\""),
+        );
+        let nginx = for_proxy(Convention::Nginx, r.clone());
+        let values: Vec<_> = nginx.headers().get_all(&www).iter().collect();
+        assert_eq!(
+            values,
+            [r#"Bearer realm="a", DPoP realm="a", error="invalid_dpop_proof""#]
+        );
+        let caddy = for_proxy(Convention::ForwardAuth, r);
+        assert_eq!(caddy.headers().get_all(&www).iter().count(), 2);
     }
 }

@@ -68,11 +68,15 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use serde::Deserialize;
 use tokio::net::TcpListener;
 
+use ::http::HeaderName;
+
 use crate::Guard;
 use crate::decision::config::{build_guard, from_toml, load};
-use crate::decision::{ConfigError, Decider, HeaderRules, IssuerConfig, RouteConfig};
+use crate::decision::{ConfigError, Decider, DpopConfig, HeaderRules, IssuerConfig, RouteConfig};
 use crate::gateway::BindError;
+use crate::gateway::listener::ConnLimits;
 
+mod certificate;
 pub mod grpc;
 pub mod http;
 mod trusted;
@@ -102,6 +106,22 @@ pub struct ExtAuthzConfig {
     /// the HTTP check believes: addresses or CIDRs. Default: loopback only.
     #[serde(default)]
     pub trusted_proxies: Option<Vec<String>>,
+    /// Peers allowed to call the gRPC check: addresses or CIDRs. Default: the
+    /// `trusted_proxies` list (so loopback only when that is not set). A check
+    /// from any other peer is denied (`PERMISSION_DENIED`, HTTP 403).
+    #[serde(default)]
+    pub grpc_allowed_peers: Option<Vec<String>>,
+    /// The request header in which a trusted proxy forwards the client's TLS
+    /// certificate to the HTTP check, for certificate-bound tokens (RFC 8705):
+    /// URL-encoded PEM (nginx `$ssl_client_escaped_cert`) or base64 DER (Caddy
+    /// `{http.request.tls.client.certificate_der_base64}`, Traefik
+    /// `X-Forwarded-Tls-Client-Cert`). Believed from `trusted_proxies` only.
+    /// Default: none (the gRPC check reads `attributes.source.certificate`).
+    #[serde(default)]
+    pub client_cert_header: Option<String>,
+    /// `[limits]` of the gRPC and HTTP check listeners.
+    #[serde(default)]
+    pub limits: CheckLimitsConfig,
     /// How long in-flight checks may take to finish on shutdown (default 30 s).
     #[serde(default)]
     pub shutdown_timeout_secs: Option<f64>,
@@ -111,6 +131,10 @@ pub struct ExtAuthzConfig {
     /// The trusted issuers (`[[issuer]]`, at least one).
     #[serde(rename = "issuer", default)]
     pub issuers: Vec<IssuerConfig>,
+    /// `[dpop]`: DPoP-bound tokens (RFC 9449), off without it. The proxy must
+    /// pass the client's `DPoP` header to the check (see the README).
+    #[serde(default)]
+    pub dpop: Option<DpopConfig>,
     /// The routes (`[[route]]`, at least one): first match wins.
     #[serde(rename = "route", default)]
     pub routes: Vec<RouteConfig>,
@@ -141,6 +165,89 @@ pub struct CheckForwardConfig {
     pub strip_authorization: bool,
 }
 
+/// `[limits]` of `ext-authz.toml`, for both check listeners: each absent key
+/// takes the default named on it.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct CheckLimitsConfig {
+    /// A connection's first request head must arrive whole within this many
+    /// seconds of the accept, each later HTTP/1.1 one within it of the previous
+    /// response (default 10).
+    #[serde(default)]
+    pub header_read_timeout_secs: Option<f64>,
+    /// A connection with no check in flight for this many seconds is closed
+    /// (default 300: proxies keep their connections to the check service open).
+    #[serde(default)]
+    pub idle_timeout_secs: Option<f64>,
+    /// Open connections at most, per listener (default 512).
+    #[serde(default)]
+    pub max_connections: Option<usize>,
+    /// The largest request head in bytes (default 65536, 8192 to 1048576).
+    #[serde(default)]
+    pub max_header_bytes: Option<usize>,
+    /// HTTP/2 streams (checks) in flight at once per connection (default 200).
+    #[serde(default)]
+    pub max_concurrent_streams: Option<u32>,
+    /// HTTP/2 keepalive: a PING this often, the connection closed when its
+    /// answer takes as long (default 60; 0 turns pings off).
+    #[serde(default)]
+    pub keepalive_secs: Option<f64>,
+}
+
+impl CheckLimitsConfig {
+    fn conn_limits(&self) -> Result<ConnLimits, ConfigError> {
+        use crate::gateway::listener::MIN_HEADER_BYTES;
+        let d = ConnLimits::default();
+        let key = |k: &str| format!("limits.{k}");
+        let secs = |k: &str, v, default| crate::gateway::seconds_or(&key(k), v, default);
+        let max_connections = self.max_connections.unwrap_or(d.max_connections);
+        if max_connections == 0 {
+            return Err(ConfigError::at(
+                key("max_connections"),
+                "0 would refuse every connection",
+            ));
+        }
+        let max_header_bytes = self.max_header_bytes.unwrap_or(d.max_header_bytes);
+        let max = crate::gateway::MAX_HEADER_BYTES;
+        if !(MIN_HEADER_BYTES..=max).contains(&max_header_bytes) {
+            return Err(ConfigError::at(
+                key("max_header_bytes"),
+                format!("{max_header_bytes} is not between {MIN_HEADER_BYTES} and {max}"),
+            ));
+        }
+        let max_concurrent_streams = self
+            .max_concurrent_streams
+            .unwrap_or(d.max_concurrent_streams);
+        if max_concurrent_streams == 0 {
+            return Err(ConfigError::at(
+                key("max_concurrent_streams"),
+                "0 would refuse every check",
+            ));
+        }
+        let keepalive = match self.keepalive_secs {
+            Some(0.0) => None,
+            other => Some(secs("keepalive_secs", other, Duration::from_secs(60))?),
+        };
+        Ok(ConnLimits {
+            header_read_timeout: secs(
+                "header_read_timeout_secs",
+                self.header_read_timeout_secs,
+                d.header_read_timeout,
+            )?,
+            idle_timeout: secs(
+                "idle_timeout_secs",
+                self.idle_timeout_secs,
+                Duration::from_secs(300),
+            )?,
+            max_connections,
+            max_header_bytes,
+            max_concurrent_streams,
+            keepalive,
+        })
+    }
+}
+
 impl ExtAuthzConfig {
     /// Parses a configuration (shape only; see [`ExtAuthz::from_config`]).
     pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
@@ -158,6 +265,10 @@ impl ExtAuthzConfig {
 pub(crate) struct Core {
     pub decider: Decider,
     pub trusted: TrustedProxies,
+    /// Who may call the gRPC check.
+    pub grpc_peers: TrustedProxies,
+    /// Where a trusted proxy puts the client certificate for the HTTP check.
+    pub cert_header: Option<HeaderName>,
 }
 
 /// A configured ext-authz service. Cheap to clone.
@@ -174,12 +285,42 @@ struct Listeners {
     http: Option<SocketAddr>,
     admin: Option<SocketAddr>,
     shutdown_timeout: Duration,
+    limits: ConnLimits,
 }
 
 impl ExtAuthz {
     /// Checks the configuration's meaning and builds the service (and its guard).
     /// Errors name the offending key. Nothing is fetched or bound yet.
     pub fn from_config(config: ExtAuthzConfig) -> Result<ExtAuthz, ConfigError> {
+        Self::from_config_with(config, |builder| builder)
+    }
+
+    /// [`from_config`](Self::from_config), the guard's builder adjusted by
+    /// `configure` last (an HTTP client, a clock in tests).
+    ///
+    /// ```
+    /// use bearer_guard::clock::ManualClock;
+    /// use bearer_guard::ext_authz::{ExtAuthz, ExtAuthzConfig};
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let config = ExtAuthzConfig::from_toml(r#"
+    ///     grpc_listen = "127.0.0.1:9001"
+    ///     admin_listen = "127.0.0.1:9090"
+    ///     [[issuer]]
+    ///     issuer = "https://login.example.com"
+    ///     audiences = ["https://api.example.com"]
+    ///     [[route]]
+    ///     path = "/"
+    /// "#)?;
+    /// let clock = ManualClock::starting_now();
+    /// let service = ExtAuthz::from_config_with(config, |b| b.clock(clock.clone()))?;
+    /// assert!(!service.guard().ready());
+    /// # Ok(()) }
+    /// ```
+    pub fn from_config_with(
+        config: ExtAuthzConfig,
+        configure: impl FnOnce(crate::GuardBuilder) -> crate::GuardBuilder,
+    ) -> Result<ExtAuthz, ConfigError> {
         if config.grpc_listen.is_none() && config.http_listen.is_none() {
             return Err(ConfigError::at(
                 "grpc_listen",
@@ -192,13 +333,29 @@ impl ExtAuthz {
             Some(list) => TrustedProxies::parse(list)?,
             None => TrustedProxies::loopback(),
         };
+        let grpc_peers = match &config.grpc_allowed_peers {
+            Some(list) => TrustedProxies::parse(list)
+                .map_err(|e| e.renamed("trusted_proxies", "grpc_allowed_peers"))?,
+            None => trusted.clone(),
+        };
+        let cert_header = match &config.client_cert_header {
+            None => None,
+            Some(name) => Some(HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
+                ConfigError::at(
+                    "client_cert_header",
+                    format!("{name:?} is not a header name"),
+                )
+            })?),
+        };
+        let limits = config.limits.conn_limits()?;
         let guard = build_guard(
             &config.issuers,
+            config.dpop.as_ref(),
             config.realm.as_deref(),
             config.allow_insecure_http,
             crate::decision::config::ResourceMetadataConfig::apply(
                 config.resource_metadata.as_ref(),
-                |builder| builder,
+                configure,
             ),
         )?;
         // The proxy sets Forwarded/X-Forwarded-* itself: its values are kept.
@@ -216,12 +373,16 @@ impl ExtAuthz {
             Some(separator) => decider.claims_separator(separator)?,
             None => decider,
         };
-        let mut service = ExtAuthz::new(decider, trusted);
+        let mut service = ExtAuthz::new(decider, trusted).grpc_allowed_peers(grpc_peers);
+        if let Some(name) = cert_header {
+            service = service.client_cert_header(name);
+        }
         service.listeners = Listeners {
             grpc: config.grpc_listen,
             http: config.http_listen,
             admin: Some(config.admin_listen),
             shutdown_timeout,
+            limits,
         };
         Ok(service)
     }
@@ -229,17 +390,59 @@ impl ExtAuthz {
     /// A service over `decider`, believing original-request headers from
     /// `trusted` peers, to mount in your own servers ([`grpc_service`](Self::grpc_service),
     /// [`http_service`](Self::http_service)); [`run`](Self::run) binds nothing for it.
+    /// The gRPC check is then accepted from `trusted` peers too
+    /// ([`grpc_allowed_peers`](Self::grpc_allowed_peers) to change it).
     pub fn new(decider: Decider, trusted: TrustedProxies) -> ExtAuthz {
         ExtAuthz {
-            core: Arc::new(Core { decider, trusted }),
+            core: Arc::new(Core {
+                decider,
+                grpc_peers: trusted.clone(),
+                trusted,
+                cert_header: None,
+            }),
             listeners: Listeners {
                 grpc: None,
                 http: None,
                 admin: None,
                 shutdown_timeout: Duration::from_secs(30),
+                limits: CheckLimitsConfig::default()
+                    .conn_limits()
+                    .unwrap_or_default(),
             },
             metrics: None,
         }
+    }
+
+    /// The peers that may call the gRPC check (`grpc_allowed_peers`); a check
+    /// from any other is denied with `PERMISSION_DENIED` and HTTP 403. The peer
+    /// is the [`PeerAddr`] extension, or else tonic's `remote_addr`; a check
+    /// without either is denied. Call before cloning the service.
+    ///
+    /// ```
+    /// use bearer_guard::decision::Decider;
+    /// use bearer_guard::ext_authz::{ExtAuthz, TrustedProxies};
+    /// # fn run(decider: Decider) -> Result<(), Box<dyn std::error::Error>> {
+    /// let envoys = TrustedProxies::parse(&["10.8.0.0/16".to_owned()])?;
+    /// let service = ExtAuthz::new(decider, TrustedProxies::loopback()).grpc_allowed_peers(envoys);
+    /// # let _ = service; Ok(()) }
+    /// ```
+    pub fn grpc_allowed_peers(mut self, peers: TrustedProxies) -> Self {
+        match Arc::get_mut(&mut self.core) {
+            Some(core) => core.grpc_peers = peers,
+            None => tracing::warn!("grpc_allowed_peers called on a shared service; ignored"),
+        }
+        self
+    }
+
+    /// The request header in which a trusted proxy forwards the client's TLS
+    /// certificate to the HTTP check (`client_cert_header`; see
+    /// [`http`]). Call before cloning the service.
+    pub fn client_cert_header(mut self, name: HeaderName) -> Self {
+        match Arc::get_mut(&mut self.core) {
+            Some(core) => core.cert_header = Some(name),
+            None => tracing::warn!("client_cert_header called on a shared service; ignored"),
+        }
+        self
     }
 
     /// Serves `/-/metrics` from this Prometheus recorder handle.
@@ -276,26 +479,35 @@ impl ExtAuthz {
         HttpCheck::new(self.core.clone())
     }
 
-    /// Serves the gRPC check (h2c) on `listener` until `shutdown` completes.
+    /// Serves the gRPC check (h2c) on `listener` until `shutdown` completes,
+    /// within `[limits]` (connections, header read and idle timeouts, header
+    /// list size, concurrent streams, keepalive), like the HTTP check.
     pub async fn serve_grpc(
         &self,
         listener: TcpListener,
         shutdown: impl Future<Output = ()>,
     ) -> io::Result<()> {
-        let signal = shutdown.shared();
-        let incoming =
-            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
-        let served = tonic::transport::Server::builder()
-            .add_service(self.grpc_service())
-            .serve_with_incoming_shutdown(incoming, signal.clone());
-        let grace = self.listeners.shutdown_timeout;
-        tokio::select! {
-            result = served => result.map_err(io::Error::other),
-            () = async { signal.await; tokio::time::sleep(grace).await } => {
-                tracing::warn!("shutdown timeout: in-flight checks abandoned");
-                Ok(())
+        let service = self.grpc_service();
+        let handler = move |req: ::http::Request<hyper::body::Incoming>, peer: SocketAddr| {
+            let mut service = service.clone();
+            let mut req = req.map(tonic::body::Body::new);
+            req.extensions_mut().insert(PeerAddr(peer));
+            async move {
+                use tower_service::Service as _;
+                match service.call(req).await {
+                    Ok(response) => response,
+                    Err(never) => match never {},
+                }
             }
-        }
+        };
+        crate::gateway::listener::serve_connections_with(
+            listener,
+            shutdown,
+            self.listeners.shutdown_timeout,
+            &self.listeners.limits,
+            handler,
+        )
+        .await
     }
 
     /// Serves the HTTP check on `listener` until `shutdown` completes.
@@ -310,10 +522,11 @@ impl ExtAuthz {
             let check = check.clone();
             async move { check.check(req).await }
         };
-        crate::gateway::serve_connections(
+        crate::gateway::listener::serve_connections_with(
             listener,
             shutdown,
             self.listeners.shutdown_timeout,
+            &self.listeners.limits,
             handler,
         )
         .await

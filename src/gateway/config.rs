@@ -11,7 +11,9 @@ use std::path::Path;
 
 use serde::Deserialize;
 
-pub use crate::decision::config::{ConfigError, IssuerConfig, ResourceMetadataConfig, RouteConfig};
+pub use crate::decision::config::{
+    ConfigError, DpopConfig, IssuerConfig, ResourceMetadataConfig, RouteConfig,
+};
 
 /// The whole gateway configuration (one TOML file).
 #[derive(Debug, Clone, Deserialize)]
@@ -46,6 +48,9 @@ pub struct GatewayConfig {
     /// The trusted issuers (`[[issuer]]`, at least one).
     #[serde(rename = "issuer")]
     pub issuers: Vec<IssuerConfig>,
+    /// `[dpop]`: DPoP-bound tokens (RFC 9449), off without it.
+    #[serde(default)]
+    pub dpop: Option<DpopConfig>,
     /// The routes (`[[route]]`, at least one): first match wins.
     #[serde(rename = "route", default)]
     pub routes: Vec<RouteConfig>,

@@ -45,6 +45,11 @@ pub(crate) struct ConnLimits {
     pub max_connections: usize,
     /// The largest request head: HTTP/1.1 read buffer, HTTP/2 header list.
     pub max_header_bytes: usize,
+    /// HTTP/2 streams a client may have open at once on one connection.
+    pub max_concurrent_streams: u32,
+    /// HTTP/2 PING this often on a connection (and close it when the answer
+    /// takes as long): a vanished peer's connection is freed. `None`: no pings.
+    pub keepalive: Option<Duration>,
 }
 
 /// hyper's floor for the HTTP/1.1 read buffer.
@@ -57,6 +62,8 @@ impl Default for ConnLimits {
             idle_timeout: Duration::from_secs(60),
             max_connections: 512,
             max_header_bytes: 64 * 1024,
+            max_concurrent_streams: 200,
+            keepalive: None,
         }
     }
 }
@@ -191,7 +198,10 @@ where
     builder
         .http2()
         .timer(TokioTimer::new())
-        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX));
+        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
+        .max_concurrent_streams(limits.max_concurrent_streams)
+        .keep_alive_interval(limits.keepalive)
+        .keep_alive_timeout(limits.keepalive.unwrap_or(Duration::from_secs(20)));
     let builder = Arc::new(builder);
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let (stopping, stop_seen) = watch::channel(false);

@@ -34,6 +34,9 @@
 //!    like the 404 when no route matches the prefix);
 //! 4. unless the route is public, the token is validated (the guard's RFC 6750
 //!    answer on failure) and the route's scopes checked (403 `insufficient_scope`);
+//!    with `[dpop]`, a DPoP proof is checked on every request against `public_url`
+//!    plus the path (never `Host`), and a certificate-bound token against the
+//!    [`ClientCertificate`] a TLS listener put in the request's extensions;
 //! 5. the claim headers are computed from the verified token; a claim the
 //!    upstream would read differently (whitespace at either end, a control or
 //!    non-ASCII character, `null`, an object, an array element holding the
@@ -86,20 +89,22 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 
 use crate::decision::{Allow, CheckRequest, Decider, Decision, HeaderRules};
+use crate::response::DPOP_NONCE;
+use crate::sender::ClientCertificate;
 use crate::{Guard, GuardBuilder};
 
 mod access;
 mod body;
 pub mod config;
 mod forward;
-mod listener;
+pub(crate) mod listener;
 mod reload;
 mod upgrade;
 /// The path normaliser (now shared with the ext-authz service).
 pub use crate::decision::path;
 
 pub use config::{
-    ConfigError, ForwardConfig, GatewayConfig, IssuerConfig, LimitsConfig, RouteConfig,
+    ConfigError, DpopConfig, ForwardConfig, GatewayConfig, IssuerConfig, LimitsConfig, RouteConfig,
 };
 
 pub use access::LATENCY_BUCKETS;
@@ -143,13 +148,15 @@ struct Shared {
 }
 
 /// The configuration the guard is built from (`[[issuer]]`, `realm`,
-/// `allow_insecure_http`, `[resource_metadata]`, named in its challenges).
+/// `allow_insecure_http`, `[resource_metadata]`, named in its challenges, and
+/// `[dpop]`: an unchanged one keeps its replay window).
 #[derive(Debug, Clone, PartialEq)]
 struct GuardConfig {
     issuers: Vec<IssuerConfig>,
     realm: Option<String>,
     allow_insecure_http: bool,
     resource_metadata: Option<crate::decision::config::ResourceMetadataConfig>,
+    dpop: Option<crate::decision::config::DpopConfig>,
 }
 
 impl GuardConfig {
@@ -159,6 +166,7 @@ impl GuardConfig {
             realm: config.realm.clone(),
             allow_insecure_http: config.allow_insecure_http,
             resource_metadata: config.resource_metadata.clone(),
+            dpop: config.dpop.clone(),
         }
     }
 
@@ -168,6 +176,7 @@ impl GuardConfig {
     ) -> Result<Guard, ConfigError> {
         crate::decision::config::build_guard(
             &self.issuers,
+            self.dpop.as_ref(),
             self.realm.as_deref(),
             self.allow_insecure_http,
             crate::decision::config::ResourceMetadataConfig::apply(
@@ -538,7 +547,10 @@ impl Gateway {
             );
         }
         let target = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
-        let check = CheckRequest::new(req.method(), target, req.headers());
+        // Put there by a TLS listener that asks for client certificates.
+        let certificate = req.extensions().get::<ClientCertificate>();
+        let check =
+            CheckRequest::new(req.method(), target, req.headers()).client_certificate(certificate);
         match self.shared.decider.decide(&check).await {
             Decision::Allow(allow) => {
                 let route = allow.route.clone();
@@ -580,6 +592,7 @@ impl Gateway {
         let (mut parts, body) = req.into_parts();
         let client_version = parts.version;
         let upgrade = upgrade::take(&s.upgrades, &mut parts);
+        let dpop_nonce = allow.dpop_nonce.clone();
         if body.size_hint().lower() > s.max_body_bytes {
             return count("payload_too_large", too_large(client_version));
         }
@@ -655,6 +668,9 @@ impl Gateway {
                 // The client's connection is the gateway's: an HTTP/1.0 upstream
                 // must not make it HTTP/1.0 (and so not reusable).
                 parts.version = client_version;
+                if let Some(nonce) = dpop_nonce {
+                    parts.headers.insert(DPOP_NONCE, nonce);
+                }
                 let body = UpstreamBody::new(body, s.upstream_body_timeout).boxed();
                 count("forwarded", Response::from_parts(parts, body))
             }
@@ -761,6 +777,7 @@ impl Limits {
                 )?,
                 max_connections,
                 max_header_bytes,
+                ..defaults
             },
             max_body_bytes: c.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY_BYTES),
             upstream_body_timeout: seconds_or(
@@ -773,7 +790,7 @@ impl Limits {
 }
 
 const DEFAULT_MAX_BODY_BYTES: u64 = 10 * 1024 * 1024;
-const MAX_HEADER_BYTES: usize = 1024 * 1024;
+pub(crate) const MAX_HEADER_BYTES: usize = 1024 * 1024;
 
 /// `/-/health`, `/-/ready` and `/-/metrics` for `guard` (also the ext-authz
 /// service's admin listener).
@@ -1031,7 +1048,11 @@ pub(crate) fn seconds(key: &str, value: Option<f64>) -> Result<Duration, ConfigE
 }
 
 /// A positive number of seconds (`key` names it in errors), `default` when absent.
-fn seconds_or(key: &str, value: Option<f64>, default: Duration) -> Result<Duration, ConfigError> {
+pub(crate) fn seconds_or(
+    key: &str,
+    value: Option<f64>,
+    default: Duration,
+) -> Result<Duration, ConfigError> {
     match value {
         None => Ok(default),
         Some(secs) if secs > 0.0 => Duration::try_from_secs_f64(secs)

@@ -56,8 +56,10 @@ use crate::error::{AuthError, BindingProblem, TokenProblem};
 use crate::jws::Algorithm;
 use crate::token::Scheme;
 
-/// Whether an issuer's tokens may, or must, be DPoP-bound.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// Whether an issuer's tokens may, or must, be DPoP-bound. In TOML
+/// configurations: `"disabled"`, `"allowed"`, `"required"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum DpopMode {
     /// The `DPoP` scheme is refused (`invalid_token`); DPoP-bound tokens are
     /// refused too, since they can only be used with it.

@@ -1,9 +1,11 @@
 //! A replay store shared by every replica: Redis, `SET key 1 NX PX ttl`.
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use tokio::sync::OnceCell;
 
 use super::replay::{ReplayFuture, ReplayKey, ReplayStore, ReplayStoreError};
 
@@ -26,7 +28,10 @@ use super::replay::{ReplayFuture, ReplayKey, ReplayStore, ReplayStoreError};
 /// ```
 #[derive(Clone)]
 pub struct RedisReplayStore {
-    connection: ConnectionManager,
+    client: redis::Client,
+    /// Connected once, by `connect` or by the first proof of a `lazy` store;
+    /// the connection manager reconnects by itself from then on.
+    connection: Arc<OnceCell<ConnectionManager>>,
     prefix: String,
     timeout: Duration,
 }
@@ -49,22 +54,54 @@ impl RedisReplayStore {
         url: &str,
         timeout: Duration,
     ) -> Result<Self, ReplayStoreError> {
-        let unavailable = |e: redis::RedisError| ReplayStoreError::Unavailable(e.to_string());
-        let client = redis::Client::open(url).map_err(unavailable)?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(timeout))
-            .set_response_timeout(Some(timeout))
-            .set_number_of_retries(1);
-        let connection =
-            tokio::time::timeout(timeout, ConnectionManager::new_with_config(client, config))
-                .await
-                .map_err(|_| ReplayStoreError::Unavailable("connecting timed out".into()))?
-                .map_err(unavailable)?;
+        let store = Self::lazy_with_timeout(url, timeout)?;
+        store.connection().await?;
+        Ok(store)
+    }
+
+    /// A store for the Redis server at `url` that connects on its first proof,
+    /// not now (for configurations built before a runtime runs, and services
+    /// that must start while Redis is down: each proof is then answered 503
+    /// until Redis is back). Fails only for a URL that is not a Redis URL.
+    ///
+    /// ```
+    /// use bearer_guard::sender::RedisReplayStore;
+    ///
+    /// assert!(RedisReplayStore::lazy("redis://127.0.0.1:6379/").is_ok());
+    /// assert!(RedisReplayStore::lazy("http://127.0.0.1:6379/").is_err());
+    /// ```
+    pub fn lazy(url: &str) -> Result<Self, ReplayStoreError> {
+        Self::lazy_with_timeout(url, Duration::from_millis(500))
+    }
+
+    /// [`lazy`](Self::lazy) with another timeout for connecting and for each
+    /// answer.
+    pub fn lazy_with_timeout(url: &str, timeout: Duration) -> Result<Self, ReplayStoreError> {
+        let client =
+            redis::Client::open(url).map_err(|e| ReplayStoreError::Unavailable(e.to_string()))?;
         Ok(RedisReplayStore {
-            connection,
+            client,
+            connection: Arc::new(OnceCell::new()),
             prefix: Self::DEFAULT_PREFIX.to_owned(),
             timeout,
         })
+    }
+
+    /// The connection, made now if there is none yet (concurrent callers share
+    /// one attempt; a failed attempt is retried by the next caller).
+    async fn connection(&self) -> Result<ConnectionManager, ReplayStoreError> {
+        let connect = || async {
+            let config = ConnectionManagerConfig::new()
+                .set_connection_timeout(Some(self.timeout))
+                .set_response_timeout(Some(self.timeout))
+                .set_number_of_retries(1);
+            let manager = ConnectionManager::new_with_config(self.client.clone(), config);
+            tokio::time::timeout(self.timeout, manager)
+                .await
+                .map_err(|_| ReplayStoreError::Unavailable("connecting timed out".into()))?
+                .map_err(|e| ReplayStoreError::Unavailable(e.to_string()))
+        };
+        self.connection.get_or_try_init(connect).await.cloned()
     }
 
     /// Another key prefix, e.g. per API when several share one Redis.
@@ -96,10 +133,10 @@ impl fmt::Debug for RedisReplayStore {
 
 impl ReplayStore for RedisReplayStore {
     fn first_use<'a>(&'a self, key: &'a ReplayKey, _now: u64, ttl: Duration) -> ReplayFuture<'a> {
-        let mut connection = self.connection.clone();
         let name = self.key(key);
         let millis = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
         Box::pin(async move {
+            let mut connection = self.connection().await?;
             let mut command = redis::cmd("SET");
             command.arg(name).arg(1).arg("NX").arg("PX").arg(millis);
             let set = command.query_async::<Option<String>>(&mut connection);

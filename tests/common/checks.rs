@@ -98,8 +98,7 @@ pub async fn start_checks(issuer: &str, extra: &str) -> Checks {
     start_checks_with(issuer, extra, "").await
 }
 
-/// [`start_checks`] with `tables` (TOML tables such as `[resource_metadata]`)
-/// after the usual sections.
+/// [`start_checks`] with `tables` (e.g. `[dpop]`) after the sections.
 pub async fn start_checks_with(issuer: &str, extra: &str, tables: &str) -> Checks {
     let toml = format!(
         "grpc_listen = \"127.0.0.1:0\"\nhttp_listen = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\n{extra}\n{}\n{tables}",
