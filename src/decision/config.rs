@@ -67,6 +67,11 @@ pub struct RouteConfig {
     /// `insufficient_user_authentication` with `max_age`.
     #[serde(default)]
     pub max_age: Option<u64>,
+    /// The gateway only: where this route's requests go instead of the global
+    /// `upstream` (same forms: `http://`, `h2c://`, `https://`). The ext-authz
+    /// service refuses it: the proxy asking it chooses the upstream.
+    #[serde(default)]
+    pub upstream: Option<String>,
 }
 
 /// A refused configuration: the file (when known), the key and the problem.

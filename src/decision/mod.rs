@@ -152,6 +152,8 @@ pub enum Decision {
 #[derive(Debug)]
 #[non_exhaustive]
 pub struct Allow {
+    /// The matched route: its index in `[[route]]` (from 0).
+    pub route: usize,
     /// The normalised path (what the route matched, and what to forward).
     pub path: String,
     /// The original query, if any.
@@ -312,6 +314,7 @@ impl Decider {
             headers_to_remove.push(header::AUTHORIZATION);
         }
         Decision::Allow(Allow {
+            route: route.index,
             path,
             query,
             token,

@@ -27,6 +27,8 @@ fn claim_contains_any(path: &str, values: &[serde_json::Value]) -> Require {
 /// A route ready to match.
 #[derive(Debug, Clone)]
 pub(crate) struct Route {
+    /// Its place in `[[route]]`.
+    pub index: usize,
     prefix: String,
     methods: Option<Vec<Method>>,
     pub public: bool,
@@ -141,6 +143,7 @@ impl Route {
             requirements.push(Require::max_age(std::time::Duration::from_secs(max_age)));
         }
         Ok(Route {
+            index,
             prefix,
             methods,
             public: c.public,
@@ -216,6 +219,7 @@ mod tests {
                 claims_contain_any: Default::default(),
                 acr_values: vec![],
                 max_age: None,
+                upstream: None,
             },
         )
     }

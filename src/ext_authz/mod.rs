@@ -169,6 +169,12 @@ impl ExtAuthz {
                 "neither grpc_listen nor http_listen is set: nothing would be served",
             ));
         }
+        if let Some(i) = config.routes.iter().position(|r| r.upstream.is_some()) {
+            return Err(ConfigError::at(
+                format!("route[{i}].upstream"),
+                "a gateway key: the ext-authz service forwards nothing, the proxy asking it chooses the upstream",
+            ));
+        }
         let shutdown_timeout =
             crate::gateway::seconds("shutdown_timeout_secs", config.shutdown_timeout_secs)?;
         let trusted = match &config.trusted_proxies {

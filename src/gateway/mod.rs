@@ -60,15 +60,11 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::FutureExt as _;
-use http::uri::{Authority, Scheme};
 use http::{HeaderValue, Request, Response, StatusCode, Uri, Version, header};
 use http_body::Body as _;
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt as _, Full, LengthLimitError, Limited};
 use hyper::body::Incoming;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 
@@ -79,16 +75,21 @@ mod body;
 pub mod config;
 mod forward;
 mod listener;
+mod tls;
+mod upstream;
 /// The path normaliser (now shared with the ext-authz service).
 pub use crate::decision::path;
 
 pub use config::{
-    ConfigError, ForwardConfig, GatewayConfig, IssuerConfig, LimitsConfig, RouteConfig,
+    ClientAuth, ConfigError, ForwardConfig, GatewayConfig, IssuerConfig, LimitsConfig, RouteConfig,
+    TlsConfig,
 };
 
 use body::{BoxError, UpstreamBody};
 use forward::{Forwarding, strip_hop_by_hop};
 use listener::{ConnLimits, MIN_HEADER_BYTES};
+use tls::TlsListener;
+use upstream::Upstreams;
 
 /// The body of every gateway response: the upstream's, streamed, or the gateway's
 /// own. Its error aborts the response (the upstream failed or stalled).
@@ -104,8 +105,9 @@ pub struct Gateway {
 
 struct Shared {
     decider: Decider,
-    upstream: Upstream,
-    client: Client<HttpConnector, Limited<Incoming>>,
+    upstreams: Upstreams,
+    /// `[tls]`: `listen` terminates TLS.
+    tls: Option<TlsListener>,
     upstream_timeout: Duration,
     upstream_body_timeout: Duration,
     max_body_bytes: u64,
@@ -118,19 +120,13 @@ struct Shared {
     metrics: Option<PrometheusHandle>,
 }
 
-struct Upstream {
-    scheme: Scheme,
-    authority: Authority,
-    /// The upstream URL's path without its trailing `/`, prepended to every path.
-    base: String,
-}
-
 impl std::fmt::Debug for Gateway {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Gateway")
             .field("listen", &self.shared.listen)
             .field("admin_listen", &self.shared.admin_listen)
-            .field("upstream", &self.shared.upstream.authority)
+            .field("upstream", &self.shared.upstreams.default.authority)
+            .field("tls", &self.shared.tls.is_some())
             .field("decider", &self.shared.decider)
             .finish_non_exhaustive()
     }
@@ -170,7 +166,12 @@ impl Gateway {
         config: GatewayConfig,
         configure: impl FnOnce(GuardBuilder) -> GuardBuilder,
     ) -> Result<Gateway, ConfigError> {
-        let upstream = parse_upstream(&config.upstream)?;
+        let upstreams = Upstreams::from_config(&config)?;
+        let tls = config
+            .tls
+            .as_ref()
+            .map(TlsListener::from_config)
+            .transpose()?;
         let upstream_timeout = seconds("upstream_timeout_secs", config.upstream_timeout_secs)?;
         let shutdown_timeout = seconds("shutdown_timeout_secs", config.shutdown_timeout_secs)?;
         let limits = Limits::from_config(&config.limits)?;
@@ -189,14 +190,12 @@ impl Gateway {
                 trust_forwarded: config.forward.trust_forwarded,
             },
         )?;
-        let forwarding = Forwarding::from_config(&config.forward)?;
-        // The pool keeps upstream connections open between requests.
-        let client = Client::builder(TokioExecutor::new()).build(upstream_connector());
+        let forwarding = Forwarding::from_config(&config.forward, tls.is_some())?;
         Ok(Gateway {
             shared: Arc::new(Shared {
                 decider,
-                upstream,
-                client,
+                upstreams,
+                tls,
                 upstream_timeout,
                 upstream_body_timeout: limits.upstream_body_timeout,
                 max_body_bytes: limits.max_body_bytes,
@@ -252,9 +251,56 @@ impl Gateway {
                 tracing::warn!(error = %e, "initial key load failed; retried on demand");
             }
         });
+        // The certificate files are watched while `listen` is served.
+        let watcher = self.shared.tls.as_ref().map(|tls| {
+            tokio::spawn(TlsListener::watch(
+                tls.certificate.clone(),
+                tls.reload_interval,
+            ))
+        });
         let admin = self.shared.admin_on_listen;
-        self.accept_loop(listener, shutdown, Mode { proxy: true, admin })
-            .await
+        let served = self
+            .accept_loop(listener, shutdown, Mode { proxy: true, admin })
+            .await;
+        if let Some(watcher) = watcher {
+            watcher.abort();
+        }
+        served
+    }
+
+    /// Whether `listen` terminates TLS (`[tls]`).
+    pub fn is_tls(&self) -> bool {
+        self.shared.tls.is_some()
+    }
+
+    /// Reads `[tls]`'s certificate and key files now (they are also read when
+    /// they change, every `reload_interval_secs`). A valid pair is served to new
+    /// connections from the next handshake on; an invalid one is refused with the
+    /// key and the problem, and the old pair kept. For a reload on a signal.
+    ///
+    /// ```
+    /// use bearer_guard::gateway::{Gateway, GatewayConfig};
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let config = GatewayConfig::from_toml(r#"
+    ///     listen = "127.0.0.1:8080"
+    ///     upstream = "http://127.0.0.1:9000"
+    ///     [[issuer]]
+    ///     issuer = "https://login.example.com"
+    ///     audiences = ["https://api.example.com"]
+    ///     [[route]]
+    ///     path = "/"
+    /// "#)?;
+    /// let gateway = Gateway::from_config(config)?;
+    /// let error = gateway.reload_tls_certificate().unwrap_err();
+    /// assert_eq!(error.key(), Some("tls"), "plain http: nothing to reload");
+    /// # Ok(()) }
+    /// ```
+    pub fn reload_tls_certificate(&self) -> Result<(), ConfigError> {
+        match &self.shared.tls {
+            Some(tls) => tls.certificate.reload(),
+            None => Err(ConfigError::at("tls", "no [tls]: listen serves plain http")),
+        }
     }
 
     /// Serves only `/-/health`, `/-/ready` and `/-/metrics` on `listener` (for
@@ -350,11 +396,17 @@ impl Gateway {
             async move { this.handle_logged(req, mode, peer).await }
         };
         let s = &self.shared;
+        // `[tls]` is `listen`'s; `admin_listen` stays plain http.
+        let tls = match mode.proxy {
+            true => s.tls.as_ref().map(|t| t.acceptor.clone()),
+            false => None,
+        };
         listener::serve_connections_with(
             listener,
             shutdown,
             s.shutdown_timeout,
             &s.conn_limits,
+            tls,
             handler,
         )
         .await
@@ -418,14 +470,15 @@ impl Gateway {
         if body.size_hint().lower() > s.max_body_bytes {
             return count("payload_too_large", too_large(client_version));
         }
+        let upstream = s.upstreams.for_route(allow.route);
         let path = &allow.path;
         let target = match &allow.query {
-            Some(q) => format!("{}{path}?{q}", s.upstream.base),
-            None => format!("{}{path}", s.upstream.base),
+            Some(q) => format!("{}{path}?{q}", upstream.base),
+            None => format!("{}{path}", upstream.base),
         };
         let uri = Uri::builder()
-            .scheme(s.upstream.scheme.clone())
-            .authority(s.upstream.authority.clone())
+            .scheme(upstream.scheme.clone())
+            .authority(upstream.authority.clone())
             .path_and_query(target)
             .build();
         let Ok(uri) = uri else {
@@ -446,10 +499,18 @@ impl Gateway {
             .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
             .or_else(|| parts.headers.get(header::HOST).cloned());
         parts.uri = uri;
-        // The pool speaks HTTP/1.1 to the upstream whatever the client spoke.
+        // The pool picks the upstream's version (HTTP/1.1, or HTTP/2 for h2c://
+        // and https:// by ALPN) whatever the client spoke.
         parts.version = Version::HTTP_11;
         let headers = &mut parts.headers;
+        // `TE: trailers` is hop-by-hop, but the gateway relays trailers both
+        // ways, so it says so to the upstream in its own name (gRPC servers
+        // may require it).
+        let trailers = accepts_trailers(headers);
         strip_hop_by_hop(headers);
+        if trailers {
+            headers.insert(header::TE, HeaderValue::from_static("trailers"));
+        }
         // The client sets Host from the upstream URI.
         headers.remove(header::HOST);
         for name in &allow.headers_to_remove {
@@ -463,7 +524,10 @@ impl Gateway {
             body,
             usize::try_from(s.max_body_bytes).unwrap_or(usize::MAX),
         );
-        let sent = s.client.request(Request::from_parts(parts, body));
+        let sent = s
+            .upstreams
+            .client(upstream)
+            .request(Request::from_parts(parts, body));
         match tokio::time::timeout(s.upstream_timeout, sent).await {
             Ok(Ok(response)) => {
                 let (mut parts, body) = response.into_parts();
@@ -478,7 +542,12 @@ impl Gateway {
                 count("payload_too_large", too_large(client_version))
             }
             Ok(Err(e)) => {
-                tracing::warn!(error = %e, "upstream request failed");
+                // The whole chain: a refused certificate is only in a source.
+                tracing::warn!(
+                    upstream = %upstream.authority,
+                    error = %error_chain(&e),
+                    "upstream request failed"
+                );
                 count(
                     "bad_gateway",
                     own(
@@ -498,6 +567,32 @@ impl Gateway {
             ),
         }
     }
+}
+
+/// Whether the client's `TE` header lists `trailers`.
+fn accepts_trailers(headers: &http::HeaderMap) -> bool {
+    headers
+        .get_all(header::TE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| {
+            t.split(';')
+                .next()
+                .is_some_and(|t| t.trim().eq_ignore_ascii_case("trailers"))
+        })
+}
+
+/// `e` and its sources, joined by `: `.
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut next = e.source();
+    while let Some(e) = next {
+        text.push_str(": ");
+        text.push_str(&e.to_string());
+        next = e.source();
+    }
+    text
 }
 
 /// Whether `e` or an error in its `source` chain is an `E`.
@@ -526,14 +621,6 @@ fn too_large(version: Version) -> Response<GatewayBody> {
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
     response
-}
-
-/// The upstream connector: pooled plain-http connections with `TCP_NODELAY`, so
-/// a request body's last small write is not held back by Nagle's algorithm.
-fn upstream_connector() -> HttpConnector {
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
-    connector
 }
 
 /// `[limits]`, checked.
@@ -737,7 +824,7 @@ where
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let limits = ConnLimits::default();
-    listener::serve_connections_with(listener, shutdown, grace, &limits, handler).await
+    listener::serve_connections_with(listener, shutdown, grace, &limits, None, handler).await
 }
 
 /// Completes on SIGTERM or SIGINT (Ctrl-C elsewhere than Unix).
@@ -764,31 +851,6 @@ pub async fn shutdown_signal() {
     {
         let _ = tokio::signal::ctrl_c().await;
     }
-}
-
-fn parse_upstream(text: &str) -> Result<Upstream, ConfigError> {
-    let bad = |problem: String| ConfigError::at("upstream", problem);
-    let uri: Uri = text
-        .parse()
-        .map_err(|e| bad(format!("{text:?} is not a URL: {e}")))?;
-    if uri.scheme() != Some(&Scheme::HTTP) {
-        return Err(bad(format!(
-            "{text:?}: only http:// upstreams are supported (terminate TLS in front of the upstream's network)"
-        )));
-    }
-    let Some(authority) = uri.authority().cloned() else {
-        return Err(bad(format!("{text:?} has no host")));
-    };
-    if uri.query().is_some() {
-        return Err(bad(format!(
-            "{text:?}: an upstream URL cannot have a query"
-        )));
-    }
-    Ok(Upstream {
-        scheme: Scheme::HTTP,
-        authority,
-        base: uri.path().trim_end_matches('/').to_owned(),
-    })
 }
 
 /// A positive number of seconds (`key` names it in errors), 30 s when absent.
