@@ -291,11 +291,27 @@ mod tests {
         }
     }
 
+    /// PEM armour for `der` (rcgen is built without its `pem` feature).
+    pub(crate) fn pem(label: &str, der: &[u8]) -> String {
+        use base64::Engine as _;
+        let text = base64::engine::general_purpose::STANDARD.encode(der);
+        let mut out = format!("-----BEGIN {label}-----\n");
+        for line in text.as_bytes().chunks(64) {
+            out.push_str(std::str::from_utf8(line).expect("base64 is ASCII"));
+            out.push('\n');
+        }
+        out.push_str(&format!("-----END {label}-----\n"));
+        out
+    }
+
     fn self_signed(name: &str) -> (String, String) {
         let key = rcgen::KeyPair::generate().expect("key");
         let params = rcgen::CertificateParams::new(vec![name.to_owned()]).expect("params");
         let cert = params.self_signed(&key).expect("cert");
-        (cert.pem(), key.serialize_pem())
+        (
+            pem("CERTIFICATE", cert.der()),
+            pem("PRIVATE KEY", &key.serialize_der()),
+        )
     }
 
     fn config(cert_file: PathBuf, key_file: PathBuf) -> TlsConfig {
@@ -381,5 +397,102 @@ mod tests {
         c.reload_interval_secs = Some(0.0);
         let e = TlsListener::from_config(&c).expect_err("zero interval");
         assert_eq!(e.key(), Some("tls.reload_interval_secs"));
+    }
+
+    /// The listener's part of certificate-bound tokens: the verified leaf is in
+    /// the extensions of every request of its connection, and absent without one.
+    #[tokio::test]
+    async fn the_client_certificate_reaches_every_request() {
+        use bytes::Bytes;
+        use http_body_util::{BodyExt as _, Full};
+        use hyper_util::rt::TokioIo;
+        use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+
+        use crate::gateway::listener::{ConnLimits, serve_connections_with};
+        use crate::sender::ClientCertificate;
+
+        let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca =
+            CertifiedIssuer::self_signed(params, KeyPair::generate().expect("key")).expect("ca");
+        let leaf = |name: &str| {
+            let key = KeyPair::generate().expect("key");
+            let cert = CertificateParams::new(vec![name.to_owned()])
+                .expect("params")
+                .signed_by(&key, &ca)
+                .expect("signed");
+            (cert, key)
+        };
+        let (server, server_key) = leaf("localhost");
+        let (client, client_key) = leaf("client-a");
+        let files = Files::new("client-cert");
+        let mut c = config(
+            files.write("c.pem", &pem("CERTIFICATE", server.der())),
+            files.write("k.pem", &pem("PRIVATE KEY", &server_key.serialize_der())),
+        );
+        c.client_ca_file = Some(files.write("ca.pem", &pem("CERTIFICATE", ca.der())));
+        c.client_auth = Some(ClientAuth::Optional);
+        let tls = TlsListener::from_config(&c).expect("tls");
+
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let handler = |req: http::Request<hyper::body::Incoming>, _peer| async move {
+            let seen = req
+                .extensions()
+                .get::<ClientCertificate>()
+                .map_or_else(|| "none".to_owned(), ClientCertificate::x5t_s256);
+            http::Response::new(Full::new(Bytes::from(seen)))
+        };
+        tokio::spawn(async move {
+            serve_connections_with(
+                listener,
+                std::future::pending(),
+                Duration::from_secs(1),
+                &ConnLimits::default(),
+                Some(tls.acceptor),
+                handler,
+            )
+            .await
+        });
+
+        let mut roots = RootCertStore::empty();
+        roots.add(ca.der().clone()).expect("root");
+        let builder = rustls::ClientConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_root_certificates(roots);
+        let key = PrivateKeyDer::try_from(client_key.serialize_der()).expect("key");
+        let with = builder
+            .clone()
+            .with_client_auth_cert(vec![client.der().clone()], key)
+            .expect("client auth");
+        let without = builder.with_no_client_auth();
+        let expected = ClientCertificate::from_der(client.der()).x5t_s256();
+        for (config, want) in [(with, expected.as_str()), (without, "none")] {
+            let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+            let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+            let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
+            let stream = connector.connect(name, tcp).await.expect("handshake");
+            let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+                .await
+                .expect("http1");
+            tokio::spawn(conn);
+            for _ in 0..2 {
+                let req = http::Request::get("/")
+                    .header("host", "localhost")
+                    .body(Full::new(Bytes::new()))
+                    .expect("request");
+                let response = sender.send_request(req).await.expect("response");
+                let body = response
+                    .into_body()
+                    .collect()
+                    .await
+                    .expect("body")
+                    .to_bytes();
+                assert_eq!(body, want.as_bytes());
+            }
+        }
     }
 }
