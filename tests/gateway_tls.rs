@@ -88,10 +88,11 @@ impl Pki {
     fn leaf(&self, names: &[&str]) -> Leaf {
         let key = KeyPair::generate().expect("key");
         let names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
-        let cert = CertificateParams::new(names)
-            .expect("params")
-            .signed_by(&key, &self.ca)
-            .expect("signed");
+        let mut params = CertificateParams::new(names.clone()).expect("params");
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, names[0].as_str());
+        let cert = params.signed_by(&key, &self.ca).expect("signed");
         Leaf {
             cert_pem: pem("CERTIFICATE", cert.der()),
             key_pem: pem("PRIVATE KEY", &key.serialize_der()),
