@@ -504,9 +504,9 @@ impl Gateway {
         parts.version = Version::HTTP_11;
         let headers = &mut parts.headers;
         // `TE: trailers` is hop-by-hop, but the gateway relays trailers both
-        // ways, so it says so to the upstream in its own name (gRPC servers
-        // may require it).
-        let trailers = accepts_trailers(headers);
+        // ways, so it says so in its own name to upstreams that may speak
+        // HTTP/2 (gRPC servers may require it; gRPC has no HTTP/1.1 form).
+        let trailers = !upstream.plain_http1() && accepts_trailers(headers);
         strip_hop_by_hop(headers);
         if trailers {
             headers.insert(header::TE, HeaderValue::from_static("trailers"));

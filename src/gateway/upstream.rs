@@ -36,6 +36,11 @@ pub(crate) struct Upstream {
 }
 
 impl Upstream {
+    /// `http://`: always HTTP/1.1.
+    pub fn plain_http1(&self) -> bool {
+        !self.h2c && self.scheme == Scheme::HTTP
+    }
+
     /// Parses `text` (the value of `key`).
     pub fn parse(key: &str, text: &str) -> Result<Upstream, ConfigError> {
         let bad = |problem: String| ConfigError::at(key, problem);
