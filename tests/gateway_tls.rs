@@ -733,6 +733,22 @@ async fn trailers_pass_both_ways_through_an_h2c_upstream() {
     );
     assert_eq!(body["headers"]["te"], "trailers");
     assert_eq!(body["headers"]["x-auth-sub"], "alice");
+
+    // An HTTP/1.1 client of the same HTTP/2 upstream: answered in HTTP/1.1,
+    // the trailers in the chunked body (it said `TE: trailers`).
+    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let req = Request::get(format!("http://{}/pkg.Service/Method", gw.addr))
+        .header("authorization", format!("Bearer {}", env.token()))
+        .header("te", "trailers")
+        .body(Full::new(Bytes::new()))
+        .expect("request");
+    let r = client.request(req).await.expect("response");
+    assert_eq!(r.version(), http::Version::HTTP_11, "the client's version");
+    let collected = r.into_body().collect().await.expect("body");
+    let end = collected.trailers().cloned().expect("trailers over HTTP/1.1");
+    assert_eq!(end["grpc-status"], "0");
+    let body: Value = serde_json::from_slice(&collected.to_bytes()).expect("json");
+    assert_eq!(body["version"], "HTTP/2.0");
 }
 
 #[tokio::test]
