@@ -745,7 +745,10 @@ async fn trailers_pass_both_ways_through_an_h2c_upstream() {
     let r = client.request(req).await.expect("response");
     assert_eq!(r.version(), http::Version::HTTP_11, "the client's version");
     let collected = r.into_body().collect().await.expect("body");
-    let end = collected.trailers().cloned().expect("trailers over HTTP/1.1");
+    let end = collected
+        .trailers()
+        .cloned()
+        .expect("trailers over HTTP/1.1");
     assert_eq!(end["grpc-status"], "0");
     let body: Value = serde_json::from_slice(&collected.to_bytes()).expect("json");
     assert_eq!(body["version"], "HTTP/2.0");
@@ -838,4 +841,132 @@ upstream = "http://127.0.0.1:9000"
     let e = ExtAuthz::from_config(config).expect_err("refused");
     assert_eq!(e.key(), Some("route[0].upstream"), "{e}");
     assert!(e.problem().contains("gateway"), "{e}");
+}
+
+/// gRPC messages as raw bytes: no protobuf needed to exercise the transport.
+mod grpc {
+    use std::convert::Infallible;
+    use std::future::Future;
+    use std::pin::Pin;
+
+    use bytes::{Buf as _, BufMut as _, Bytes};
+    use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+    use tonic::{Request, Response, Status};
+
+    #[derive(Clone, Default)]
+    pub struct RawCodec;
+
+    impl Codec for RawCodec {
+        type Encode = Bytes;
+        type Decode = Bytes;
+        type Encoder = RawCodec;
+        type Decoder = RawCodec;
+        fn encoder(&mut self) -> RawCodec {
+            RawCodec
+        }
+        fn decoder(&mut self) -> RawCodec {
+            RawCodec
+        }
+    }
+
+    impl Encoder for RawCodec {
+        type Item = Bytes;
+        type Error = Status;
+        fn encode(&mut self, item: Bytes, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
+            dst.put(item);
+            Ok(())
+        }
+    }
+
+    impl Decoder for RawCodec {
+        type Item = Bytes;
+        type Error = Status;
+        fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Bytes>, Status> {
+            Ok(Some(src.copy_to_bytes(src.remaining())))
+        }
+    }
+
+    /// `/test.Orders/Get`: `7` is found, anything else is `NotFound`.
+    #[derive(Clone)]
+    pub struct Orders;
+
+    impl tonic::server::NamedService for Orders {
+        const NAME: &'static str = "test.Orders";
+    }
+
+    type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+    impl tower::Service<http::Request<tonic::body::Body>> for Orders {
+        type Response = http::Response<tonic::body::Body>;
+        type Error = Infallible;
+        type Future = BoxFuture<Result<Self::Response, Infallible>>;
+
+        fn poll_ready(
+            &mut self,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Result<(), Infallible>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+
+        fn call(&mut self, req: http::Request<tonic::body::Body>) -> Self::Future {
+            Box::pin(async move {
+                let handler = tower::service_fn(|r: Request<Bytes>| async move {
+                    match r.into_inner().as_ref() {
+                        b"7" => Ok(Response::new(Bytes::from_static(b"order 7"))),
+                        _ => Err(Status::not_found("no such order")),
+                    }
+                });
+                Ok(tonic::server::Grpc::new(RawCodec).unary(handler, req).await)
+            })
+        }
+    }
+
+    pub async fn get(url: &str, token: Option<&str>, id: &'static [u8]) -> Result<Bytes, Status> {
+        let channel = tonic::transport::Channel::from_shared(url.to_owned())
+            .expect("url")
+            .connect()
+            .await
+            .expect("connect");
+        let mut grpc = tonic::client::Grpc::new(channel);
+        grpc.ready().await.expect("ready");
+        let mut request = Request::new(Bytes::from_static(id));
+        if let Some(token) = token {
+            let value = format!("Bearer {token}").parse().expect("ascii");
+            request.metadata_mut().insert("authorization", value);
+        }
+        let path = http::uri::PathAndQuery::from_static("/test.Orders/Get");
+        grpc.unary(request, path, RawCodec)
+            .await
+            .map(Response::into_inner)
+    }
+}
+
+#[tokio::test]
+async fn a_tonic_service_behind_the_gateway_keeps_its_statuses() {
+    let env = Env::new().await;
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let upstream = listener.local_addr().expect("addr");
+    let incoming = tonic::transport::server::TcpIncoming::from(listener);
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(grpc::Orders)
+            .serve_with_incoming(incoming),
+    );
+    let gw = start(&env.config(&format!("h2c://{upstream}"), "", None, "")).await;
+    let url = format!("http://{}", gw.addr);
+    let token = env.token();
+
+    // tonic takes a response without a `grpc-status` trailer for an error: the
+    // success's trailers came through.
+    let found = grpc::get(&url, Some(&token), b"7").await.expect("found");
+    assert_eq!(found, "order 7");
+    // The upstream's error status and message (a trailers-only response).
+    let e = grpc::get(&url, Some(&token), b"8")
+        .await
+        .expect_err("missing");
+    assert_eq!(e.code(), tonic::Code::NotFound);
+    assert_eq!(e.message(), "no such order");
+    // The gateway's own refusal, in gRPC form.
+    let e = grpc::get(&url, None, b"7").await.expect_err("no token");
+    assert_eq!(e.code(), tonic::Code::Unauthenticated);
 }
