@@ -1,6 +1,7 @@
 //! A validating reverse proxy (feature `gateway`): every request is matched to a
 //! route, its bearer token validated by a [`Guard`] and its scopes checked, then it
-//! is forwarded to one upstream with the verified claims in request headers.
+//! is forwarded to its route's upstream (or the global one) with the verified
+//! claims in request headers.
 //!
 //! ```no_run
 //! use bearer_guard::gateway::{Gateway, GatewayConfig};
@@ -40,14 +41,17 @@
 //!    the upstream (claim headers and reserved names also as look-alikes with `_`,
 //!    route and method overrides, client-address headers unless `trust_forwarded`:
 //!    see `forward.rs`); the claim headers and `X-Forwarded-For`/`-Proto`/`-Host`
-//!    (`[forward] x_forwarded`) are set, and the request is sent to the upstream
-//!    with the normalised path and the original query; a body over
+//!    (`[forward] x_forwarded`) are set, and the request is sent to the route's
+//!    upstream (`upstream.rs`: `http://`, `h2c://` or verified `https://`) with
+//!    the normalised path and the original query, trailers both ways; a body over
 //!    `max_body_bytes` is a 413, a refused connection a 502, no response headers
 //!    within `upstream_timeout_secs` a 504, and a body that stalls past
 //!    `upstream_body_timeout_secs` aborts the response.
 //!
 //! Connections are accepted within `[limits]` (`listener.rs`): `TCP_NODELAY`,
-//! header read and idle timeouts, a connection limit, a header size limit.
+//! header read and idle timeouts, a connection limit, a header size limit; with
+//! `[tls]` over TLS (`tls.rs`: reloaded certificates, client certificates put in
+//! each request's extensions as a [`ClientCertificate`](crate::sender::ClientCertificate)).
 //!
 //! Metrics (through the `metrics` facade; the binary installs the Prometheus
 //! recorder): `bearer_guard_gateway_requests_total{outcome}` besides the guard's own.
