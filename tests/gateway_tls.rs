@@ -392,6 +392,16 @@ async fn curl_speaks_http2_and_http11_over_tls_as_alpn_chose() {
         assert_eq!(body["headers"]["x-forwarded-proto"], "https");
         assert_eq!(body["headers"]["x-auth-sub"], "alice");
     }
+    // TLS 1.2 is served too.
+    let r = curl(
+        &env,
+        port,
+        "/public",
+        None,
+        &["--tlsv1.2", "--tls-max", "1.2"],
+    )
+    .await;
+    assert_eq!(r.code, 0, "TLS 1.2: {}", r.stderr);
     // Refusals over TLS carry their challenge as usual.
     let r = curl(&env, port, "/orders", None, &["--http2", "-i"]).await;
     assert!(r.body.starts_with("HTTP/2 401"), "{}", r.body);
