@@ -135,6 +135,11 @@ pub struct RouteConfig {
     /// token is refused 401 `invalid_token`. Needs the `[dpop]` section.
     #[serde(default)]
     pub dpop_bound: bool,
+    /// The gateway only: where this route's requests go instead of the global
+    /// `upstream` (same forms: `http://`, `h2c://`, `https://`). The ext-authz
+    /// service refuses it: the proxy asking it chooses the upstream.
+    #[serde(default)]
+    pub upstream: Option<String>,
 }
 
 /// `[resource_metadata]`: the RFC 9728 document the gateway (or the check

@@ -171,6 +171,8 @@ pub enum Decision {
 #[derive(Debug)]
 #[non_exhaustive]
 pub struct Allow {
+    /// The matched route: its index in `[[route]]` (from 0).
+    pub route_index: usize,
     /// The normalised path (what the route matched, and what to forward).
     pub path: String,
     /// The original query, if any.
@@ -378,6 +380,7 @@ impl Decider {
             crate::sender::success_nonce(g.dpop.as_ref(), &g.clock, t)
         });
         Decision::Allow(Allow {
+            route_index: route.index,
             path,
             query,
             token,

@@ -31,6 +31,8 @@ fn claim_contains_any(path: &str, values: &[serde_json::Value]) -> Require {
 pub(crate) struct Route {
     /// The `path` as configured: what logs name the route by.
     pub name: Arc<str>,
+    /// Its place in `[[route]]`.
+    pub index: usize,
     prefix: String,
     methods: Option<Vec<Method>>,
     pub public: bool,
@@ -155,6 +157,7 @@ impl Route {
         }
         Ok(Route {
             name: Arc::from(c.path.as_str()),
+            index,
             prefix,
             methods,
             public: c.public,
@@ -232,6 +235,7 @@ mod tests {
                 acr_values: vec![],
                 max_age: None,
                 dpop_bound: false,
+                upstream: None,
             },
         )
     }

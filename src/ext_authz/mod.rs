@@ -327,6 +327,12 @@ impl ExtAuthz {
                 "neither grpc_listen nor http_listen is set: nothing would be served",
             ));
         }
+        if let Some(i) = config.routes.iter().position(|r| r.upstream.is_some()) {
+            return Err(ConfigError::at(
+                format!("route[{i}].upstream"),
+                "a gateway key: the ext-authz service forwards nothing, the proxy asking it chooses the upstream",
+            ));
+        }
         let shutdown_timeout =
             crate::gateway::seconds("shutdown_timeout_secs", config.shutdown_timeout_secs)?;
         let trusted = match &config.trusted_proxies {
@@ -505,6 +511,7 @@ impl ExtAuthz {
             shutdown,
             self.listeners.shutdown_timeout,
             &self.listeners.limits,
+            None,
             handler,
         )
         .await
@@ -527,6 +534,7 @@ impl ExtAuthz {
             shutdown,
             self.listeners.shutdown_timeout,
             &self.listeners.limits,
+            None,
             handler,
         )
         .await

@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
@@ -22,8 +22,26 @@ pub use crate::decision::config::{
 pub struct GatewayConfig {
     /// Where the proxy listens, e.g. `127.0.0.1:8080`.
     pub listen: SocketAddr,
-    /// The one upstream every accepted request goes to: `http://host:port[/base]`.
+    /// The upstream accepted requests go to, unless their route names its own:
+    /// `http://host:port[/base]` (HTTP/1.1), `h2c://host:port[/base]` (HTTP/2
+    /// without TLS, e.g. a gRPC server) or `https://host[:port][/base]` (TLS,
+    /// the certificate verified for `host`; HTTP/2 when the upstream offers it by
+    /// ALPN, else HTTP/1.1).
     pub upstream: String,
+    /// A PEM file of CA certificates trusted for `https://` upstreams, besides
+    /// the system's roots.
+    #[serde(default)]
+    pub upstream_ca_file: Option<PathBuf>,
+    /// Accept any certificate from `https://` upstreams (default `false`): no
+    /// chain, name or expiry check, only the handshake's signature. The
+    /// connection is encrypted but not authenticated, so anyone on the path can
+    /// impersonate the upstream. For a self-signed upstream in development;
+    /// logged at warn on start. Prefer `upstream_ca_file`.
+    #[serde(default)]
+    pub danger_accept_invalid_upstream_certificate: bool,
+    /// `[tls]`: terminate TLS on `listen` (default: plain http).
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
     /// The `realm` of `WWW-Authenticate` challenges.
     #[serde(default)]
     pub realm: Option<String>,
@@ -64,6 +82,49 @@ pub struct GatewayConfig {
     /// `[resource_metadata]` (RFC 9728): served on `listen` without a token.
     #[serde(default)]
     pub resource_metadata: Option<ResourceMetadataConfig>,
+}
+
+/// `[tls]`: the certificate `listen` serves, and client certificates.
+///
+/// TLS 1.2 and 1.3 (rustls, aws-lc-rs); ALPN offers `h2` and `http/1.1`.
+/// The certificate files are watched: when either changes, both are read again
+/// and, if they make a valid pair, new handshakes use them (connections already
+/// open keep theirs); a bad pair is logged at error and the old one kept.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct TlsConfig {
+    /// The certificate chain, PEM: the leaf first, then its intermediates.
+    pub cert_file: PathBuf,
+    /// The private key of the leaf, PEM (PKCS#8, PKCS#1 RSA or SEC1 EC).
+    pub key_file: PathBuf,
+    /// How often the certificate files are checked for changes, in seconds
+    /// (default 5).
+    #[serde(default)]
+    pub reload_interval_secs: Option<f64>,
+    /// A PEM file of the CAs whose client certificates are accepted. With it,
+    /// the handshake asks for a client certificate; the verified leaf reaches
+    /// the request as a [`ClientCertificate`](crate::sender::ClientCertificate)
+    /// extension, for certificate-bound tokens (RFC 8705). Read at start.
+    #[serde(default)]
+    pub client_ca_file: Option<PathBuf>,
+    /// With `client_ca_file`: `"required"` (default; a client without a valid
+    /// certificate fails the handshake) or `"optional"` (a client may send
+    /// none, but one it sends must verify).
+    #[serde(default)]
+    pub client_auth: Option<ClientAuth>,
+}
+
+/// `[tls] client_auth`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum ClientAuth {
+    /// Every client must present a certificate that verifies.
+    #[default]
+    Required,
+    /// A client may present none; one that is presented must verify.
+    Optional,
 }
 
 /// `[limits]`: each absent key takes the default named on it (an edge proxy's).
@@ -126,8 +187,8 @@ pub struct ForwardConfig {
     #[serde(default)]
     pub strip_authorization: bool,
     /// Tell the upstream who the client is (default `true`): `X-Forwarded-For` is
-    /// set to the peer's IP address, `X-Forwarded-Proto` to `http` (the gateway
-    /// listens on plain http) and `X-Forwarded-Host` to the `Host` the client
+    /// set to the peer's IP address, `X-Forwarded-Proto` to `https` with `[tls]`,
+    /// else `http`, and `X-Forwarded-Host` to the `Host` the client
     /// asked for. On by default because without it the upstream only ever sees
     /// the gateway's address, and the values cannot be spoofed while
     /// `trust_forwarded` is off.

@@ -7,7 +7,7 @@
 use std::net::IpAddr;
 
 use http::header::{
-    CONNECTION, HeaderMap, HeaderName, HeaderValue, TE, TRAILER, TRANSFER_ENCODING, UPGRADE,
+    CONNECTION, HeaderMap, HeaderName, HeaderValue, TE, TRANSFER_ENCODING, UPGRADE,
 };
 
 use super::config::{ConfigError, ForwardConfig};
@@ -18,6 +18,8 @@ const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
 /// Removes the hop-by-hop headers, and those the `Connection` header names.
+/// `Trailer` is end-to-end (RFC 9110 §6.6.2, not in §7.6.1's list) and kept:
+/// hyper sends HTTP/1.1 trailer fields only when `Trailer` declares them.
 pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
     let named: Vec<HeaderName> = headers
         .get_all(CONNECTION)
@@ -29,7 +31,7 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
     for name in named {
         headers.remove(name);
     }
-    for name in [CONNECTION, TE, TRAILER, TRANSFER_ENCODING, UPGRADE] {
+    for name in [CONNECTION, TE, TRANSFER_ENCODING, UPGRADE] {
         headers.remove(name);
     }
     for name in &HOP_BY_HOP[1..3] {
@@ -42,13 +44,17 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
 pub(crate) struct Forwarding {
     x_forwarded: bool,
     trust_forwarded: bool,
+    /// `X-Forwarded-Proto`: the scheme of the listener.
+    proto: HeaderValue,
 }
 
 impl Forwarding {
-    pub fn from_config(c: &ForwardConfig) -> Result<Forwarding, ConfigError> {
+    /// `tls`: the listener terminates TLS.
+    pub fn from_config(c: &ForwardConfig, tls: bool) -> Result<Forwarding, ConfigError> {
         Ok(Forwarding {
             x_forwarded: c.x_forwarded,
             trust_forwarded: c.trust_forwarded,
+            proto: HeaderValue::from_static(if tls { "https" } else { "http" }),
         })
     }
 
@@ -88,8 +94,7 @@ impl Forwarding {
             headers.insert(X_FORWARDED_FOR, value);
         }
         if !headers.contains_key(&X_FORWARDED_PROTO) {
-            // The gateway listens on plain http only.
-            headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+            headers.insert(X_FORWARDED_PROTO, self.proto.clone());
         }
         if !headers.contains_key(&X_FORWARDED_HOST)
             && let Some(host) = host
@@ -121,8 +126,12 @@ mod tests {
             h.append(k, HeaderValue::from_static(v));
         }
         strip_hop_by_hop(&mut h);
-        assert_eq!(h.len(), 1, "{h:?}");
+        assert_eq!(h.len(), 2, "{h:?}");
         assert_eq!(h["x-end-to-end"], "kept");
+        assert_eq!(
+            h["trailer"], "x-checksum",
+            "end-to-end: declares the trailers"
+        );
     }
 
     /// The forwarding of `[forward]`, and its `trust_forwarded` for the decision.
@@ -132,7 +141,7 @@ mod tests {
             trust_forwarded,
             ..ForwardConfig::default()
         };
-        let f = Forwarding::from_config(&config).expect("forwarding");
+        let f = Forwarding::from_config(&config, false).expect("forwarding");
         (f, trust_forwarded)
     }
 
@@ -222,6 +231,19 @@ mod tests {
         assert_eq!(all(&fresh, "x-forwarded-for"), ["2001:db8::1"]);
         assert_eq!(all(&fresh, "x-forwarded-proto"), ["http"]);
         assert!(fresh.get("x-forwarded-host").is_none(), "no host, none set");
+    }
+
+    #[test]
+    fn x_forwarded_proto_is_https_on_a_tls_listener() {
+        let f = Forwarding::from_config(&ForwardConfig::default(), true).expect("forwarding");
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-proto", HeaderValue::from_static("http"));
+        forwarded(&(f, false), &mut h, "192.0.2.7".parse().expect("ip"), None);
+        assert_eq!(
+            all(&h, "x-forwarded-proto"),
+            ["https"],
+            "the client's http replaced"
+        );
     }
 
     #[test]

@@ -16,6 +16,13 @@
 //! HTTP/1.1 connections may be upgraded (`upgrade.rs`): an upgrade request
 //! carries a [`ConnTicket`], which the upgraded connection keeps, so it still
 //! counts under `max_connections` and a shutdown waits for it (up to `grace`).
+//!
+//! On a TLS listener the handshake runs in the connection's task (the accept
+//! loop never waits for it), holds one of the `max_connections` slots, and counts
+//! against the first request's `header_read_timeout`: a client that never
+//! finishes its handshake is cut off like one that never sends a head. The
+//! client's verified certificate, if any, is put in every request's extensions
+//! as a [`ClientCertificate`].
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -33,6 +40,9 @@ use hyper_util::server::conn::auto;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::time::Instant;
+use tokio_rustls::TlsAcceptor;
+
+use crate::sender::ClientCertificate;
 
 /// The connection-level limits of one listener.
 #[derive(Debug, Clone, PartialEq)]
@@ -172,7 +182,8 @@ impl Drop for InFlight {
     }
 }
 
-/// Accepts HTTP/1.1 and h2c connections on `listener` within `limits`, and answers
+/// Accepts HTTP/1.1 and HTTP/2 connections on `listener` (over TLS with `tls`,
+/// else cleartext) within `limits`, and answers
 /// each request with `handler(request, peer)` until `shutdown` completes; then
 /// closes the connections with no request in progress at once and lets the others
 /// finish for up to `grace`.
@@ -181,6 +192,7 @@ pub(crate) async fn serve_connections_with<F, Fut, B>(
     shutdown: impl Future<Output = ()>,
     grace: Duration,
     limits: &ConnLimits,
+    tls: Option<TlsAcceptor>,
     handler: F,
 ) -> io::Result<()>
 where
@@ -228,53 +240,28 @@ where
                     continue;
                 };
                 let state = Arc::new(ConnState::new());
-                let handler = handler.clone();
-                let requests = state.clone();
+                // The connection's place under `max_connections`: held by this
+                // task, and by the upgraded connection if there is one.
                 let ticket = ConnTicket {
                     _slot: Arc::new(slot),
                     stop: stopping.subscribe(),
                     grace,
                 };
-                let slot = ticket.clone();
-                let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
-                    if req.version() == http::Version::HTTP_11
-                        && req.headers().contains_key(http::header::UPGRADE)
-                    {
-                        req.extensions_mut().insert(ticket.clone());
-                    }
-                    let in_flight = requests.begin();
-                    let response = handler(req, peer);
-                    async move {
-                        let response = response.await;
-                        drop(in_flight);
-                        Ok::<_, Infallible>(response)
-                    }
-                });
-                let builder = builder.clone();
-                let mut stop = stopping.subscribe();
-                let limits = limits.clone();
+                let conn = Conn {
+                    builder: builder.clone(),
+                    state,
+                    stop: stopping.subscribe(),
+                    limits: limits.clone(),
+                    peer,
+                    ticket,
+                };
+                let handler = handler.clone();
+                let tls = tls.clone();
                 tokio::spawn(async move {
-                    let _slot = slot;
-                    // Upgrades are handed to the handler (`hyper::upgrade::on`);
-                    // once upgraded, this task ends and the ticket holds the slot.
-                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-                    let mut conn = std::pin::pin!(conn);
-                    tokio::select! {
-                        ended = conn.as_mut() => return log_end(ended),
-                        expiry = state.expired(&limits) => match expiry {
-                            Expiry::NoRequest => return,
-                            Expiry::Idle => conn.as_mut().graceful_shutdown(),
-                        },
-                        _ = stop.changed() => {
-                            // Nothing was ever answered here, so nothing is cut:
-                            // a half-sent first head does not hold the shutdown.
-                            if !state.dispatched.load(Ordering::Acquire) {
-                                return;
-                            }
-                            conn.as_mut().graceful_shutdown();
-                        }
+                    match tls {
+                        None => conn.serve(TokioIo::new(stream), None, handler).await,
+                        Some(acceptor) => conn.serve_tls(acceptor, stream, handler).await,
                     }
-                    log_end(conn.await);
                 });
             }
             () = &mut shutdown => break,
@@ -289,6 +276,113 @@ where
         tracing::warn!("shutdown timeout: in-flight requests abandoned");
     }
     Ok(())
+}
+
+/// One accepted connection, before its protocol runs.
+struct Conn {
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    state: Arc<ConnState>,
+    stop: watch::Receiver<bool>,
+    limits: ConnLimits,
+    peer: SocketAddr,
+    ticket: ConnTicket,
+}
+
+impl Conn {
+    /// The TLS handshake within the first head's deadline, then [`serve`](Self::serve).
+    async fn serve_tls<F, Fut, B>(mut self, acceptor: TlsAcceptor, stream: TcpStream, handler: F)
+    where
+        F: Fn(Request<Incoming>, SocketAddr) -> Fut + Clone + Send + Sync + 'static,
+        Fut: Future<Output = Response<B>> + Send + 'static,
+        B: http_body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let deadline = self.state.accepted + self.limits.header_read_timeout;
+        let handshake = tokio::time::timeout_at(deadline, acceptor.accept(stream));
+        let peer = self.peer;
+        let stream = tokio::select! {
+            done = handshake => match done {
+                Ok(Ok(stream)) => stream,
+                Ok(Err(e)) => {
+                    metrics::counter!("bearer_guard_gateway_tls_handshake_failures_total")
+                        .increment(1);
+                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    metrics::counter!("bearer_guard_gateway_tls_handshake_failures_total")
+                        .increment(1);
+                    tracing::debug!(%peer, "TLS handshake timed out");
+                    return;
+                }
+            },
+            // Nothing was asked on this connection yet: closed at once.
+            _ = self.stop.changed() => return,
+        };
+        let certificate = stream
+            .get_ref()
+            .1
+            .peer_certificates()
+            .and_then(|chain| chain.first())
+            .map(|leaf| ClientCertificate::from_der(leaf));
+        self.serve(TokioIo::new(stream), certificate, handler).await;
+    }
+
+    /// HTTP/1.1 or HTTP/2 on `io` until the peer or a limit ends it.
+    async fn serve<I, F, Fut, B>(
+        mut self,
+        io: TokioIo<I>,
+        certificate: Option<ClientCertificate>,
+        handler: F,
+    ) where
+        I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+        F: Fn(Request<Incoming>, SocketAddr) -> Fut + Clone + Send + Sync + 'static,
+        Fut: Future<Output = Response<B>> + Send + 'static,
+        B: http_body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let requests = self.state.clone();
+        let peer = self.peer;
+        let ticket = self.ticket.clone();
+        let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
+            let in_flight = requests.begin();
+            if let Some(certificate) = &certificate {
+                req.extensions_mut().insert(certificate.clone());
+            }
+            if req.version() == http::Version::HTTP_11
+                && req.headers().contains_key(http::header::UPGRADE)
+            {
+                req.extensions_mut().insert(ticket.clone());
+            }
+            let response = handler(req, peer);
+            async move {
+                let response = response.await;
+                drop(in_flight);
+                Ok::<_, Infallible>(response)
+            }
+        });
+        // Upgrades are handed to the handler (`hyper::upgrade::on`); once
+        // upgraded, this task ends and the request's ticket holds the slot.
+        let conn = self.builder.serve_connection_with_upgrades(io, service);
+        let mut conn = std::pin::pin!(conn);
+        let state = &self.state;
+        tokio::select! {
+            ended = conn.as_mut() => return log_end(ended),
+            expiry = state.expired(&self.limits) => match expiry {
+                Expiry::NoRequest => return,
+                Expiry::Idle => conn.as_mut().graceful_shutdown(),
+            },
+            _ = self.stop.changed() => {
+                // Nothing was ever answered here, so nothing is cut:
+                // a half-sent first head does not hold the shutdown.
+                if !state.dispatched.load(Ordering::Acquire) {
+                    return;
+                }
+                conn.as_mut().graceful_shutdown();
+            }
+        }
+        log_end(conn.await);
+    }
 }
 
 fn log_end(ended: Result<(), Box<dyn std::error::Error + Send + Sync>>) {

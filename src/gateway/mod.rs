@@ -1,6 +1,7 @@
 //! A validating reverse proxy (feature `gateway`): every request is matched to a
 //! route, its bearer token validated by a [`Guard`] and its scopes checked, then it
-//! is forwarded to one upstream with the verified claims in request headers.
+//! is forwarded to its route's upstream (or the global one) with the verified
+//! claims in request headers.
 //!
 //! ```no_run
 //! use bearer_guard::gateway::{Gateway, GatewayConfig};
@@ -46,14 +47,18 @@
 //!    the upstream (claim headers and reserved names also as look-alikes with `_`,
 //!    route and method overrides, client-address headers unless `trust_forwarded`:
 //!    see `forward.rs`); the claim headers and `X-Forwarded-For`/`-Proto`/`-Host`
-//!    (`[forward] x_forwarded`) are set, and the request is sent to the upstream
-//!    with the normalised path and the original query; a body over
+//!    (`[forward] x_forwarded`) are set, and the request is sent to the route's
+//!    upstream (`upstream.rs`: `http://`, `h2c://` or verified `https://`) with
+//!    the normalised path and the original query, trailers both ways; a body over
 //!    `max_body_bytes` is a 413, a refused connection a 502, no response headers
 //!    within `upstream_timeout_secs` a 504, and a body that stalls past
 //!    `upstream_body_timeout_secs` aborts the response.
 //!
 //! Connections are accepted within `[limits]` (`listener.rs`): `TCP_NODELAY`,
-//! header read and idle timeouts, a connection limit, a header size limit.
+//! header read and idle timeouts, a connection limit, a header size limit; with
+//! `[tls]` over TLS (`tls.rs`: reloaded certificates, client certificates put in
+//! each request's extensions as a [`ClientCertificate`](crate::sender::ClientCertificate)).
+//!
 //! An allowed HTTP/1.1 `Upgrade` (WebSocket; `[forward] upgrade_protocols`) is
 //! forwarded and, on the upstream's `101`, both connections are spliced
 //! (`upgrade.rs`). A [`BoundGateway`]'s configuration can be swapped while it
@@ -76,15 +81,11 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 use futures_util::FutureExt as _;
-use http::uri::{Authority, Scheme};
 use http::{HeaderValue, Request, Response, StatusCode, Uri, Version, header};
 use http_body::Body as _;
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt as _, Full, LengthLimitError, Limited};
 use hyper::body::Incoming;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 
@@ -99,12 +100,15 @@ pub mod config;
 mod forward;
 pub(crate) mod listener;
 mod reload;
+mod tls;
 mod upgrade;
+mod upstream;
 /// The path normaliser (now shared with the ext-authz service).
 pub use crate::decision::path;
 
 pub use config::{
-    ConfigError, DpopConfig, ForwardConfig, GatewayConfig, IssuerConfig, LimitsConfig, RouteConfig,
+    ClientAuth, ConfigError, DpopConfig, ForwardConfig, GatewayConfig, IssuerConfig, LimitsConfig,
+    RouteConfig, TlsConfig,
 };
 
 pub use access::LATENCY_BUCKETS;
@@ -114,7 +118,9 @@ use access::{Note, X_REQUEST_ID};
 use body::{BoxError, UpstreamBody};
 use forward::{Forwarding, strip_hop_by_hop};
 use listener::{ConnLimits, MIN_HEADER_BYTES};
+use tls::TlsListener;
 use upgrade::UpgradePolicy;
+use upstream::Upstreams;
 
 /// The body of every gateway response: the upstream's, streamed, or the gateway's
 /// own. Its error aborts the response (the upstream failed or stalled).
@@ -133,8 +139,9 @@ struct Shared {
     /// What the guard was built from: a reload with the same keeps the guard.
     guard_config: GuardConfig,
     upgrades: UpgradePolicy,
-    upstream: Upstream,
-    client: Client<HttpConnector, Limited<Incoming>>,
+    upstreams: Upstreams,
+    /// `[tls]`: `listen` terminates TLS.
+    tls: Option<TlsListener>,
     upstream_timeout: Duration,
     upstream_body_timeout: Duration,
     max_body_bytes: u64,
@@ -190,13 +197,6 @@ impl GuardConfig {
 /// The state every request reads: swapped whole by a reload.
 type Live = Arc<ArcSwap<Shared>>;
 
-struct Upstream {
-    scheme: Scheme,
-    authority: Authority,
-    /// The upstream URL's path without its trailing `/`, prepended to every path.
-    base: String,
-}
-
 impl std::fmt::Debug for Gateway {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         self.shared.fmt_as("Gateway", f)
@@ -214,7 +214,8 @@ impl Shared {
         f.debug_struct(name)
             .field("listen", &self.listen)
             .field("admin_listen", &self.admin_listen)
-            .field("upstream", &self.upstream.authority)
+            .field("upstream", &self.upstreams.default.authority)
+            .field("tls", &self.tls.is_some())
             .field("decider", &self.decider)
             .finish_non_exhaustive()
     }
@@ -266,7 +267,12 @@ impl Gateway {
         config: GatewayConfig,
         guard: impl FnOnce(&GuardConfig) -> Result<Guard, ConfigError>,
     ) -> Result<Shared, ConfigError> {
-        let upstream = parse_upstream(&config.upstream)?;
+        let upstreams = Upstreams::from_config(&config)?;
+        let tls = config
+            .tls
+            .as_ref()
+            .map(TlsListener::from_config)
+            .transpose()?;
         let upstream_timeout = seconds("upstream_timeout_secs", config.upstream_timeout_secs)?;
         let shutdown_timeout = seconds("shutdown_timeout_secs", config.shutdown_timeout_secs)?;
         let limits = Limits::from_config(&config.limits)?;
@@ -285,16 +291,14 @@ impl Gateway {
             Some(separator) => decider.claims_separator(separator)?,
             None => decider,
         };
-        let forwarding = Forwarding::from_config(&config.forward)?;
+        let forwarding = Forwarding::from_config(&config.forward, tls.is_some())?;
         let upgrades = UpgradePolicy::from_config(&config.forward.upgrade_protocols)?;
-        // The pool keeps upstream connections open between requests.
-        let client = Client::builder(TokioExecutor::new()).build(upstream_connector());
         Ok(Shared {
             decider,
             guard_config,
             upgrades,
-            upstream,
-            client,
+            upstreams,
+            tls,
             upstream_timeout,
             upstream_body_timeout: limits.upstream_body_timeout,
             max_body_bytes: limits.max_body_bytes,
@@ -363,11 +367,58 @@ impl Gateway {
         shutdown: impl Future<Output = ()>,
     ) -> io::Result<()> {
         load_keys_in_background(live.load().decider.guard());
+        // The certificate files are watched while `listen` is served; `[tls]`
+        // is `listen`'s, kept across configuration reloads like the address.
+        let watcher = self.shared.tls.as_ref().map(|tls| {
+            tokio::spawn(TlsListener::watch(
+                tls.certificate.clone(),
+                tls.reload_interval,
+            ))
+        });
         let mode = Mode {
             proxy: true,
             admin: false,
         };
-        self.accept_loop(live, listener, shutdown, mode).await
+        let served = self.accept_loop(live, listener, shutdown, mode).await;
+        if let Some(watcher) = watcher {
+            watcher.abort();
+        }
+        served
+    }
+
+    /// Whether `listen` terminates TLS (`[tls]`).
+    pub fn is_tls(&self) -> bool {
+        self.shared.tls.is_some()
+    }
+
+    /// Reads `[tls]`'s certificate and key files now (they are also read when
+    /// they change, every `reload_interval_secs`). A valid pair is served to new
+    /// connections from the next handshake on; an invalid one is refused with the
+    /// key and the problem, and the old pair kept. For a reload on a signal.
+    ///
+    /// ```
+    /// use bearer_guard::gateway::{Gateway, GatewayConfig};
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let config = GatewayConfig::from_toml(r#"
+    ///     listen = "127.0.0.1:8080"
+    ///     upstream = "http://127.0.0.1:9000"
+    ///     [[issuer]]
+    ///     issuer = "https://login.example.com"
+    ///     audiences = ["https://api.example.com"]
+    ///     [[route]]
+    ///     path = "/"
+    /// "#)?;
+    /// let gateway = Gateway::from_config(config)?;
+    /// let error = gateway.reload_tls_certificate().unwrap_err();
+    /// assert_eq!(error.key(), Some("tls"), "plain http: nothing to reload");
+    /// # Ok(()) }
+    /// ```
+    pub fn reload_tls_certificate(&self) -> Result<(), ConfigError> {
+        match &self.shared.tls {
+            Some(tls) => tls.certificate.reload(),
+            None => Err(ConfigError::at("tls", "no [tls]: listen serves plain http")),
+        }
     }
 
     /// Serves only `/-/health`, `/-/ready` and `/-/metrics` on `listener` (for
@@ -481,11 +532,17 @@ impl Gateway {
             async move { this.handle_logged(req, mode, peer).await }
         };
         let s = &self.shared;
+        // `[tls]` is `listen`'s; `admin_listen` stays plain http.
+        let tls = match mode.proxy {
+            true => s.tls.as_ref().map(|t| t.acceptor.clone()),
+            false => None,
+        };
         listener::serve_connections_with(
             listener,
             shutdown,
             s.shutdown_timeout,
             &s.conn_limits,
+            tls,
             handler,
         )
         .await
@@ -596,14 +653,15 @@ impl Gateway {
         if body.size_hint().lower() > s.max_body_bytes {
             return count("payload_too_large", too_large(client_version));
         }
+        let upstream = s.upstreams.for_route(allow.route_index);
         let path = &allow.path;
         let target = match &allow.query {
-            Some(q) => format!("{}{path}?{q}", s.upstream.base),
-            None => format!("{}{path}", s.upstream.base),
+            Some(q) => format!("{}{path}?{q}", upstream.base),
+            None => format!("{}{path}", upstream.base),
         };
         let uri = Uri::builder()
-            .scheme(s.upstream.scheme.clone())
-            .authority(s.upstream.authority.clone())
+            .scheme(upstream.scheme.clone())
+            .authority(upstream.authority.clone())
             .path_and_query(target)
             .build();
         let Ok(uri) = uri else {
@@ -624,12 +682,20 @@ impl Gateway {
             .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
             .or_else(|| parts.headers.get(header::HOST).cloned());
         parts.uri = uri;
-        // The pool speaks HTTP/1.1 to the upstream whatever the client spoke.
+        // The pool picks the upstream's version (HTTP/1.1, or HTTP/2 for h2c://
+        // and https:// by ALPN) whatever the client spoke.
         parts.version = Version::HTTP_11;
         let headers = &mut parts.headers;
+        // `TE: trailers` is hop-by-hop, but the gateway relays trailers both
+        // ways, so it says so in its own name to upstreams that may speak
+        // HTTP/2 (gRPC servers may require it; gRPC has no HTTP/1.1 form).
+        let trailers = !upstream.plain_http1() && accepts_trailers(headers);
         strip_hop_by_hop(headers);
         if let Some(upgrade) = &upgrade {
             upgrade.restore_headers(headers);
+        }
+        if trailers {
+            headers.insert(header::TE, HeaderValue::from_static("trailers"));
         }
         // The client sets Host from the upstream URI.
         headers.remove(header::HOST);
@@ -644,7 +710,10 @@ impl Gateway {
             body,
             usize::try_from(s.max_body_bytes).unwrap_or(usize::MAX),
         );
-        let sent = s.client.request(Request::from_parts(parts, body));
+        let sent = s
+            .upstreams
+            .client(upstream)
+            .request(Request::from_parts(parts, body));
         match tokio::time::timeout(s.upstream_timeout, sent).await {
             Ok(Ok(response)) if response.status() == StatusCode::SWITCHING_PROTOCOLS => {
                 let refused = match upgrade.map(|u| u.splice(response)) {
@@ -678,7 +747,12 @@ impl Gateway {
                 count("payload_too_large", too_large(client_version))
             }
             Ok(Err(e)) => {
-                tracing::warn!(error = %e, "upstream request failed");
+                // The whole chain: a refused certificate is only in a source.
+                tracing::warn!(
+                    upstream = %upstream.authority,
+                    error = %error_chain(&e),
+                    "upstream request failed"
+                );
                 count(
                     "bad_gateway",
                     own(
@@ -698,6 +772,32 @@ impl Gateway {
             ),
         }
     }
+}
+
+/// Whether the client's `TE` header lists `trailers`.
+fn accepts_trailers(headers: &http::HeaderMap) -> bool {
+    headers
+        .get_all(header::TE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| {
+            t.split(';')
+                .next()
+                .is_some_and(|t| t.trim().eq_ignore_ascii_case("trailers"))
+        })
+}
+
+/// `e` and its sources, joined by `: `.
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut next = e.source();
+    while let Some(e) = next {
+        text.push_str(": ");
+        text.push_str(&e.to_string());
+        next = e.source();
+    }
+    text
 }
 
 /// Whether `e` or an error in its `source` chain is an `E`.
@@ -726,14 +826,6 @@ fn too_large(version: Version) -> Response<GatewayBody> {
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
     response
-}
-
-/// The upstream connector: pooled plain-http connections with `TCP_NODELAY`, so
-/// a request body's last small write is not held back by Nagle's algorithm.
-fn upstream_connector() -> HttpConnector {
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
-    connector
 }
 
 /// `[limits]`, checked.
@@ -988,7 +1080,7 @@ where
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let limits = ConnLimits::default();
-    listener::serve_connections_with(listener, shutdown, grace, &limits, handler).await
+    listener::serve_connections_with(listener, shutdown, grace, &limits, None, handler).await
 }
 
 /// Completes on SIGTERM or SIGINT (Ctrl-C elsewhere than Unix).
@@ -1015,31 +1107,6 @@ pub async fn shutdown_signal() {
     {
         let _ = tokio::signal::ctrl_c().await;
     }
-}
-
-fn parse_upstream(text: &str) -> Result<Upstream, ConfigError> {
-    let bad = |problem: String| ConfigError::at("upstream", problem);
-    let uri: Uri = text
-        .parse()
-        .map_err(|e| bad(format!("{text:?} is not a URL: {e}")))?;
-    if uri.scheme() != Some(&Scheme::HTTP) {
-        return Err(bad(format!(
-            "{text:?}: only http:// upstreams are supported (terminate TLS in front of the upstream's network)"
-        )));
-    }
-    let Some(authority) = uri.authority().cloned() else {
-        return Err(bad(format!("{text:?} has no host")));
-    };
-    if uri.query().is_some() {
-        return Err(bad(format!(
-            "{text:?}: an upstream URL cannot have a query"
-        )));
-    }
-    Ok(Upstream {
-        scheme: Scheme::HTTP,
-        authority,
-        base: uri.path().trim_end_matches('/').to_owned(),
-    })
 }
 
 /// A positive number of seconds (`key` names it in errors), 30 s when absent.
