@@ -87,6 +87,7 @@ pub struct TokenHeader {
 /// `pub` only so that the hidden `__fuzz` entry points can hand it out; the
 /// module is private, so it is not reachable otherwise.
 #[derive(Debug)]
+#[cfg_attr(not(feature = "__fuzz"), allow(unreachable_pub))]
 pub struct CompactJws<'a> {
     /// `BASE64URL(header) || '.' || BASE64URL(payload)`: what the signature covers.
     pub signing_input: &'a [u8],

@@ -52,6 +52,7 @@
 //!   tonic service of Envoy's `Authorization` API;
 //! - `redis` (feature `redis`): none; the store takes a URL.
 #![forbid(unsafe_code)]
+#![deny(unreachable_pub)]
 #![deny(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 

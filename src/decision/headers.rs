@@ -144,7 +144,7 @@ fn scalar_text(value: &Value) -> Option<Cow<'_, str>> {
 impl ClaimHeaders {
     /// Checks `claims_to_headers`: a header the proxy relies on, or two headers
     /// that normalise alike, are refused naming the key.
-    pub fn from_config(map: &BTreeMap<String, String>) -> Result<ClaimHeaders, ConfigError> {
+    pub(crate) fn from_config(map: &BTreeMap<String, String>) -> Result<ClaimHeaders, ConfigError> {
         let mut claims: Vec<(String, HeaderName, String)> = Vec::new();
         for (claim, header) in map {
             let key = format!("forward.claims_to_headers.{claim}");
@@ -181,7 +181,7 @@ impl ClaimHeaders {
 
     /// Sets the separator of array claims: 1 to 8 printable ASCII characters,
     /// not only spaces.
-    pub fn with_separator(mut self, separator: &str) -> Result<ClaimHeaders, ConfigError> {
+    pub(crate) fn with_separator(mut self, separator: &str) -> Result<ClaimHeaders, ConfigError> {
         let printable = separator.bytes().all(|b| (0x20..=0x7e).contains(&b));
         if separator.is_empty() || separator.len() > 8 || !printable || separator.trim().is_empty()
         {
@@ -195,7 +195,7 @@ impl ClaimHeaders {
     }
 
     /// The configured header names, in order.
-    pub fn names(&self) -> impl Iterator<Item = &HeaderName> {
+    pub(crate) fn names(&self) -> impl Iterator<Item = &HeaderName> {
         self.claims.iter().map(|(_, name, _)| name)
     }
 
@@ -213,7 +213,7 @@ impl ClaimHeaders {
     ///   `content_length`), whose exact names the proxy handles itself.
     ///
     /// Each name once, in the order first sent.
-    pub fn untrusted(&self, headers: &HeaderMap, trust_forwarded: bool) -> Vec<HeaderName> {
+    pub(crate) fn untrusted(&self, headers: &HeaderMap, trust_forwarded: bool) -> Vec<HeaderName> {
         headers
             .keys()
             .filter(|name| self.is_untrusted(name.as_str(), trust_forwarded))
@@ -244,7 +244,7 @@ impl ClaimHeaders {
     /// separator, or any value the upstream could read differently
     /// ([`claim_value`]), is an error: the request is refused rather than
     /// forwarded with an altered or missing identity header.
-    pub fn values(
+    pub(crate) fn values(
         &self,
         token: &VerifiedToken,
     ) -> Result<Vec<(HeaderName, HeaderValue)>, ClaimValueError> {

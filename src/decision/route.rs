@@ -45,7 +45,7 @@ pub(crate) struct Route {
 
 impl Route {
     /// Checks `[[route]]` number `index`.
-    pub fn from_config(index: usize, c: &RouteConfig) -> Result<Route, ConfigError> {
+    pub(super) fn from_config(index: usize, c: &RouteConfig) -> Result<Route, ConfigError> {
         let key = |k: &str| format!("route[{index}].{k}");
         let prefix = match normalize_path(&c.path) {
             Ok(p) if p == c.path || p == format!("{}/", c.path.trim_end_matches('/')) => {
@@ -168,7 +168,7 @@ impl Route {
 
     /// Whether this route applies to `method` on `path`, the
     /// [`match_key`] of a normalised path.
-    pub fn matches(&self, method: &Method, path: &str) -> bool {
+    pub(super) fn matches(&self, method: &Method, path: &str) -> bool {
         self.matches_path(path) && self.methods.as_ref().is_none_or(|m| m.contains(method))
     }
 

@@ -50,7 +50,7 @@ pub(crate) struct Forwarding {
 
 impl Forwarding {
     /// `tls`: the listener terminates TLS.
-    pub fn from_config(c: &ForwardConfig, tls: bool) -> Result<Forwarding, ConfigError> {
+    pub(super) fn from_config(c: &ForwardConfig, tls: bool) -> Result<Forwarding, ConfigError> {
         Ok(Forwarding {
             x_forwarded: c.x_forwarded,
             trust_forwarded: c.trust_forwarded,
@@ -59,7 +59,7 @@ impl Forwarding {
     }
 
     /// `[forward] trust_forwarded`: the peer is a proxy whose headers count.
-    pub fn trust_forwarded(&self) -> bool {
+    pub(super) fn trust_forwarded(&self) -> bool {
         self.trust_forwarded
     }
 
@@ -69,7 +69,7 @@ impl Forwarding {
     /// these headers is a trusted proxy's, so the peer's address is appended to
     /// its `X-Forwarded-For` list (several fields joined in order), and its
     /// `-Proto` and `-Host` win over ours.
-    pub fn set_forwarded_headers(
+    pub(super) fn set_forwarded_headers(
         &self,
         headers: &mut HeaderMap,
         peer: IpAddr,

@@ -48,7 +48,7 @@ impl std::fmt::Debug for TlsListener {
 
 impl TlsListener {
     /// Checks `[tls]` and reads its files (errors name the key).
-    pub fn from_config(c: &TlsConfig) -> Result<TlsListener, ConfigError> {
+    pub(super) fn from_config(c: &TlsConfig) -> Result<TlsListener, ConfigError> {
         let provider = provider();
         let certificate = Arc::new(ReloadingCertificate::load(
             c.cert_file.clone(),
@@ -97,7 +97,7 @@ impl TlsListener {
     }
 
     /// Reloads the certificate whenever its files change, until dropped.
-    pub async fn watch(certificate: Arc<ReloadingCertificate>, interval: Duration) {
+    pub(super) async fn watch(certificate: Arc<ReloadingCertificate>, interval: Duration) {
         let mut ticks = tokio::time::interval(interval);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         ticks.tick().await;
@@ -169,7 +169,7 @@ impl ReloadingCertificate {
 
     /// Reads both files now; a valid pair replaces the served one, an invalid
     /// one is refused (the old pair stays).
-    pub fn reload(&self) -> Result<(), ConfigError> {
+    pub(super) fn reload(&self) -> Result<(), ConfigError> {
         let seen = stamp(&self.cert_file, &self.key_file);
         let result = read_pair(&self.cert_file, &self.key_file, &self.provider);
         if let Ok(mut last) = self.seen.lock() {

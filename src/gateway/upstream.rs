@@ -37,12 +37,12 @@ pub(crate) struct Upstream {
 
 impl Upstream {
     /// `http://`: always HTTP/1.1.
-    pub fn plain_http1(&self) -> bool {
+    pub(super) fn plain_http1(&self) -> bool {
         !self.h2c && self.scheme == Scheme::HTTP
     }
 
     /// Parses `text` (the value of `key`).
-    pub fn parse(key: &str, text: &str) -> Result<Upstream, ConfigError> {
+    pub(super) fn parse(key: &str, text: &str) -> Result<Upstream, ConfigError> {
         let bad = |problem: String| ConfigError::at(key, problem);
         let uri: Uri = text
             .parse()
@@ -95,7 +95,7 @@ pub(crate) struct Upstreams {
 }
 
 impl Upstreams {
-    pub fn from_config(c: &GatewayConfig) -> Result<Upstreams, ConfigError> {
+    pub(super) fn from_config(c: &GatewayConfig) -> Result<Upstreams, ConfigError> {
         let default = Upstream::parse("upstream", &c.upstream)?;
         let routes = c
             .routes
@@ -138,14 +138,14 @@ impl Upstreams {
     }
 
     /// The upstream of route `index`.
-    pub fn for_route(&self, index: usize) -> &Upstream {
+    pub(super) fn for_route(&self, index: usize) -> &Upstream {
         self.routes
             .get(index)
             .and_then(Option::as_ref)
             .unwrap_or(&self.default)
     }
 
-    pub fn client(
+    pub(super) fn client(
         &self,
         upstream: &Upstream,
     ) -> &Client<HttpsConnector<HttpConnector>, Limited<Incoming>> {
