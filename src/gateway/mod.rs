@@ -57,7 +57,7 @@
 //! Connections are accepted within `[limits]` (`listener.rs`): `TCP_NODELAY`,
 //! header read and idle timeouts, a connection limit, a header size limit; with
 //! `[tls]` over TLS (`tls.rs`: reloaded certificates, client certificates put in
-//! each request's extensions as a [`ClientCertificate`](crate::sender::ClientCertificate)).
+//! each request's extensions as a [`ClientCertificate`]).
 //!
 //! An allowed HTTP/1.1 `Upgrade` (WebSocket; `[forward] upgrade_protocols`) is
 //! forwarded and, on the upstream's `101`, both connections are spliced
