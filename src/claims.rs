@@ -289,7 +289,7 @@ impl VerifiedToken {
     }
 
     /// A token with these claims, for unit tests of what reads verified tokens.
-    #[cfg(test)]
+    #[cfg(all(test, feature = "gateway"))]
     pub(crate) fn for_tests(claims: serde_json::Value) -> Self {
         let raw = claims.to_string();
         let registered = RegisteredClaims::parse(&raw).expect("test claims");
