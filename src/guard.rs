@@ -59,6 +59,14 @@ pub(crate) struct GuardInner {
     pub resource_metadata: Option<crate::resource_metadata::PublishedMetadata>,
 }
 
+impl GuardInner {
+    /// The `DPoP-Nonce` for a successful response to `token` (RFC 9449 §8.2),
+    /// when this guard demands nonces and the token is DPoP-bound.
+    pub(crate) fn success_nonce(&self, token: &VerifiedToken) -> Option<http::HeaderValue> {
+        crate::sender::success_nonce(self.dpop.as_ref(), &self.clock, token)
+    }
+}
+
 impl fmt::Debug for Guard {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Guard")

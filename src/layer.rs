@@ -308,10 +308,7 @@ where
                         .take()
                         .expect("ResponseFuture polled after completion");
                     let nonce = match &result {
-                        Ok(token) => {
-                            let g = &service.guard.inner;
-                            crate::sender::success_nonce(g.dpop.as_ref(), &g.clock, token)
-                        }
+                        Ok(token) => service.guard.inner.success_nonce(token),
                         Err(_) => None,
                     };
                     match service.refusal(result, &mut req) {

@@ -375,10 +375,9 @@ impl Decider {
         if self.rules.strip_authorization && request.headers.contains_key(header::AUTHORIZATION) {
             headers_to_remove.push(header::AUTHORIZATION);
         }
-        let dpop_nonce = token.as_ref().and_then(|t| {
-            let g = &self.guard.inner;
-            crate::sender::success_nonce(g.dpop.as_ref(), &g.clock, t)
-        });
+        let dpop_nonce = token
+            .as_ref()
+            .and_then(|t| self.guard.inner.success_nonce(t));
         Decision::Allow(Allow {
             route_index: route.index,
             path,

@@ -74,7 +74,7 @@ use crate::Guard;
 use crate::decision::config::{build_guard, from_toml, load};
 use crate::decision::{ConfigError, Decider, DpopConfig, HeaderRules, IssuerConfig, RouteConfig};
 use crate::gateway::BindError;
-use crate::gateway::listener::ConnLimits;
+use crate::gateway::listener::{ConnKeys, ConnLimits};
 
 mod certificate;
 pub mod grpc;
@@ -197,54 +197,22 @@ pub struct CheckLimitsConfig {
 
 impl CheckLimitsConfig {
     fn conn_limits(&self) -> Result<ConnLimits, ConfigError> {
-        use crate::gateway::listener::MIN_HEADER_BYTES;
-        let d = ConnLimits::default();
-        let key = |k: &str| format!("limits.{k}");
-        let secs = |k: &str, v, default| crate::gateway::seconds_or(&key(k), v, default);
-        let max_connections = self.max_connections.unwrap_or(d.max_connections);
-        if max_connections == 0 {
-            return Err(ConfigError::at(
-                key("max_connections"),
-                "0 would refuse every connection",
-            ));
-        }
-        let max_header_bytes = self.max_header_bytes.unwrap_or(d.max_header_bytes);
-        let max = crate::gateway::MAX_HEADER_BYTES;
-        if !(MIN_HEADER_BYTES..=max).contains(&max_header_bytes) {
-            return Err(ConfigError::at(
-                key("max_header_bytes"),
-                format!("{max_header_bytes} is not between {MIN_HEADER_BYTES} and {max}"),
-            ));
-        }
-        let max_concurrent_streams = self
-            .max_concurrent_streams
-            .unwrap_or(d.max_concurrent_streams);
-        if max_concurrent_streams == 0 {
-            return Err(ConfigError::at(
-                key("max_concurrent_streams"),
-                "0 would refuse every check",
-            ));
-        }
-        let keepalive = match self.keepalive_secs {
-            Some(0.0) => None,
-            other => Some(secs("keepalive_secs", other, Duration::from_secs(60))?),
+        // Proxies keep their connections to a check service open: a longer idle
+        // timeout than an edge's, and HTTP/2 pings to notice a vanished proxy.
+        let defaults = ConnLimits {
+            idle_timeout: Duration::from_secs(300),
+            keepalive: Some(Duration::from_secs(60)),
+            ..ConnLimits::default()
         };
-        Ok(ConnLimits {
-            header_read_timeout: secs(
-                "header_read_timeout_secs",
-                self.header_read_timeout_secs,
-                d.header_read_timeout,
-            )?,
-            idle_timeout: secs(
-                "idle_timeout_secs",
-                self.idle_timeout_secs,
-                Duration::from_secs(300),
-            )?,
-            max_connections,
-            max_header_bytes,
-            max_concurrent_streams,
-            keepalive,
-        })
+        let keys = ConnKeys {
+            header_read_timeout_secs: self.header_read_timeout_secs,
+            idle_timeout_secs: self.idle_timeout_secs,
+            max_connections: self.max_connections,
+            max_header_bytes: self.max_header_bytes,
+            max_concurrent_streams: self.max_concurrent_streams,
+            keepalive_secs: self.keepalive_secs,
+        };
+        ConnLimits::from_keys(keys, defaults)
     }
 }
 

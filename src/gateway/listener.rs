@@ -42,6 +42,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 
+use super::config::ConfigError;
 use crate::sender::ClientCertificate;
 
 /// The connection-level limits of one listener.
@@ -64,6 +65,76 @@ pub(crate) struct ConnLimits {
 
 /// hyper's floor for the HTTP/1.1 read buffer.
 pub(crate) const MIN_HEADER_BYTES: usize = 8 * 1024;
+
+/// The connection-level keys of a `[limits]` section as written (the gateway's
+/// and the check services'); absent keys take the listener's defaults.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct ConnKeys {
+    pub header_read_timeout_secs: Option<f64>,
+    pub idle_timeout_secs: Option<f64>,
+    pub max_connections: Option<usize>,
+    pub max_header_bytes: Option<usize>,
+    pub max_concurrent_streams: Option<u32>,
+    /// `0` turns pings off.
+    pub keepalive_secs: Option<f64>,
+}
+
+impl ConnLimits {
+    /// `keys` checked and applied over `defaults`; errors name `limits.<key>`.
+    pub(crate) fn from_keys(
+        keys: ConnKeys,
+        defaults: ConnLimits,
+    ) -> Result<ConnLimits, ConfigError> {
+        let key = |k: &str| format!("limits.{k}");
+        let secs = |k: &str, v, default| crate::gateway::seconds_or(&key(k), v, default);
+        let max_connections = keys.max_connections.unwrap_or(defaults.max_connections);
+        if max_connections == 0 {
+            return Err(ConfigError::at(
+                key("max_connections"),
+                "0 would refuse every connection",
+            ));
+        }
+        let max_header_bytes = keys.max_header_bytes.unwrap_or(defaults.max_header_bytes);
+        let max = crate::gateway::MAX_HEADER_BYTES;
+        if !(MIN_HEADER_BYTES..=max).contains(&max_header_bytes) {
+            return Err(ConfigError::at(
+                key("max_header_bytes"),
+                format!("{max_header_bytes} is not between {MIN_HEADER_BYTES} and {max}"),
+            ));
+        }
+        let max_concurrent_streams = keys
+            .max_concurrent_streams
+            .unwrap_or(defaults.max_concurrent_streams);
+        if max_concurrent_streams == 0 {
+            return Err(ConfigError::at(
+                key("max_concurrent_streams"),
+                // Only the check services configure it.
+                "0 would refuse every check",
+            ));
+        }
+        let keepalive = match keys.keepalive_secs {
+            Some(0.0) => None,
+            None => defaults.keepalive,
+            some => Some(secs("keepalive_secs", some, Duration::ZERO)?),
+        };
+        Ok(ConnLimits {
+            header_read_timeout: secs(
+                "header_read_timeout_secs",
+                keys.header_read_timeout_secs,
+                defaults.header_read_timeout,
+            )?,
+            idle_timeout: secs(
+                "idle_timeout_secs",
+                keys.idle_timeout_secs,
+                defaults.idle_timeout,
+            )?,
+            max_connections,
+            max_header_bytes,
+            max_concurrent_streams,
+            keepalive,
+        })
+    }
+}
 
 impl Default for ConnLimits {
     fn default() -> Self {

@@ -117,7 +117,7 @@ pub use reload::{Reloaded, Reloader};
 use access::{Note, X_REQUEST_ID};
 use body::{BoxError, UpstreamBody};
 use forward::{Forwarding, strip_hop_by_hop};
-use listener::{ConnLimits, MIN_HEADER_BYTES};
+use listener::ConnLimits;
 use tls::TlsListener;
 use upgrade::UpgradePolicy;
 use upstream::Upstreams;
@@ -837,43 +837,18 @@ struct Limits {
 
 impl Limits {
     fn from_config(c: &LimitsConfig) -> Result<Limits, ConfigError> {
-        let defaults = ConnLimits::default();
-        let key = |k: &str| format!("limits.{k}");
-        let max_connections = c.max_connections.unwrap_or(defaults.max_connections);
-        if max_connections == 0 {
-            return Err(ConfigError::at(
-                key("max_connections"),
-                "0 would refuse every connection",
-            ));
-        }
-        let max_header_bytes = c.max_header_bytes.unwrap_or(defaults.max_header_bytes);
-        if !(MIN_HEADER_BYTES..=MAX_HEADER_BYTES).contains(&max_header_bytes) {
-            return Err(ConfigError::at(
-                key("max_header_bytes"),
-                format!(
-                    "{max_header_bytes} is not between {MIN_HEADER_BYTES} and {MAX_HEADER_BYTES}"
-                ),
-            ));
-        }
+        let keys = listener::ConnKeys {
+            header_read_timeout_secs: c.header_read_timeout_secs,
+            idle_timeout_secs: c.idle_timeout_secs,
+            max_connections: c.max_connections,
+            max_header_bytes: c.max_header_bytes,
+            ..listener::ConnKeys::default()
+        };
         Ok(Limits {
-            conn: ConnLimits {
-                header_read_timeout: seconds_or(
-                    &key("header_read_timeout_secs"),
-                    c.header_read_timeout_secs,
-                    defaults.header_read_timeout,
-                )?,
-                idle_timeout: seconds_or(
-                    &key("idle_timeout_secs"),
-                    c.idle_timeout_secs,
-                    defaults.idle_timeout,
-                )?,
-                max_connections,
-                max_header_bytes,
-                ..defaults
-            },
+            conn: ConnLimits::from_keys(keys, ConnLimits::default())?,
             max_body_bytes: c.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY_BYTES),
             upstream_body_timeout: seconds_or(
-                &key("upstream_body_timeout_secs"),
+                "limits.upstream_body_timeout_secs",
                 c.upstream_body_timeout_secs,
                 Duration::from_secs(60),
             )?,
