@@ -10,13 +10,13 @@
 mod common;
 
 use std::io::{BufRead, BufReader, Write};
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::process::{Command, Stdio};
 
 use bearer_guard::Issuer;
 use bearer_guard::authz_server::DpopKey;
 use bearer_guard::clock::{Clock, ManualClock};
 use bearer_guard::sender::{Dpop, RedisReplayStore};
+use common::redis::RedisServer;
 use common::*;
 
 const ORIGIN: &str = "https://api.example.com";
@@ -65,58 +65,6 @@ async fn replica(issuer: &str, jwks: &str, redis: &str) {
     })
     .await
     .expect("stdin watcher");
-}
-
-/// `redis-server` on a free port, without persistence; killed on drop.
-struct RedisServer {
-    child: Child,
-    url: String,
-}
-
-impl RedisServer {
-    // The lint cannot see that `Drop` kills and waits for the child.
-    #[allow(clippy::zombie_processes)]
-    async fn start() -> RedisServer {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!(
-                    "cannot run redis-server ({e}): install it (Debian: apt-get install redis-server)"
-                )
-            });
-        // Ready when it accepts connections (bounded: 10 s).
-        for _ in 0..1000 {
-            if tokio::net::TcpStream::connect(("127.0.0.1", port))
-                .await
-                .is_ok()
-            {
-                return RedisServer {
-                    child,
-                    url: format!("redis://127.0.0.1:{port}/"),
-                };
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        panic!("redis-server did not start listening on port {port}");
-    }
-
-    fn stop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        self.stop();
-    }
 }
 
 async fn get_me(url: &str, token: &str, proof: &str) -> u16 {

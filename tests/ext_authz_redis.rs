@@ -11,13 +11,12 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
 
 use bearer_guard::authz_server::{AuthorizationServerHandle, DpopKey};
 use bearer_guard::clock::{Clock, ManualClock};
 use bearer_guard::ext_authz::{ExtAuthz, ExtAuthzConfig};
 use common::checks::send;
+use common::redis::RedisServer;
 use common::*;
 use envoy_types::pb::envoy::service::auth::v3::attribute_context::{HttpRequest, Request};
 use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
@@ -28,58 +27,6 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
 const ORIGIN: &str = "https://api.example.com";
-
-/// `redis-server` on a free port, without persistence; killed on drop.
-struct RedisServer {
-    child: Child,
-    url: String,
-}
-
-impl RedisServer {
-    // The lint cannot see that `Drop` kills and waits for the child.
-    #[allow(clippy::zombie_processes)]
-    async fn start() -> RedisServer {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!(
-                    "cannot run redis-server ({e}): install it (Debian: apt-get install redis-server)"
-                )
-            });
-        // Ready when it accepts connections (bounded: 10 s).
-        for _ in 0..1000 {
-            if tokio::net::TcpStream::connect(("127.0.0.1", port))
-                .await
-                .is_ok()
-            {
-                return RedisServer {
-                    child,
-                    url: format!("redis://127.0.0.1:{port}/"),
-                };
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        panic!("redis-server did not start listening on port {port}");
-    }
-
-    fn stop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
 
 /// One replica: both check listeners on fresh ports.
 struct Replica {

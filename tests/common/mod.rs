@@ -19,6 +19,8 @@ pub use static_keys::*;
 
 #[cfg(feature = "ext-authz")]
 pub mod checks;
+#[cfg(feature = "redis")]
+pub mod redis;
 
 pub const API: &str = "https://api.example.com";
 pub const OTHER_API: &str = "https://other.example.com";
