@@ -11,7 +11,6 @@
 
 mod common;
 
-
 use bearer_guard::authz_server::{AuthorizationServerHandle, DpopKey};
 use bearer_guard::clock::{Clock, ManualClock};
 use bearer_guard::ext_authz::{ExtAuthz, ExtAuthzConfig};
