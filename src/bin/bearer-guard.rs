@@ -8,9 +8,15 @@ use bearer_guard::cli::{Cli, Command, LogFormat, logging, verify};
 use bearer_guard::gateway::{Gateway, GatewayConfig, prometheus_builder, shutdown_signal};
 use clap::Parser as _;
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     let cli = Cli::parse();
+    match cli.runtime() {
+        Ok(runtime) => runtime.block_on(run(cli)),
+        Err(e) => usage(&e),
+    }
+}
+
+async fn run(cli: Cli) -> ExitCode {
     // `verify` prints its verdict on stdout; keep stderr quiet unless asked.
     let quiet = matches!(cli.command, Command::Verify(_));
     if let Err(e) = logging::init(cli.log_format, if quiet { "warn" } else { "info" }) {

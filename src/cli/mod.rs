@@ -24,9 +24,57 @@ pub struct Cli {
     /// (`bearer_guard=debug,hyper=warn`).
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+    /// Threads serving requests (default: `TOKIO_WORKER_THREADS`, else one per
+    /// core). With 1, a single-threaded runtime: no work stealing, cheaper per
+    /// request, for one core or one process per core.
+    #[arg(long, global = true, value_name = "N")]
+    pub worker_threads: Option<std::num::NonZeroUsize>,
     /// What to run.
     #[command(subcommand)]
     pub command: Command,
+}
+
+impl Cli {
+    /// The runtime the subcommand runs on: `--worker-threads`, else
+    /// `TOKIO_WORKER_THREADS`, else one thread per core; a single-threaded
+    /// runtime for one thread. A malformed `TOKIO_WORKER_THREADS` is an error.
+    ///
+    /// ```
+    /// use bearer_guard::cli::Cli;
+    /// use clap::Parser as _;
+    ///
+    /// let cli = Cli::parse_from(["bearer-guard", "--worker-threads", "1", "authz-server"]);
+    /// let runtime = cli.runtime().expect("a runtime");
+    /// let flavor = runtime.block_on(async { tokio::runtime::Handle::current().runtime_flavor() });
+    /// assert_eq!(flavor, tokio::runtime::RuntimeFlavor::CurrentThread);
+    /// ```
+    pub fn runtime(&self) -> Result<tokio::runtime::Runtime, String> {
+        let threads = match self.worker_threads {
+            Some(n) => Some(n.get()),
+            None => match std::env::var("TOKIO_WORKER_THREADS") {
+                Ok(text) => Some(
+                    text.trim()
+                        .parse::<std::num::NonZeroUsize>()
+                        .map_err(|e| format!("TOKIO_WORKER_THREADS={text:?}: {e}"))?
+                        .get(),
+                ),
+                Err(_) => None,
+            },
+        };
+        let mut builder = match threads {
+            Some(1) => tokio::runtime::Builder::new_current_thread(),
+            Some(n) => {
+                let mut b = tokio::runtime::Builder::new_multi_thread();
+                b.worker_threads(n);
+                b
+            }
+            None => tokio::runtime::Builder::new_multi_thread(),
+        };
+        builder
+            .enable_all()
+            .build()
+            .map_err(|e| format!("cannot start the runtime: {e}"))
+    }
 }
 
 /// The subcommands.
