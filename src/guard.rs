@@ -207,8 +207,10 @@ impl Guard {
             Early::Done(result) => result,
             Early::Verify(scheme, token) => {
                 let request = Some((method, uri, headers));
-                self.verify_request(scheme, token, request, certificate)
-                    .await
+                // Boxed: the verification's future (a key fetch, a replay-store
+                // call) is kilobytes, and inline it would make every caller's
+                // future as large, moved on every request, cache hit or not.
+                Box::pin(self.verify_request(scheme, token, request, certificate)).await
             }
         }
     }

@@ -62,22 +62,38 @@ fn acceptable(value: &HeaderValue) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"-_.:/+=@".contains(b))
 }
 
-/// 128 random bits as 32 lowercase hex digits.
+/// A 128-bit id as 32 lowercase hex digits, unique within the process: 64 bits
+/// drawn at random once per process, then a per-request counter through a
+/// bijection of `u64` (so ids never repeat before 2^64 requests, and do not
+/// read as a count). An id names a request in the logs; it is no secret, and
+/// costs no random-number generator call per request.
 pub(crate) fn fresh_request_id() -> HeaderValue {
-    let mut bytes = [0u8; 16];
-    // aws-lc's DRBG; it does not fail on a supported platform, and a request
-    // id is not a secret: fall back to the time rather than refuse requests.
-    if aws_lc_rs::rand::fill(&mut bytes).is_err() {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos());
-        bytes = nanos.to_be_bytes();
-    }
+    use std::sync::OnceLock;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static SEED: OnceLock<[u64; 2]> = OnceLock::new();
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let [process, start] = *SEED.get_or_init(|| {
+        let mut bytes = [0u8; 16];
+        if aws_lc_rs::rand::fill(&mut bytes).is_err() {
+            // No system randomness: the time still tells processes apart.
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos());
+            bytes = nanos.to_be_bytes();
+        }
+        let (a, b) = bytes.split_at(8);
+        let word = |half: &[u8]| u64::from_be_bytes(half.try_into().unwrap_or_default());
+        [word(a), word(b)]
+    });
+    let count = NEXT.fetch_add(1, Ordering::Relaxed).wrapping_add(start);
+    // Multiplying by an odd constant and xor-shifting are both invertible.
+    let mut scrambled = count.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    scrambled ^= scrambled >> 29;
+    let value = (u128::from(process) << 64) | u128::from(scrambled);
     let mut hex = [0u8; 32];
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    for (i, b) in bytes.iter().enumerate() {
-        hex[2 * i] = DIGITS[usize::from(b >> 4)];
-        hex[2 * i + 1] = DIGITS[usize::from(b & 0xf)];
+    for (i, digit) in hex.iter_mut().enumerate() {
+        *digit = DIGITS[((value >> (124 - 4 * i)) & 0xf) as usize];
     }
     HeaderValue::from_bytes(&hex).unwrap_or_else(|_| HeaderValue::from_static("0"))
 }
@@ -107,8 +123,16 @@ pub(crate) struct Line<'a> {
 impl Line<'_> {
     pub(crate) fn emit(&self) {
         let note = self.note;
-        metrics::histogram!(REQUEST_DURATION, "outcome" => note.outcome)
-            .record(self.latency.as_secs_f64());
+        static FORWARDED: crate::metrics::Hot<metrics::Histogram> = crate::metrics::Hot::new();
+        let seconds = self.latency.as_secs_f64();
+        if note.outcome == "forwarded" {
+            FORWARDED.with(
+                || metrics::histogram!(REQUEST_DURATION, "outcome" => "forwarded"),
+                |h| h.record(seconds),
+            );
+        } else {
+            metrics::histogram!(REQUEST_DURATION, "outcome" => note.outcome).record(seconds);
+        }
         tracing::info!(
             target: "bearer_guard::access",
             request_id = self.request_id.to_str().unwrap_or("-"),
@@ -146,6 +170,17 @@ mod tests {
         assert_eq!(a.len(), 32);
         assert!(a.as_bytes().iter().all(|c| c.is_ascii_hexdigit()));
         assert_ne!(a, b);
+    }
+
+    #[test]
+    fn fresh_ids_never_repeat_and_share_the_process_half() {
+        let ids: std::collections::HashSet<HeaderValue> =
+            (0..10_000).map(|_| fresh_request_id()).collect();
+        assert_eq!(ids.len(), 10_000);
+        let first = fresh_request_id();
+        let second = fresh_request_id();
+        assert_eq!(first.as_bytes()[..16], second.as_bytes()[..16]);
+        assert_ne!(first.as_bytes()[16..], second.as_bytes()[16..]);
     }
 
     #[test]

@@ -21,6 +21,11 @@ const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host")
 /// `Trailer` is end-to-end (RFC 9110 §6.6.2, not in §7.6.1's list) and kept:
 /// hyper sends HTTP/1.1 trailer fields only when `Trailer` declares them.
 pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Most messages carry none, or only `Connection`: one pass over the names
+    // present, rather than a lookup per hop-by-hop name.
+    if !headers.keys().any(is_hop_by_hop) {
+        return;
+    }
     let named: Vec<HeaderName> = headers
         .get_all(CONNECTION)
         .iter()
@@ -40,6 +45,42 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
 }
 
 /// `[forward]`'s forwarding switches, checked.
+/// Whether `name` is one of RFC 9110 §7.6.1's hop-by-hop fields (and the
+/// non-standard `Keep-Alive` and `Proxy-Connection`).
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    *name == CONNECTION
+        || *name == TE
+        || *name == TRANSFER_ENCODING
+        || *name == UPGRADE
+        || HOP_BY_HOP[1..3].contains(&name.as_str())
+}
+
+/// `ip` as text, appended to `out`: an IPv4 address digit by digit (the usual
+/// case, a tenth of `Display`'s cost), an IPv6 one by `Display`.
+fn write_ip(out: &mut Vec<u8>, ip: IpAddr) {
+    match ip {
+        IpAddr::V4(v4) => {
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b'.');
+                }
+                if octet >= 100 {
+                    out.push(b'0' + octet / 100);
+                }
+                if octet >= 10 {
+                    out.push(b'0' + octet / 10 % 10);
+                }
+                out.push(b'0' + octet % 10);
+            }
+        }
+        IpAddr::V6(v6) => {
+            use std::io::Write as _;
+            // Writing to a Vec cannot fail.
+            let _ = write!(out, "{v6}");
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub(crate) struct Forwarding {
     x_forwarded: bool,
@@ -79,8 +120,7 @@ impl Forwarding {
             return;
         }
         // An IPv4 client of a dual-stack listener shows as `::ffff:a.b.c.d`.
-        let peer = peer.to_canonical().to_string();
-        let mut list: Vec<u8> = Vec::new();
+        let mut list: Vec<u8> = Vec::with_capacity(64);
         for value in headers.get_all(&X_FORWARDED_FOR) {
             let value = value.as_bytes().trim_ascii();
             if !value.is_empty() {
@@ -88,7 +128,7 @@ impl Forwarding {
                 list.extend_from_slice(b", ");
             }
         }
-        list.extend_from_slice(peer.as_bytes());
+        write_ip(&mut list, peer.to_canonical());
         // Joined from valid values and an address: cannot fail, but never panic.
         if let Ok(value) = HeaderValue::from_bytes(&list) {
             headers.insert(X_FORWARDED_FOR, value);
@@ -179,6 +219,30 @@ mod tests {
             .iter()
             .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
             .collect()
+    }
+
+    #[test]
+    fn addresses_are_written_as_display_writes_them() {
+        for text in [
+            "0.0.0.0",
+            "9.10.99.100",
+            "127.0.0.1",
+            "192.0.2.255",
+            "255.255.255.255",
+            "::1",
+            "2001:db8::7",
+        ] {
+            let ip: IpAddr = text.parse().expect("ip");
+            let mut out = b"x ".to_vec();
+            write_ip(&mut out, ip);
+            assert_eq!(out, format!("x {ip}").into_bytes());
+        }
+        let every_octet = (0..=255u8).map(|o| IpAddr::from([o, o, 0, 1]));
+        for ip in every_octet {
+            let mut out = Vec::new();
+            write_ip(&mut out, ip);
+            assert_eq!(out, ip.to_string().into_bytes());
+        }
     }
 
     #[test]

@@ -589,8 +589,14 @@ impl Gateway {
         peer: SocketAddr,
     ) -> Response<GatewayBody> {
         if mode.admin && req.uri().path().starts_with("/-/") {
-            let mut response =
-                admin(self.guard(), self.shared.metrics.as_ref(), req.uri().path()).await;
+            // Boxed: a readiness probe may load keys, a large future the
+            // proxied requests should not carry.
+            let mut response = Box::pin(admin(
+                self.guard(),
+                self.shared.metrics.as_ref(),
+                req.uri().path(),
+            ))
+            .await;
             response.extensions_mut().insert(Note {
                 outcome: "admin",
                 ..Note::default()
@@ -1127,10 +1133,59 @@ fn empty() -> GatewayBody {
 
 /// Counts the request under `outcome`, which the access log line also names.
 fn count(outcome: &'static str, mut response: Response<GatewayBody>) -> Response<GatewayBody> {
-    metrics::counter!("bearer_guard_gateway_requests_total", "outcome" => outcome).increment(1);
+    const NAME: &str = "bearer_guard_gateway_requests_total";
+    static FORWARDED: crate::metrics::Hot<metrics::Counter> = crate::metrics::Hot::new();
+    if outcome == "forwarded" {
+        FORWARDED.with(
+            || metrics::counter!(NAME, "outcome" => outcome),
+            |c| c.increment(1),
+        );
+    } else {
+        metrics::counter!(NAME, "outcome" => outcome).increment(1);
+    }
     response.extensions_mut().insert(Note {
         outcome,
         ..Note::default()
     });
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The size of the future `f` returns, without calling it.
+    fn future_size<A, F: Future>(_: impl Fn(A) -> F) -> usize {
+        std::mem::size_of::<F>()
+    }
+
+    #[test]
+    fn request_futures_stay_small() {
+        let peer: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let mode = Mode {
+            proxy: true,
+            admin: false,
+        };
+        let whole = future_size(move |(g, r): (Gateway, Request<Incoming>)| async move {
+            g.handle_logged(r, mode, peer).await
+        });
+        let handle = future_size(move |(g, r): (Gateway, Request<Incoming>)| async move {
+            g.handle(r, mode, peer).await
+        });
+        let decide = future_size(move |(d, r): (Decider, CheckRequest<'static>)| async move {
+            d.decide(&r).await
+        });
+        let forward = future_size(
+            move |(g, r, a): (Gateway, Request<Incoming>, Allow)| async move {
+                g.forward(r, a, peer.ip()).await
+            },
+        );
+        // hyper moves each request's future into its connection's slot: every
+        // byte of it is copied on every request. The slow paths (a key fetch, a
+        // replay-store call, a readiness probe) are boxed to keep it so; these
+        // bounds are for debug builds, where futures are largest.
+        let sizes = format!("whole {whole}, handle {handle}, decide {decide}, forward {forward}");
+        assert!(decide <= 1024, "{sizes}");
+        assert!(whole <= 4096, "{sizes}");
+    }
 }
