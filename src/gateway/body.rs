@@ -13,6 +13,8 @@ use hyper::body::Incoming;
 use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
 
+use super::pool::Checkin;
+
 /// The error of a body relayed by the gateway.
 pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -31,16 +33,38 @@ pin_project! {
         stall: Sleep,
         timeout: Duration,
         waiting: bool,
+        // The pooled connection the body comes on, returned at its end.
+        connection: Returned,
     }
 }
 
 impl UpstreamBody {
-    pub(crate) fn new(inner: Incoming, timeout: Duration) -> Self {
+    /// `checkin` returns the body's connection to its pool once the body ended
+    /// (`None`: hyper-util's client pools it).
+    pub(crate) fn new(inner: Incoming, timeout: Duration, checkin: Option<Checkin>) -> Self {
+        let mut connection = Returned(checkin);
+        if inner.is_end_stream() {
+            // No body (HEAD, 204, 304, `Content-Length: 0`): nothing polls it.
+            connection.ended();
+        }
         UpstreamBody {
             inner,
             stall: tokio::time::sleep(timeout),
             timeout,
             waiting: false,
+            connection,
+        }
+    }
+}
+
+/// The connection a body is read from; dropped (so closed) with the body
+/// unless [`Returned::ended`] returned it first.
+struct Returned(Option<Checkin>);
+
+impl Returned {
+    fn ended(&mut self) {
+        if let Some(checkin) = self.0.take() {
+            checkin.done();
         }
     }
 }
@@ -54,9 +78,15 @@ impl Body for UpstreamBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let mut this = self.project();
-        match this.inner.poll_frame(cx) {
+        match this.inner.as_mut().poll_frame(cx) {
             Poll::Ready(frame) => {
                 *this.waiting = false;
+                match &frame {
+                    // The end, or the last frame (hyper asks no further then).
+                    None => this.connection.ended(),
+                    Some(Ok(_)) if this.inner.is_end_stream() => this.connection.ended(),
+                    Some(_) => {}
+                }
                 Poll::Ready(frame.map(|f| f.map_err(BoxError::from)))
             }
             Poll::Pending => {

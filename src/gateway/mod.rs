@@ -99,6 +99,7 @@ mod body;
 pub mod config;
 mod forward;
 pub(crate) mod listener;
+mod pool;
 mod reload;
 mod tls;
 mod upgrade;
@@ -665,11 +666,16 @@ impl Gateway {
             Some(q) => format!("{}{path}?{q}", upstream.base),
             None => format!("{}{path}", upstream.base),
         };
-        let uri = Uri::builder()
-            .scheme(upstream.scheme.clone())
-            .authority(upstream.authority.clone())
-            .path_and_query(target)
-            .build();
+        // The pool sends origin-form (and sets Host); hyper-util's client
+        // wants the absolute URI.
+        let uri = match upstream.pool {
+            Some(_) => Uri::builder().path_and_query(target).build(),
+            None => Uri::builder()
+                .scheme(upstream.scheme.clone())
+                .authority(upstream.authority.clone())
+                .path_and_query(target)
+                .build(),
+        };
         let Ok(uri) = uri else {
             return count(
                 "bad_request",
@@ -716,12 +722,20 @@ impl Gateway {
             body,
             usize::try_from(s.max_body_bytes).unwrap_or(usize::MAX),
         );
-        let sent = s
-            .upstreams
-            .client(upstream)
-            .request(Request::from_parts(parts, body));
+        let request = Request::from_parts(parts, body);
+        let sent = async {
+            match &upstream.pool {
+                Some(pool) => pool.send(request).await.map(|(r, c)| (r, Some(c))),
+                None => match s.upstreams.client(upstream).request(request).await {
+                    Ok(response) => Ok((response, None)),
+                    Err(e) => Err(BoxError::from(e)),
+                },
+            }
+        };
         match tokio::time::timeout(s.upstream_timeout, sent).await {
-            Ok(Ok(response)) if response.status() == StatusCode::SWITCHING_PROTOCOLS => {
+            Ok(Ok((response, _connection)))
+                if response.status() == StatusCode::SWITCHING_PROTOCOLS =>
+            {
                 let refused = match upgrade.map(|u| u.splice(response)) {
                     Some(Ok(switched)) => return count("upgraded", switched.map(|()| empty())),
                     Some(Err(why)) => why,
@@ -737,7 +751,7 @@ impl Gateway {
                     ),
                 )
             }
-            Ok(Ok(response)) => {
+            Ok(Ok((response, connection))) => {
                 let (mut parts, body) = response.into_parts();
                 strip_hop_by_hop(&mut parts.headers);
                 // The client's connection is the gateway's: an HTTP/1.0 upstream
@@ -746,17 +760,17 @@ impl Gateway {
                 if let Some(nonce) = dpop_nonce {
                     parts.headers.insert(DPOP_NONCE, nonce);
                 }
-                let body = UpstreamBody::new(body, s.upstream_body_timeout).boxed();
+                let body = UpstreamBody::new(body, s.upstream_body_timeout, connection).boxed();
                 count("forwarded", Response::from_parts(parts, body))
             }
-            Ok(Err(e)) if caused_by::<LengthLimitError>(&e) => {
+            Ok(Err(e)) if caused_by::<LengthLimitError>(&*e) => {
                 count("payload_too_large", too_large(client_version))
             }
             Ok(Err(e)) => {
                 // The whole chain: a refused certificate is only in a source.
                 tracing::warn!(
                     upstream = %upstream.authority,
-                    error = %error_chain(&e),
+                    error = %error_chain(&*e),
                     "upstream request failed"
                 );
                 count(

@@ -22,6 +22,7 @@ use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 
 use super::config::{ConfigError, GatewayConfig};
+use super::pool::Http1Pool;
 use super::tls::{provider, read_roots};
 
 /// One upstream URL, checked.
@@ -33,6 +34,9 @@ pub(crate) struct Upstream {
     pub base: String,
     /// `h2c://`: HTTP/2 without TLS, by prior knowledge.
     pub h2c: bool,
+    /// `http://`: its kept-alive HTTP/1.1 connections (the others go through
+    /// hyper-util's client, [`Upstreams::client`]).
+    pub pool: Option<Arc<Http1Pool>>,
 }
 
 impl Upstream {
@@ -70,11 +74,14 @@ impl Upstream {
                 "{text:?}: an upstream URL cannot have a query"
             )));
         }
+        // Plain HTTP/1.1 goes through the gateway's own pool (`pool.rs`).
+        let pool = (scheme == Scheme::HTTP && !h2c).then(|| Http1Pool::new(authority.clone()));
         Ok(Upstream {
             scheme,
             authority,
             base: uri.path().trim_end_matches('/').to_owned(),
             h2c,
+            pool,
         })
     }
 }

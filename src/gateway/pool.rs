@@ -1,0 +1,402 @@
+//! Kept-alive HTTP/1.1 connections to one plain `http://` upstream (`https://`
+//! and `h2c://` upstreams use hyper-util's pooled client, `upstream.rs`).
+//!
+//! Most proxied requests go to one upstream over HTTP/1.1, and a general pool
+//! (a map keyed by scheme and authority, hashed with SipHash per request, a
+//! checkout future, a waiter list) cost about as much per request as the
+//! request's own encoding. Here a request pops the most recently used idle
+//! connection (LIFO: the warmest one, and idle ones at the bottom age out),
+//! sends on it, and the connection goes back when the response body has been
+//! relayed whole ([`Checkin`], held by the response body).
+//!
+//! A connection is never reused after a response the client did not read to
+//! its end, an upgrade (its stream belongs to the spliced connection), or an
+//! error; hyper closes it. One that the upstream closed while idle is found
+//! closed and dropped at checkout; if it closes just as a request is sent, the
+//! request comes back unsent and goes out on another connection (only then: a
+//! request that may have been written is never sent twice). Connections idle
+//! longer than [`IDLE_TIMEOUT`] are closed, and at most [`MAX_IDLE`] are kept.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use http::uri::Authority;
+use http::{HeaderValue, Request, Response, header};
+use http_body_util::Limited;
+use hyper::body::Incoming;
+use hyper::client::conn::http1::{self, SendRequest};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+use super::body::BoxError;
+use crate::sync::lock;
+
+/// An idle connection older than this is closed rather than reused: below the
+/// keep-alive timeouts of common servers (nginx 75 s, Node 5 s is shorter, and
+/// is found closed), so a connection is rarely reused just as the upstream
+/// closes it.
+pub(crate) const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Idle connections kept per upstream, beyond which a returned one is closed.
+pub(crate) const MAX_IDLE: usize = 256;
+
+type Sender = SendRequest<Limited<Incoming>>;
+
+struct Idle {
+    sender: Sender,
+    since: Instant,
+}
+
+/// The kept-alive connections to one upstream.
+pub(crate) struct Http1Pool {
+    authority: Authority,
+    host: HeaderValue,
+    idle: Mutex<Vec<Idle>>,
+}
+
+impl std::fmt::Debug for Http1Pool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Http1Pool")
+            .field("authority", &self.authority)
+            .field("idle", &lock(&self.idle).len())
+            .finish()
+    }
+}
+
+impl Http1Pool {
+    pub(crate) fn new(authority: Authority) -> Arc<Http1Pool> {
+        // An authority is a valid header value (it was parsed from a URL).
+        let host = HeaderValue::from_str(authority.as_str())
+            .unwrap_or_else(|_| HeaderValue::from_static("localhost"));
+        Arc::new(Http1Pool {
+            authority,
+            host,
+            idle: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// Sends `req` (origin-form target; `Host` is set to the upstream's) on a
+    /// kept-alive connection or a new one. The [`Checkin`] returns the
+    /// connection when the response body has been relayed: put it in the body.
+    pub(crate) async fn send(
+        self: &Arc<Self>,
+        mut req: Request<Limited<Incoming>>,
+    ) -> Result<(Response<Incoming>, Checkin), BoxError> {
+        req.headers_mut().insert(header::HOST, self.host.clone());
+        loop {
+            let (mut sender, reused) = match self.checkout() {
+                Some(sender) => (sender, true),
+                None => (self.connect().await?, false),
+            };
+            match sender.try_send_request(req).await {
+                Ok(response) => {
+                    let checkin = Checkin {
+                        pool: Arc::clone(self),
+                        sender: Some(sender),
+                    };
+                    return Ok((response, checkin));
+                }
+                Err(mut failed) => match failed.take_message() {
+                    // Never written: the kept-alive connection was closed
+                    // under it. Another one (or a new one) gets it.
+                    Some(unsent) if reused => req = unsent,
+                    _ => return Err(failed.into_error().into()),
+                },
+            }
+        }
+    }
+
+    /// The most recently returned connection that is open and ready.
+    fn checkout(&self) -> Option<Sender> {
+        let mut idle = lock(&self.idle);
+        let now = Instant::now();
+        // The oldest are at the front: drop those idle too long.
+        let expired = idle
+            .iter()
+            .take_while(|i| now.duration_since(i.since) > IDLE_TIMEOUT)
+            .count();
+        idle.drain(..expired);
+        // A returned connection is ready as soon as hyper has seen its response
+        // end, which is before the body's end reached us; one that is not (yet)
+        // is kept for later rather than closed, and a closed one is dropped.
+        let mut busy = Vec::new();
+        let found = loop {
+            match idle.pop() {
+                None => break None,
+                Some(i) if i.sender.is_closed() => {}
+                Some(i) if i.sender.is_ready() => break Some(i.sender),
+                Some(i) => busy.push(i),
+            }
+        };
+        idle.extend(busy.into_iter().rev());
+        found
+    }
+
+    async fn connect(&self) -> Result<Sender, BoxError> {
+        let stream = TcpStream::connect(self.authority.as_str()).await?;
+        // A request's last small write is not held back by Nagle.
+        if let Err(e) = stream.set_nodelay(true) {
+            tracing::debug!(error = %e, "TCP_NODELAY not set on an upstream connection");
+        }
+        let (sender, connection) = http1::handshake(TokioIo::new(stream)).await?;
+        tokio::spawn(async move {
+            // Upgrades (WebSocket) take the connection over from hyper.
+            if let Err(e) = connection.with_upgrades().await {
+                tracing::debug!(error = %e, "upstream connection ended with an error");
+            }
+        });
+        Ok(sender)
+    }
+
+    fn checkin(&self, sender: Sender) {
+        if sender.is_closed() {
+            return;
+        }
+        let mut idle = lock(&self.idle);
+        if idle.len() < MAX_IDLE {
+            idle.push(Idle {
+                sender,
+                since: Instant::now(),
+            });
+        }
+    }
+
+    #[cfg(test)]
+    fn idle_count(&self) -> usize {
+        lock(&self.idle).len()
+    }
+}
+
+/// A connection lent to one response: returned to its pool by [`Checkin::done`]
+/// once the response body ended, closed when dropped before that.
+pub(crate) struct Checkin {
+    pool: Arc<Http1Pool>,
+    sender: Option<Sender>,
+}
+
+impl Checkin {
+    /// The response body was relayed to its end: the connection can serve the
+    /// next request.
+    pub(crate) fn done(mut self) {
+        if let Some(sender) = self.sender.take() {
+            self.pool.checkin(sender);
+        }
+    }
+}
+
+impl std::fmt::Debug for Checkin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Checkin").finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use http_body_util::{BodyExt as _, Full};
+    use tokio::net::TcpListener;
+
+    use super::*;
+
+    /// A real HTTP/1.1 server on loopback counting the connections it accepted;
+    /// each answers `hello` (and closes after its first response when
+    /// `close_after_one`).
+    async fn upstream(close_after_one: bool) -> (Authority, Arc<AtomicUsize>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let authority: Authority = listener
+            .local_addr()
+            .expect("addr")
+            .to_string()
+            .parse()
+            .expect("authority");
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let count = accepted.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
+                count.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(|req: Request<Incoming>| async move {
+                        let host = req.headers().get(header::HOST).cloned();
+                        let mut response =
+                            Response::new(Full::new(bytes::Bytes::from_static(b"hello")));
+                        if let Some(host) = host {
+                            response.headers_mut().insert("x-seen-host", host);
+                        }
+                        Ok::<_, std::convert::Infallible>(response)
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .keep_alive(!close_after_one)
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        (authority, accepted)
+    }
+
+    /// An empty request body of the type the gateway sends: an `Incoming`
+    /// cannot be made by hand, so one is taken from a real request.
+    async fn empty_body() -> Limited<Incoming> {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let tx = Mutex::new(Some(tx));
+        tokio::spawn(async move {
+            let (stream, _) = listener.accept().await.expect("accept");
+            let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+                if let Some(tx) = lock(&tx).take() {
+                    let _ = tx.send(req.into_body());
+                }
+                async {
+                    Ok::<_, std::convert::Infallible>(Response::new(Full::new(bytes::Bytes::new())))
+                }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+        let stream = TcpStream::connect(addr).await.expect("connect");
+        let (mut sender, conn) = http1::handshake::<_, Full<bytes::Bytes>>(TokioIo::new(stream))
+            .await
+            .expect("handshake");
+        tokio::spawn(conn);
+        let req = Request::builder()
+            .uri("/")
+            .header(header::HOST, "x")
+            .body(Full::default())
+            .expect("request");
+        tokio::spawn(async move { sender.send_request(req).await });
+        Limited::new(rx.await.expect("a body"), 1024)
+    }
+
+    async fn get(pool: &Arc<Http1Pool>) -> (Response<Incoming>, Checkin) {
+        let req = Request::builder()
+            .uri("/x")
+            .body(empty_body().await)
+            .expect("request");
+        pool.send(req).await.expect("sent")
+    }
+
+    #[tokio::test]
+    async fn a_connection_is_reused_once_its_response_was_read_whole() {
+        let (authority, accepted) = upstream(false).await;
+        let pool = Http1Pool::new(authority.clone());
+        for _ in 0..3 {
+            let (response, checkin) = get(&pool).await;
+            assert_eq!(response.headers()["x-seen-host"], authority.as_str());
+            let body = response
+                .into_body()
+                .collect()
+                .await
+                .expect("body")
+                .to_bytes();
+            assert_eq!(body, "hello");
+            checkin.done();
+            assert_eq!(pool.idle_count(), 1);
+        }
+        assert_eq!(
+            accepted.load(Ordering::SeqCst),
+            1,
+            "one connection for three requests"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_response_not_read_to_its_end_closes_its_connection() {
+        let (authority, accepted) = upstream(false).await;
+        let pool = Http1Pool::new(authority);
+        let (response, checkin) = get(&pool).await;
+        drop((response, checkin));
+        assert_eq!(pool.idle_count(), 0);
+        let (response, checkin) = get(&pool).await;
+        response.into_body().collect().await.expect("body");
+        checkin.done();
+        assert_eq!(accepted.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn a_connection_the_upstream_closed_is_not_used_again() {
+        let (authority, accepted) = upstream(true).await;
+        let pool = Http1Pool::new(authority);
+        for _ in 0..3 {
+            let (response, checkin) = get(&pool).await;
+            response.into_body().collect().await.expect("body");
+            checkin.done();
+        }
+        // Each response said `Connection: close`: never kept, never reused.
+        assert_eq!(accepted.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn a_connection_closed_without_notice_is_replaced() {
+        // An upstream that answers as if keeping the connection alive, then
+        // closes it: whether the pool sees the close before the next request
+        // or only when sending it, every request is answered.
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let authority: Authority = listener
+            .local_addr()
+            .expect("addr")
+            .to_string()
+            .parse()
+            .expect("authority");
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let count = accepted.clone();
+        tokio::spawn(async move {
+            use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+            loop {
+                let Ok((mut stream, _)) = listener.accept().await else {
+                    return;
+                };
+                count.fetch_add(1, Ordering::SeqCst);
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = stream
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello")
+                    .await;
+                drop(stream);
+            }
+        });
+        let pool = Http1Pool::new(authority);
+        for _ in 0..20 {
+            let (response, checkin) = get(&pool).await;
+            let body = response
+                .into_body()
+                .collect()
+                .await
+                .expect("body")
+                .to_bytes();
+            assert_eq!(body, "hello");
+            checkin.done();
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 20);
+    }
+
+    #[tokio::test]
+    async fn a_refused_connection_is_an_error() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let authority: Authority = listener
+            .local_addr()
+            .expect("addr")
+            .to_string()
+            .parse()
+            .expect("authority");
+        drop(listener);
+        let pool = Http1Pool::new(authority);
+        let req = Request::builder()
+            .uri("/")
+            .body(empty_body().await)
+            .expect("request");
+        assert!(pool.send(req).await.is_err());
+    }
+}
