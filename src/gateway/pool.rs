@@ -204,13 +204,7 @@ mod tests {
     /// each answers `hello` (and closes after its first response when
     /// `close_after_one`).
     async fn upstream(close_after_one: bool) -> (Authority, Arc<AtomicUsize>) {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let authority: Authority = listener
-            .local_addr()
-            .expect("addr")
-            .to_string()
-            .parse()
-            .expect("authority");
+        let (listener, authority) = bound().await;
         let accepted = Arc::new(AtomicUsize::new(0));
         let count = accepted.clone();
         tokio::spawn(async move {
@@ -242,8 +236,7 @@ mod tests {
     /// An empty request body of the type the gateway sends: an `Incoming`
     /// cannot be made by hand, so one is taken from a real request.
     async fn empty_body() -> Limited<Incoming> {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = listener.local_addr().expect("addr");
+        let (listener, authority) = bound().await;
         let (tx, rx) = tokio::sync::oneshot::channel();
         let tx = Mutex::new(Some(tx));
         tokio::spawn(async move {
@@ -260,7 +253,9 @@ mod tests {
                 .serve_connection(TokioIo::new(stream), service)
                 .await;
         });
-        let stream = TcpStream::connect(addr).await.expect("connect");
+        let stream = TcpStream::connect(authority.as_str())
+            .await
+            .expect("connect");
         let (mut sender, conn) = http1::handshake::<_, Full<bytes::Bytes>>(TokioIo::new(stream))
             .await
             .expect("handshake");
@@ -272,6 +267,20 @@ mod tests {
             .expect("request");
         tokio::spawn(async move { sender.send_request(req).await });
         Limited::new(rx.await.expect("a body"), 1024)
+    }
+
+    async fn bound() -> (TcpListener, Authority) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        (listener, addr.to_string().parse().expect("authority"))
+    }
+
+    /// One GET whose body is read whole, its connection then returned.
+    async fn read_whole(pool: &Arc<Http1Pool>) -> bytes::Bytes {
+        let (response, checkin) = get(pool).await;
+        let body = response.into_body().collect().await.expect("body");
+        checkin.done();
+        body.to_bytes()
     }
 
     async fn get(pool: &Arc<Http1Pool>) -> (Response<Incoming>, Checkin) {
@@ -324,9 +333,7 @@ mod tests {
         let (authority, accepted) = upstream(true).await;
         let pool = Http1Pool::new(authority);
         for _ in 0..3 {
-            let (response, checkin) = get(&pool).await;
-            response.into_body().collect().await.expect("body");
-            checkin.done();
+            read_whole(&pool).await;
         }
         // Each response said `Connection: close`: never kept, never reused.
         assert_eq!(accepted.load(Ordering::SeqCst), 3);
@@ -337,13 +344,7 @@ mod tests {
         // An upstream that answers as if keeping the connection alive, then
         // closes it: whether the pool sees the close before the next request
         // or only when sending it, every request is answered.
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let authority: Authority = listener
-            .local_addr()
-            .expect("addr")
-            .to_string()
-            .parse()
-            .expect("authority");
+        let (listener, authority) = bound().await;
         let accepted = Arc::new(AtomicUsize::new(0));
         let count = accepted.clone();
         tokio::spawn(async move {
@@ -369,28 +370,14 @@ mod tests {
         });
         let pool = Http1Pool::new(authority);
         for _ in 0..20 {
-            let (response, checkin) = get(&pool).await;
-            let body = response
-                .into_body()
-                .collect()
-                .await
-                .expect("body")
-                .to_bytes();
-            assert_eq!(body, "hello");
-            checkin.done();
+            assert_eq!(read_whole(&pool).await, "hello");
         }
         assert_eq!(accepted.load(Ordering::SeqCst), 20);
     }
 
     #[tokio::test]
     async fn a_refused_connection_is_an_error() {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let authority: Authority = listener
-            .local_addr()
-            .expect("addr")
-            .to_string()
-            .parse()
-            .expect("authority");
+        let (listener, authority) = bound().await;
         drop(listener);
         let pool = Http1Pool::new(authority);
         let req = Request::builder()
