@@ -494,8 +494,7 @@ impl ExtAuthz {
         let check = self.http_service();
         let handler = move |mut req: ::http::Request<hyper::body::Incoming>, peer: SocketAddr| {
             req.extensions_mut().insert(PeerAddr(peer));
-            let check = check.clone();
-            async move { check.check(req).await }
+            check.clone().check(req)
         };
         crate::gateway::listener::serve_connections_with(
             listener,

@@ -33,6 +33,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures_util::FutureExt as _;
 use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -425,12 +426,12 @@ impl Conn {
             {
                 req.extensions_mut().insert(ticket.clone());
             }
-            let response = handler(req, peer);
-            async move {
-                let response = response.await;
+            // A combinator: an async block awaiting the handler's future
+            // would hold it twice, and hyper moves this future into place.
+            handler(req, peer).map(move |response| {
                 drop(in_flight);
                 Ok::<_, Infallible>(response)
-            }
+            })
         });
         // Upgrades are handed to the handler (`hyper::upgrade::on`); once
         // upgraded, this task ends and the request's ticket holds the slot.

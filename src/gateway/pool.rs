@@ -17,8 +17,13 @@
 //! request that may have been written is never sent twice). Connections idle
 //! longer than [`IDLE_TIMEOUT`] are closed, and at most [`MAX_IDLE`] are kept.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use futures_util::FutureExt as _;
+use futures_util::future::Either;
 
 use http::uri::Authority;
 use http::{HeaderValue, Request, Response, header};
@@ -42,6 +47,11 @@ pub(crate) const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 pub(crate) const MAX_IDLE: usize = 256;
 
 type Sender = SendRequest<Limited<Incoming>>;
+
+/// An upstream's answer and the connection it came on, or why there is none.
+pub(crate) type Sent = Result<(Response<Incoming>, Checkin), BoxError>;
+
+type Slow = Pin<Box<dyn Future<Output = Sent> + Send>>;
 
 struct Idle {
     sender: Sender,
@@ -79,11 +89,39 @@ impl Http1Pool {
     /// Sends `req` (origin-form target; `Host` is set to the upstream's) on a
     /// kept-alive connection or a new one. The [`Checkin`] returns the
     /// connection when the response body has been relayed: put it in the body.
-    pub(crate) async fn send(
+    ///
+    /// With a kept-alive connection ready (the usual case), the request is
+    /// handed to it at once and the future only waits for the answer; a new
+    /// connection, or a retry, is a boxed future of its own.
+    pub(crate) fn send(
         self: &Arc<Self>,
         mut req: Request<Limited<Incoming>>,
-    ) -> Result<(Response<Incoming>, Checkin), BoxError> {
+    ) -> impl Future<Output = Sent> + Send + 'static {
         req.headers_mut().insert(header::HOST, self.host.clone());
+        let Some(mut sender) = self.checkout() else {
+            return Either::Right(Box::pin(Arc::clone(self).send_on_any(req)) as Slow);
+        };
+        let pool = Arc::clone(self);
+        let sent = sender.try_send_request(req);
+        Either::Left(sent.then(move |sent| match sent {
+            Ok(response) => {
+                let checkin = Checkin {
+                    pool,
+                    sender: Some(sender),
+                };
+                Either::Left(std::future::ready(Ok((response, checkin))))
+            }
+            Err(mut failed) => match failed.take_message() {
+                // Never written: the kept-alive connection was closed under
+                // it. Another one (or a new one) gets it.
+                Some(unsent) => Either::Right(Box::pin(pool.send_on_any(unsent)) as Slow),
+                None => Either::Left(std::future::ready(Err(failed.into_error().into()))),
+            },
+        }))
+    }
+
+    /// [`send`](Self::send) on the next ready connection, else a new one.
+    async fn send_on_any(self: Arc<Self>, mut req: Request<Limited<Incoming>>) -> Sent {
         loop {
             let (mut sender, reused) = match self.checkout() {
                 Some(sender) => (sender, true),
@@ -92,14 +130,12 @@ impl Http1Pool {
             match sender.try_send_request(req).await {
                 Ok(response) => {
                     let checkin = Checkin {
-                        pool: Arc::clone(self),
+                        pool: Arc::clone(&self),
                         sender: Some(sender),
                     };
                     return Ok((response, checkin));
                 }
                 Err(mut failed) => match failed.take_message() {
-                    // Never written: the kept-alive connection was closed
-                    // under it. Another one (or a new one) gets it.
                     Some(unsent) if reused => req = unsent,
                     _ => return Err(failed.into_error().into()),
                 },
