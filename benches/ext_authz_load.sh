@@ -16,7 +16,8 @@
 # HTTP, h2load -t1 for gRPC. Reported: req/s, p99, the ratio to plain nginx, and
 # the share of the server core that other processes took during each run (from
 # /proc/stat less the serving processes' own ticks): above a few %, the figure is
-# disturbed; run again on a quiet machine.
+# disturbed; run again on a quiet machine. bearer-guard runs with
+# `--worker-threads 1` (a single-threaded runtime on its one core).
 # The target of issue #12: auth >= 0.45x plain (the subrequest doubles nginx's
 # own work, so 0.5x is the ceiling).
 #
@@ -149,8 +150,9 @@ scopes_any = ["orders:read"]
 [forward]
 claims_to_headers = { sub = "x-auth-sub", client_id = "x-auth-client-id", scope = "x-auth-scope" }
 EOF
-BEARER_GUARD_LOG=warn taskset -c "$SERVER_CPU" "$BG" ext-authz --config "$WORK/ext-authz.toml" \
-    2>"$WORK/bg.err" &
+# One core: one worker thread (a single-threaded runtime), as nginx has one worker.
+BEARER_GUARD_LOG=warn taskset -c "$SERVER_CPU" "$BG" --worker-threads 1 ext-authz \
+    --config "$WORK/ext-authz.toml" 2>"$WORK/bg.err" &
 BG_PID=$!
 PIDS+=("$BG_PID")
 wait_port "$ADMIN_PORT" "bearer-guard ext-authz"

@@ -21,11 +21,14 @@
 #   tls-public, tls-validating
 #                 the same over TLS 1.3 (one self-signed ECDSA P-256 certificate
 #                 made by openssl, served by both), wrk reusing its connections.
-# Printed: req/s and p99 latency for each, and the gateway/nginx ratio.
+# Each scenario runs $ROUNDS rounds, nginx then the gateway in each, so a slow
+# spell of the machine touches both; printed: the median req/s and p99 of each
+# over the rounds, and the ratio of the medians (nginx alone moved by ±20 %
+# between runs on an idle VM).
 # The figures are only as good as the machine is quiet: the load average is
 # printed first and last; on a machine busy with other work, say so with them.
 #
-# Knobs (env): DURATION (s, 10), CONNECTIONS (32), SERVER_CPU (0),
+# Knobs (env): DURATION (s, 10), ROUNDS (3), CONNECTIONS (32), SERVER_CPU (0),
 # CLIENT_CPU (1), AS_PORT (19380), UP_PORT (19381), NGINX_PORT (19382),
 # NGINX_TLS_PORT (19383), GW_PORT (19384), GW_TLS_PORT (19385), CARGO_TARGET_DIR
 # (target), NO_BUILD=1 to use the release binary already built.
@@ -33,6 +36,7 @@
 set -euo pipefail
 
 DURATION=${DURATION:-10}
+ROUNDS=${ROUNDS:-3}
 CONNECTIONS=${CONNECTIONS:-32}
 SERVER_CPU=${SERVER_CPU:-0}
 CLIENT_CPU=${CLIENT_CPU:-1}
@@ -236,6 +240,20 @@ measure() { # measure URL: "req/s p99" from one wrk run
     awk '/^Requests\/sec:/ { rps = $2 } $1 == "99%" { p99 = $2 } END { print rps, p99 }' <<<"$out"
 }
 
+median() { # median "RPS P99"...: the median req/s and the median p99 (ms)
+    local rps p99
+    rps=$(printf '%s\n' "$@" | awk '{ print $1 }' | sort -g |
+        awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }')
+    p99=$(printf '%s\n' "$@" | awk '{
+        p = $2
+        if (p ~ /us$/) { sub(/us$/, "", p); p /= 1000 }
+        else if (p ~ /ms$/) sub(/ms$/, "", p)
+        else if (p ~ /s$/) { sub(/s$/, "", p); p *= 1000 }
+        print p
+    }' | sort -g | awk '{ a[NR] = $1 } END { printf "%.2fms\n", a[int((NR + 1) / 2)] }')
+    echo "$rps $p99"
+}
+
 say "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
 printf '%-16s %14s %10s %14s %10s %8s\n' scenario "nginx req/s" "nginx p99" \
     "gateway req/s" "gw p99" ratio
@@ -246,8 +264,13 @@ for scenario in public validating tls-public tls-validating; do
     tls-public) n="https://127.0.0.1:$NGINX_TLS_PORT/public" g="https://127.0.0.1:$GW_TLS_PORT/public" ;;
     tls-validating) n="https://127.0.0.1:$NGINX_TLS_PORT/api/data" g="https://127.0.0.1:$GW_TLS_PORT/api/data" ;;
     esac
-    read -r n_rps n_p99 < <(measure "$n")
-    read -r g_rps g_p99 < <(measure "$g")
+    n_runs=() g_runs=()
+    for ((round = 0; round < ROUNDS; round++)); do
+        n_runs+=("$(measure "$n")")
+        g_runs+=("$(measure "$g")")
+    done
+    read -r n_rps n_p99 < <(median "${n_runs[@]}")
+    read -r g_rps g_p99 < <(median "${g_runs[@]}")
     ratio=$(awk -v g="$g_rps" -v n="$n_rps" 'BEGIN { printf "%.2f", g / n }')
     printf '%-16s %14s %10s %14s %10s %8s\n' "$scenario" "$n_rps" "$n_p99" "$g_rps" "$g_p99" "$ratio"
 done
