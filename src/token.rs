@@ -160,7 +160,10 @@ fn scheme_of(value: &[u8], dpop: bool) -> Option<(Scheme, &[u8])> {
 /// lookup per byte cost several times as much on a 700-byte token; a refused
 /// token costs the same pass, bounded by the size limit checked before).
 fn all_token68(bytes: &[u8]) -> bool {
-    bytes.iter().fold(0u8, |bad, &b| bad | u8::from(!is_token68(b))) == 0
+    bytes
+        .iter()
+        .fold(0u8, |bad, &b| bad | u8::from(!is_token68(b)))
+        == 0
 }
 
 /// One token68 byte, without branches: `b | 0x20` folds `A-Z` onto `a-z`
