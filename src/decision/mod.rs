@@ -110,6 +110,17 @@ pub struct HeaderRules {
     pub trust_forwarded: bool,
 }
 
+/// How a refusal is written ([`CheckRequest::refusals`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RefusalForm {
+    /// A status, `WWW-Authenticate` and an RFC 6750-style JSON body.
+    Http,
+    /// gRPC trailers-only: HTTP 200 with `grpc-status` and `grpc-message`
+    /// (`WWW-Authenticate` kept), as the layer answers gRPC clients.
+    Grpc,
+}
+
 /// The request to decide on, as a front door received it.
 #[derive(Debug, Clone, Copy)]
 #[non_exhaustive]
@@ -121,10 +132,11 @@ pub struct CheckRequest<'a> {
     pub target: &'a str,
     /// The client's request headers (the bearer token among them).
     pub headers: &'a HeaderMap,
-    /// Refusals in gRPC form (trailers-only, `grpc-status`), as the layer answers
-    /// a gRPC request. [`CheckRequest::new`] sets it from `content-type`, like the
-    /// layer; a check service that hands its refusal to a proxy turns it off.
-    pub grpc_answers: bool,
+    /// The form of a refusal: gRPC (trailers-only, `grpc-status`), as the layer
+    /// answers a gRPC request, or plain HTTP. [`CheckRequest::new`] sets it from
+    /// `content-type`, like the layer; a check service that hands its refusal to
+    /// a proxy asks for HTTP ([`CheckRequest::http_answers`]).
+    pub refusals: RefusalForm,
     /// The TLS client certificate of the client's connection, for
     /// certificate-bound tokens (RFC 8705 §3). `None`: the client presented none
     /// (a certificate-bound token is then refused).
@@ -138,7 +150,11 @@ impl<'a> CheckRequest<'a> {
             method,
             target,
             headers,
-            grpc_answers: is_grpc(headers),
+            refusals: if is_grpc(headers) {
+                RefusalForm::Grpc
+            } else {
+                RefusalForm::Http
+            },
             certificate: None,
         }
     }
@@ -153,7 +169,7 @@ impl<'a> CheckRequest<'a> {
     /// Refusals as HTTP responses whatever the request's `content-type` (a proxy
     /// in front renders them for gRPC clients itself, as Envoy does).
     pub fn http_answers(mut self) -> Self {
-        self.grpc_answers = false;
+        self.refusals = RefusalForm::Http;
         self
     }
 }
@@ -393,10 +409,11 @@ impl Decider {
     /// The guard's answer: on the scheme the client used (`DPoP` or `Bearer`),
     /// with the `DPoP` challenge when DPoP is accepted.
     fn refusal(&self, error: &AuthError, request: &CheckRequest<'_>) -> Response<Bytes> {
-        self.guard
-            .inner
-            .responder
-            .answer(error, request.headers, request.grpc_answers)
+        self.guard.inner.responder.answer(
+            error,
+            request.headers,
+            request.refusals == RefusalForm::Grpc,
+        )
     }
 }
 
