@@ -119,21 +119,34 @@ impl<H> Hot<H> {
     }
 }
 
+/// Runs `use_it` on the handle `register` makes: kept in `hot` when the call
+/// site has one for these label values (those counted on every request),
+/// registered anew otherwise (the rare ones: a handle per label value would
+/// be a static per value).
+#[cfg(feature = "metrics")]
+pub(crate) fn with_handle<H>(
+    hot: Option<&Hot<H>>,
+    register: impl FnOnce() -> H,
+    use_it: impl FnOnce(&H),
+) {
+    match hot {
+        Some(hot) => hot.with(register, use_it),
+        None => use_it(&register()),
+    }
+}
+
 #[cfg(feature = "metrics")]
 pub(crate) fn validation(reason: Option<&'static str>) {
-    const NAME: &str = "bearer_guard_validations_total";
-    match reason {
-        None => {
-            static ACCEPTED: Hot<metrics::Counter> = Hot::new();
-            ACCEPTED.with(
-                || metrics::counter!(NAME, "outcome" => "accepted", "reason" => "ok"),
-                |c| c.increment(1),
-            );
-        }
-        Some(reason) => {
-            metrics::counter!(NAME, "outcome" => "rejected", "reason" => reason).increment(1);
-        }
-    }
+    static ACCEPTED: Hot<metrics::Counter> = Hot::new();
+    let (outcome, label, hot) = match reason {
+        None => ("accepted", "ok", Some(&ACCEPTED)),
+        Some(r) => ("rejected", r, None),
+    };
+    with_handle(
+        hot,
+        || metrics::counter!("bearer_guard_validations_total", "outcome" => outcome, "reason" => label),
+        |c| c.increment(1),
+    );
 }
 
 #[cfg(feature = "metrics")]
@@ -148,16 +161,16 @@ pub(crate) fn jwks_fetch(issuer: &str, ok: bool, keys: usize) {
 
 #[cfg(feature = "metrics")]
 pub(crate) fn token_cache(result: &'static str) {
-    const NAME: &str = "bearer_guard_token_cache_lookups_total";
     static HIT: Hot<metrics::Counter> = Hot::new();
     static MISS: Hot<metrics::Counter> = Hot::new();
     let hot = match result {
-        "hit" => &HIT,
-        "miss" => &MISS,
-        _ => return metrics::counter!(NAME, "result" => result).increment(1),
+        "hit" => Some(&HIT),
+        "miss" => Some(&MISS),
+        _ => None,
     };
-    hot.with(
-        || metrics::counter!(NAME, "result" => result),
+    with_handle(
+        hot,
+        || metrics::counter!("bearer_guard_token_cache_lookups_total", "result" => result),
         |c| c.increment(1),
     );
 }

@@ -651,19 +651,16 @@ async fn serve_on<F: Future<Output = io::Result<()>>>(
 
 /// Counts one check: `allowed`, a decision's outcome, or `untrusted_peer`.
 pub(crate) fn count(protocol: &'static str, outcome: &'static str) {
-    const NAME: &str = "bearer_guard_ext_authz_checks_total";
     static ALLOWED_HTTP: crate::metrics::Hot<metrics::Counter> = crate::metrics::Hot::new();
     static ALLOWED_GRPC: crate::metrics::Hot<metrics::Counter> = crate::metrics::Hot::new();
     let hot = match (protocol, outcome) {
-        ("http", "allowed") => &ALLOWED_HTTP,
-        ("grpc", "allowed") => &ALLOWED_GRPC,
-        _ => {
-            return metrics::counter!(NAME, "protocol" => protocol, "outcome" => outcome)
-                .increment(1);
-        }
+        ("http", "allowed") => Some(&ALLOWED_HTTP),
+        ("grpc", "allowed") => Some(&ALLOWED_GRPC),
+        _ => None,
     };
-    hot.with(
-        || metrics::counter!(NAME, "protocol" => protocol, "outcome" => outcome),
+    crate::metrics::with_handle(
+        hot,
+        || metrics::counter!("bearer_guard_ext_authz_checks_total", "protocol" => protocol, "outcome" => outcome),
         |c| c.increment(1),
     );
 }

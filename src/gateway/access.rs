@@ -124,15 +124,11 @@ impl Line<'_> {
     pub(crate) fn emit(&self) {
         let note = self.note;
         static FORWARDED: crate::metrics::Hot<metrics::Histogram> = crate::metrics::Hot::new();
-        let seconds = self.latency.as_secs_f64();
-        if note.outcome == "forwarded" {
-            FORWARDED.with(
-                || metrics::histogram!(REQUEST_DURATION, "outcome" => "forwarded"),
-                |h| h.record(seconds),
-            );
-        } else {
-            metrics::histogram!(REQUEST_DURATION, "outcome" => note.outcome).record(seconds);
-        }
+        crate::metrics::with_handle(
+            (note.outcome == "forwarded").then_some(&FORWARDED),
+            || metrics::histogram!(REQUEST_DURATION, "outcome" => note.outcome),
+            |h| h.record(self.latency.as_secs_f64()),
+        );
         tracing::info!(
             target: "bearer_guard::access",
             request_id = self.request_id.to_str().unwrap_or("-"),

@@ -1235,16 +1235,12 @@ fn empty() -> GatewayBody {
 
 /// Counts the request under `outcome`, which the access log line also names.
 fn count(outcome: &'static str, mut response: Response<GatewayBody>) -> Response<GatewayBody> {
-    const NAME: &str = "bearer_guard_gateway_requests_total";
     static FORWARDED: crate::metrics::Hot<metrics::Counter> = crate::metrics::Hot::new();
-    if outcome == "forwarded" {
-        FORWARDED.with(
-            || metrics::counter!(NAME, "outcome" => outcome),
-            |c| c.increment(1),
-        );
-    } else {
-        metrics::counter!(NAME, "outcome" => outcome).increment(1);
-    }
+    crate::metrics::with_handle(
+        (outcome == "forwarded").then_some(&FORWARDED),
+        || metrics::counter!("bearer_guard_gateway_requests_total", "outcome" => outcome),
+        |c| c.increment(1),
+    );
     response.extensions_mut().insert(Note {
         outcome,
         ..Note::default()
