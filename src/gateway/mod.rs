@@ -564,12 +564,16 @@ impl Gateway {
     ) -> impl Future<Output = Response<GatewayBody>> + Send + 'static {
         let started = std::time::Instant::now();
         let method = req.method().clone();
-        let path = req.uri().path().to_owned();
+        // Copied only for the access log line, when it is on.
+        let path = tracing::enabled!(target: "bearer_guard::access", tracing::Level::INFO)
+            .then(|| req.uri().path().to_owned());
         let trusted = self.shared.forwarding.trust_forwarded();
         let request_id = access::request_id(req.headers(), trusted);
         req.headers_mut().insert(X_REQUEST_ID, request_id.clone());
-        self.handle(req, mode, peer)
-            .map(move |response| Self::logged(response, started, &method, &path, peer, request_id))
+        self.handle(req, mode, peer).map(move |response| {
+            let path = path.as_deref().unwrap_or_default();
+            Self::logged(response, started, &method, path, peer, request_id)
+        })
     }
 
     fn logged(
