@@ -311,12 +311,14 @@ mod tests {
         (listener, addr.to_string().parse().expect("authority"))
     }
 
-    /// One GET whose body is read whole, its connection then returned.
-    async fn read_whole(pool: &Arc<Http1Pool>) -> bytes::Bytes {
+    /// One GET whose body is read whole, its connection then returned: the
+    /// response's headers and body.
+    async fn read_whole(pool: &Arc<Http1Pool>) -> (http::HeaderMap, bytes::Bytes) {
         let (response, checkin) = get(pool).await;
-        let body = response.into_body().collect().await.expect("body");
+        let (parts, body) = response.into_parts();
+        let body = body.collect().await.expect("body");
         checkin.done();
-        body.to_bytes()
+        (parts.headers, body.to_bytes())
     }
 
     async fn get(pool: &Arc<Http1Pool>) -> (Response<Incoming>, Checkin) {
@@ -332,16 +334,9 @@ mod tests {
         let (authority, accepted) = upstream(false).await;
         let pool = Http1Pool::new(authority.clone());
         for _ in 0..3 {
-            let (response, checkin) = get(&pool).await;
-            assert_eq!(response.headers()["x-seen-host"], authority.as_str());
-            let body = response
-                .into_body()
-                .collect()
-                .await
-                .expect("body")
-                .to_bytes();
+            let (headers, body) = read_whole(&pool).await;
+            assert_eq!(headers["x-seen-host"], authority.as_str());
             assert_eq!(body, "hello");
-            checkin.done();
             assert_eq!(pool.idle_count(), 1);
         }
         assert_eq!(
@@ -358,9 +353,7 @@ mod tests {
         let (response, checkin) = get(&pool).await;
         drop((response, checkin));
         assert_eq!(pool.idle_count(), 0);
-        let (response, checkin) = get(&pool).await;
-        response.into_body().collect().await.expect("body");
-        checkin.done();
+        read_whole(&pool).await;
         assert_eq!(accepted.load(Ordering::SeqCst), 2);
     }
 
@@ -406,7 +399,7 @@ mod tests {
         });
         let pool = Http1Pool::new(authority);
         for _ in 0..20 {
-            assert_eq!(read_whole(&pool).await, "hello");
+            assert_eq!(read_whole(&pool).await.1, "hello");
         }
         assert_eq!(accepted.load(Ordering::SeqCst), 20);
     }
