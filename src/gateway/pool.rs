@@ -14,8 +14,10 @@
 //! error; hyper closes it. One that the upstream closed while idle is found
 //! closed and dropped at checkout; if it closes just as a request is sent, the
 //! request comes back unsent and goes out on another connection (only then: a
-//! request that may have been written is never sent twice). Connections idle
-//! longer than [`IDLE_TIMEOUT`] are closed, and at most [`MAX_IDLE`] are kept.
+//! request that may have been written is never sent twice). A connection idle
+//! longer than [`IDLE_TIMEOUT`] is not reused: the next checkout closes it
+//! (nothing runs in between: an idle pool's connections stay open until the
+//! upstream closes them or a request comes). At most [`MAX_IDLE`] are kept.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -37,10 +39,10 @@ use tokio::time::Instant;
 use super::body::BoxError;
 use crate::sync::lock;
 
-/// An idle connection older than this is closed rather than reused: below the
-/// keep-alive timeouts of common servers (nginx 75 s, Node 5 s is shorter, and
-/// is found closed), so a connection is rarely reused just as the upstream
-/// closes it.
+/// An idle connection older than this is closed at the next checkout rather
+/// than reused: below the keep-alive timeouts of common servers (nginx 75 s;
+/// Node's 5 s is shorter, and such a connection is found closed), so a
+/// connection is rarely reused just as the upstream closes it.
 pub(crate) const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Idle connections kept per upstream, beyond which a returned one is closed.
