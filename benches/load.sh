@@ -3,8 +3,8 @@
 # tower-oauth2-resource-server, with a hand-written reference validator and a
 # no-auth ceiling, on 127.0.0.1 only.
 #
-#   bash benches/load.sh                  # ~6 minutes with the defaults
-#   DURATION=3 bash benches/load.sh       # a quick check that everything works
+#   bash benches/load.sh                  # ~16 minutes with the defaults
+#   DURATION=3 ROUNDS=1 bash benches/load.sh   # a quick check that everything works
 #
 # Every server has the contract of examples/bench_server.rs (env PORT, ISS, AUD,
 # JWKS_URL; GET /api/data needs scope `read:data`; 200 with {"data":[1,2,3]},
@@ -32,6 +32,10 @@
 #           pass and answers the later passes from the cache: this measures a working
 #           set of $TOKENS live tokens, not "every request a new token". The
 #           cache-off row is the every-request-verifies figure.
+# Each scenario runs $ROUNDS rounds, every server once per round in turn, so a slow
+# spell of the machine touches all of them; the table has the median of each
+# column over the rounds (each column on its own), and the ratios of the median
+# req/s.
 # Then a peak-RSS check: bearer-guard (cache on) after all $TOKENS tokens have been
 # seen, against the same server after one token. Last, once, what moka itself costs
 # per entry (benches/compare's moka_footprint, $TOKENS entries, each case in a fresh
@@ -48,7 +52,7 @@
 # with the Lua rotation, which costs wrk per request), so noauth's req/s is a floor
 # of the real ceiling and "× noauth" flatters the others.
 #
-# Knobs (env): DURATION (s, default 10), CONNECTIONS (32), TOKENS (10000),
+# Knobs (env): DURATION (s, default 10), ROUNDS (3), CONNECTIONS (32), TOKENS (10000),
 # ALGS ("RS256 ES256"), SERVERS ("bg-cache bg-nocache handwritten jwt-authorizer
 # tower-oauth2 noauth"), RSS_DURATION (s, 5), AS_PORT (19180), SERVER_PORT (19181),
 # SERVER_CPU (0), CLIENT_CPU (1), CARGO_TARGET_DIR (target), COMPARE_TARGET_DIR
@@ -57,6 +61,7 @@
 set -euo pipefail
 
 DURATION=${DURATION:-10}
+ROUNDS=${ROUNDS:-3}
 CONNECTIONS=${CONNECTIONS:-32}
 TOKENS=${TOKENS:-10000}
 ALGS=${ALGS:-"RS256 ES256"}
@@ -345,8 +350,10 @@ for alg in $ALGS; do
     say "$alg: issuer $ISS; minting $TOKENS tokens"
     mint_tokens "$WORK/tokens"
     for scenario in reused rotated; do
-        for name in $SERVERS; do
-            measure "$alg" "$name" "$scenario"
+        for ((round = 0; round < ROUNDS; round++)); do
+            for name in $SERVERS; do
+                measure "$alg" "$name" "$scenario"
+            done
         done
     done
     rss_check "$alg"
@@ -363,21 +370,38 @@ say "done in $(($(date +%s) - START)) s; load average: $(cut -d' ' -f1-3 /proc/l
 
 # -------------------------------------------------------------- the table
 echo
-echo "wrk -t1 -c$CONNECTIONS -d${DURATION}s, server on 1 core; load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "wrk -t1 -c$CONNECTIONS -d${DURATION}s, server on 1 core, median of $ROUNDS rounds; load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo
 echo "| alg | tokens | server | req/s | p50 ms | p99 ms | peak RSS MiB | × jwt-authorizer | × noauth | server CPU % | others on its CPU % |"
 echo "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"
 awk -F'\t' -v tokens="$TOKENS" '
-    { key = $1 SUBSEP $2; rows[NR] = $0
-      if ($3 == "jwt-authorizer") ja[key] = $4
-      if ($3 == "noauth") na[key] = $4 }
+    # The median of the values kept under one key, "|"-separated.
+    function median(list,    v, n, i, j, t) {
+        n = split(substr(list, 2), v, "|")
+        for (i = 2; i <= n; i++)
+            for (j = i; j > 1 && v[j - 1] + 0 > v[j] + 0; j--) { t = v[j]; v[j] = v[j - 1]; v[j - 1] = t }
+        return n % 2 ? v[(n + 1) / 2] : (v[n / 2] + v[n / 2 + 1]) / 2
+    }
     function ratio(x, base) { return base > 0 ? sprintf("%.2f", x / base) : "–" }
-    END { for (i = 1; i <= NR; i++) {
-        split(rows[i], f, "\t"); key = f[1] SUBSEP f[2]
-        name = f[3]; if (f[8] > 0) name = name " (" f[8] " errors)"
-        printf "| %s | %s | %s | %.0f | %s | %s | %s | %s | %s | %s | %s |\n", f[1],
-            (f[2] == "reused" ? "1 reused" : tokens " rotated"), name, f[4], f[5], f[6], f[7],
-            ratio(f[4], ja[key]), ratio(f[4], na[key]), f[9], f[10] } }' "$RESULTS"
+    { key = $1 SUBSEP $2 SUBSEP $3
+      if (!(key in seen)) { seen[key] = 1; order[++n] = key }
+      for (c = 4; c <= 10; c++) col[key, c] = col[key, c] "|" $c }
+    END {
+        for (i = 1; i <= n; i++) {
+            key = order[i]
+            for (c = 4; c <= 10; c++) m[key, c] = median(col[key, c])
+            split(key, k, SUBSEP)
+            if (k[3] == "jwt-authorizer") ja[k[1] SUBSEP k[2]] = m[key, 4]
+            if (k[3] == "noauth") na[k[1] SUBSEP k[2]] = m[key, 4]
+        }
+        for (i = 1; i <= n; i++) {
+            key = order[i]; split(key, k, SUBSEP); pair = k[1] SUBSEP k[2]
+            name = k[3]; if (m[key, 8] > 0) name = name " (" m[key, 8] " errors)"
+            printf "| %s | %s | %s | %.0f | %s | %s | %s | %s | %s | %s | %s |\n", k[1],
+                (k[2] == "reused" ? "1 reused" : tokens " rotated"), name, m[key, 4],
+                m[key, 5], m[key, 6], m[key, 7], ratio(m[key, 4], ja[pair]),
+                ratio(m[key, 4], na[pair]), m[key, 9], m[key, 10]
+        } }' "$RESULTS"
 echo
 echo "bearer-guard (cache on) peak RSS (VmHWM) under the same load, after 1 s with one token, then after ${RSS_DURATION} s of $TOKENS rotated tokens:"
 echo
