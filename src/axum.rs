@@ -41,7 +41,7 @@ use serde::de::DeserializeOwned;
 
 use crate::claims::VerifiedToken;
 use crate::error::{AuthError, TokenProblem};
-use crate::layer::GuardHandle;
+use crate::layer::Anonymous;
 use crate::response::{Responder, is_grpc, misconfigured};
 
 /// The verified claims, deserialized into `T`.
@@ -111,8 +111,12 @@ impl IntoResponse for AuthError {
 
 /// A refusal answered as the guard in front answers (realm, error hook).
 fn refused(parts: &Parts, error: AuthError) -> RejectionKind {
-    let response = match parts.extensions.get::<GuardHandle>() {
-        Some(handle) => handle.0.inner.responder.respond_to(&error, &parts.headers),
+    let answerer = match parts.extensions.get::<VerifiedToken>() {
+        Some(token) => token.answerer(),
+        None => parts.extensions.get::<Anonymous>().map(|a| &a.0),
+    };
+    let response = match answerer {
+        Some(answerer) => answerer.responder.respond_to(&error, &parts.headers),
         None => Responder::default().respond_to(&error, &parts.headers),
     };
     RejectionKind::Refused {
@@ -126,7 +130,7 @@ fn verified(parts: &Parts) -> Result<VerifiedToken, ClaimsRejection> {
         return Ok(token.clone());
     }
     let grpc = is_grpc(&parts.headers);
-    let kind = match parts.extensions.get::<GuardHandle>() {
+    let kind = match parts.extensions.get::<Anonymous>() {
         // An optional guard saw no credentials: the client must send some.
         Some(_) => refused(parts, AuthError::MissingToken),
         None => {

@@ -16,7 +16,7 @@ use crate::keys::KeySet;
 use crate::keys::discovery::check_url;
 use crate::keys::fetch::{self, FetchLimits};
 use crate::keys::store::{FetchContext, KeySource, KeyStore, RefreshPolicy};
-use crate::response::{DpopChallenge, ErrorHandler, Responder};
+use crate::response::{Answerer, DpopChallenge, ErrorHandler, Responder};
 use crate::token::TokenSource;
 
 /// A configuration the builder refused.
@@ -520,13 +520,16 @@ impl GuardBuilder {
                     #[cfg(feature = "cookie")]
                     cookie: self.token_cookie.map(Into::into),
                 },
+                answerer: Arc::new(Answerer {
+                    responder: Responder {
+                        realm: self.realm.map(Into::into),
+                        handler: self.error_handler,
+                        dpop: challenge,
+                        resource_metadata: resource_metadata.as_ref().map(|m| m.url().into()),
+                    },
+                    clock: Arc::clone(&self.clock),
+                }),
                 clock: self.clock,
-                responder: Responder {
-                    realm: self.realm.map(Into::into),
-                    handler: self.error_handler,
-                    dpop: challenge,
-                    resource_metadata: resource_metadata.as_ref().map(|m| m.url().into()),
-                },
                 dpop,
                 introspection,
                 resource_metadata,

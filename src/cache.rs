@@ -221,13 +221,10 @@ impl TokenCache {
         if token.len() > self.max_token_bytes {
             return None;
         }
-        let slot = self.slot(token);
-        if let Some(kept) = slot.kept.load().as_deref()
-            && **kept.token.access_token_arc() == *token
-            && Instant::now() < kept.expires
-        {
-            return Some(kept.clone());
+        if let Some(kept) = self.front(token.as_bytes()) {
+            return Some(kept);
         }
+        let slot = self.slot(token.as_bytes());
         let entry = self.cache.get(token);
         match &entry {
             None => {
@@ -249,7 +246,18 @@ impl TokenCache {
         entry
     }
 
-    fn slot(&self, token: &str) -> &Slot {
+    /// The entry in `token`'s front slot, if it holds exactly these bytes and
+    /// has not expired. The bytes need no checking first: only a token that
+    /// passed every check, its token68 syntax included, is ever in a slot, and
+    /// a byte-equal one is the same token.
+    pub(crate) fn front(&self, token: &[u8]) -> Option<Entry> {
+        let kept = self.slot(token).kept.load();
+        let kept = kept.as_deref()?;
+        (kept.token.access_token_arc().as_bytes() == token && Instant::now() < kept.expires)
+            .then(|| kept.clone())
+    }
+
+    fn slot(&self, token: &[u8]) -> &Slot {
         let hash = self.front_hasher.hash_one(token) as usize;
         &self.front[hash % FRONT_SLOTS]
     }
@@ -266,7 +274,7 @@ impl TokenCache {
         self.stale.fetch_add(1, Ordering::Relaxed);
         crate::metrics::token_cache("stale");
         self.cache.invalidate(token);
-        let slot = self.slot(token);
+        let slot = self.slot(token.as_bytes());
         if slot
             .kept
             .load()
@@ -367,7 +375,15 @@ mod tests {
             exp: Some(NumericDate::from_secs(exp)),
             ..Default::default()
         };
-        VerifiedToken::new(Some(header), claims, "{}".into(), "a.b.c".into(), 0, None)
+        VerifiedToken::new(
+            Some(header),
+            claims,
+            "{}".into(),
+            "a.b.c".into(),
+            0,
+            None,
+            None,
+        )
     }
 
     fn cache(max_token_bytes: usize) -> TokenCache {
@@ -396,7 +412,7 @@ mod tests {
             exp: Some(NumericDate::from_secs(exp)),
             ..Default::default()
         };
-        VerifiedToken::new(None, claims, "{}".into(), text.into(), 0, None)
+        VerifiedToken::new(None, claims, "{}".into(), text.into(), 0, None, None)
     }
 
     #[test]
@@ -424,7 +440,7 @@ mod tests {
         for _ in 0..3 {
             assert!(c.get("a.b.c").is_some(), "from moka, then from its slot");
         }
-        assert!(c.slot("a.b.c").kept.load().is_some());
+        assert!(c.slot(b"a.b.c").kept.load().is_some());
         c.stale("a.b.c");
         assert!(c.get("a.b.c").is_none());
     }

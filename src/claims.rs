@@ -10,6 +10,7 @@ use serde::de::{self, DeserializeOwned, Deserializer, SeqAccess, Visitor};
 
 use crate::json::from_json_object;
 use crate::jws::{Algorithm, TokenHeader};
+use crate::response::Answerer;
 
 /// The largest NumericDate accepted: 9999-12-31T23:59:59Z. Anything beyond is
 /// refused rather than saturated, so no arithmetic on it can overflow.
@@ -262,6 +263,9 @@ struct Inner {
     token: Arc<str>,
     issuer_index: usize,
     tenant: Option<Box<str>>,
+    /// The guard's way of answering, for requirements and extractors after
+    /// the layer (`None` only in unit tests).
+    answerer: Option<Arc<Answerer>>,
 }
 
 impl VerifiedToken {
@@ -273,6 +277,7 @@ impl VerifiedToken {
         token: Arc<str>,
         issuer_index: usize,
         tenant: Option<Box<str>>,
+        answerer: Option<Arc<Answerer>>,
     ) -> Self {
         let scopes = Scopes::from_claims(claims.scope.as_deref(), claims.scp.as_deref());
         VerifiedToken {
@@ -284,8 +289,14 @@ impl VerifiedToken {
                 token,
                 issuer_index,
                 tenant,
+                answerer,
             }),
         }
+    }
+
+    /// How the guard that admitted this token answers.
+    pub(crate) fn answerer(&self) -> Option<&Arc<Answerer>> {
+        self.inner.answerer.as_ref()
     }
 
     /// A token with these claims, for unit tests of what reads verified tokens.
@@ -293,7 +304,15 @@ impl VerifiedToken {
     pub(crate) fn for_tests(claims: serde_json::Value) -> Self {
         let raw = claims.to_string();
         let registered = RegisteredClaims::parse(&raw).expect("test claims");
-        Self::new(None, registered, raw.into(), Arc::from("test"), 0, None)
+        Self::new(
+            None,
+            registered,
+            raw.into(),
+            Arc::from("test"),
+            0,
+            None,
+            None,
+        )
     }
 
     pub(crate) fn registered(&self) -> &RegisteredClaims {

@@ -18,7 +18,7 @@ use crate::issuer::IssuerPolicy;
 use crate::jws::TypPolicy;
 use crate::keys::store::KeyStoreStatus;
 use crate::layer::GuardLayer;
-use crate::response::Responder;
+use crate::response::Answerer;
 use crate::sender::{ClientCertificate, Presentation};
 use crate::token::{Scheme, TokenSource};
 use crate::validate::{CacheUse, Early, now, traced};
@@ -51,7 +51,8 @@ pub(crate) struct GuardInner {
     pub typ: TypPolicy,
     pub tokens: TokenSource,
     pub clock: SharedClock,
-    pub responder: Responder,
+    /// The responder and the clock, shared with every token admitted.
+    pub answerer: Arc<Answerer>,
     pub dpop: Option<crate::sender::DpopVerifier>,
     /// The one issuer that accepts opaque tokens, if any.
     pub introspection: Option<crate::introspect::Introspector>,
@@ -142,7 +143,7 @@ impl Guard {
         error: &AuthError,
         request: &http::HeaderMap,
     ) -> http::Response<Bytes> {
-        self.inner.responder.respond_to(error, request)
+        self.inner.answerer.responder.respond_to(error, request)
     }
 
     /// The tower layer that validates every request with this guard.

@@ -2,6 +2,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -14,17 +15,19 @@ use tower_service::Service;
 use crate::claims::VerifiedToken;
 use crate::error::AuthError;
 use crate::guard::Guard;
-use crate::response::DPOP_NONCE;
+use crate::response::{Answerer, DPOP_NONCE};
 use crate::sender::ClientCertificate;
 use crate::token::Scheme;
 use crate::validate::Early;
 
-/// The guard's handle, left in the extensions so that [`RequireScope`] and the
-/// axum extractors answer with the same realm and error hook.
+/// Left in the extensions of a request an optional guard let through without
+/// credentials, so that a [`Require`] or an extractor answers it with 401 and
+/// this guard's challenge, not as a misconfiguration. (An admitted request's
+/// [`VerifiedToken`] carries the same [`Answerer`] itself: one extension.)
 ///
-/// [`RequireScope`]: crate::RequireScope
+/// [`Require`]: crate::Require
 #[derive(Clone)]
-pub(crate) struct GuardHandle(pub Guard);
+pub(crate) struct Anonymous(pub Arc<Answerer>);
 
 /// [`GuardLayer`]: validates every request's bearer token before the inner service
 /// sees it.
@@ -210,15 +213,12 @@ impl<S> GuardService<S> {
     ) -> Option<Response<Bytes>> {
         match result {
             Ok(token) => {
-                let extensions = req.extensions_mut();
-                extensions.insert(token);
-                extensions.insert(GuardHandle(self.guard.clone()));
+                req.extensions_mut().insert(token);
                 None
             }
             Err(AuthError::MissingToken) if self.credentials == Credentials::Optional => {
-                // The handle without a token: requirements and extractors then
-                // answer 401 with this guard's challenge, not a 500.
-                req.extensions_mut().insert(GuardHandle(self.guard.clone()));
+                req.extensions_mut()
+                    .insert(Anonymous(Arc::clone(&self.guard.inner.answerer)));
                 None
             }
             Err(error) => Some(self.guard.error_response(&error, req.headers())),

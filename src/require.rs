@@ -15,7 +15,7 @@ use tower_service::Service;
 use crate::claims::{Binding, VerifiedToken};
 use crate::clock::Clock as _;
 use crate::error::{AuthError, BindingProblem, TokenProblem};
-use crate::layer::{GuardBody, GuardHandle};
+use crate::layer::{Anonymous, GuardBody};
 use crate::response::{Responder, is_grpc};
 use crate::scope::is_scope_token;
 
@@ -442,12 +442,12 @@ impl Require {
         headers: &http::HeaderMap,
         extensions: &http::Extensions,
     ) -> Option<Response<Bytes>> {
-        let guard = extensions.get::<GuardHandle>().map(|h| &h.0.inner);
-        let responder = guard.map(|g| &g.responder);
         let Some(token) = extensions.get::<VerifiedToken>() else {
-            return Some(match responder {
+            return Some(match extensions.get::<Anonymous>() {
                 // The guard ran in optional mode and the request had no credentials.
-                Some(responder) => responder.respond_to(&AuthError::MissingToken, headers),
+                Some(Anonymous(answerer)) => answerer
+                    .responder
+                    .respond_to(&AuthError::MissingToken, headers),
                 None => {
                     tracing::error!(
                         "Require found no verified token: is the Guard layer applied outside this route?"
@@ -456,15 +456,15 @@ impl Require {
                 }
             });
         };
-        let now = match guard {
-            Some(guard) => guard.clock.unix_seconds(),
+        let answerer = token.answerer();
+        let now = match answerer {
+            Some(answerer) => answerer.clock.unix_seconds(),
             None => crate::clock::SystemClock.unix_seconds(),
         };
         let error = self.check_at(token, now).err()?;
-        let grpc = is_grpc(headers);
-        Some(match responder {
-            Some(responder) => responder.respond_to(&error, headers),
-            None => Responder::default().respond(&error, grpc),
+        Some(match answerer {
+            Some(answerer) => answerer.responder.respond_to(&error, headers),
+            None => Responder::default().respond(&error, is_grpc(headers)),
         })
     }
 }

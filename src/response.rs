@@ -9,6 +9,7 @@ use bytes::Bytes;
 use http::header::{CACHE_CONTROL, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
 use http::{HeaderValue, Response, StatusCode};
 
+use crate::clock::SharedClock;
 use crate::error::{AuthError, ErrorCode};
 
 impl AuthError {
@@ -310,6 +311,17 @@ impl fmt::Debug for Refusal<'_> {
             .field("grpc", &self.grpc)
             .finish_non_exhaustive()
     }
+}
+
+/// What answering a request after the guard's layer needs of the guard that
+/// checked its token: how it refuses and its clock. Every
+/// [`VerifiedToken`](crate::VerifiedToken) the guard admits carries it (one
+/// `Arc` shared by the guard and its tokens), so a route's requirement and
+/// the extractors answer as that guard would, with no second request
+/// extension.
+pub(crate) struct Answerer {
+    pub responder: Responder,
+    pub clock: SharedClock,
 }
 
 /// How the layers answer a refused request: the realm and an optional hook.

@@ -62,6 +62,29 @@ impl TokenSource {
         }
     }
 
+    /// The credentials of the one `Authorization: Bearer` header, unchecked,
+    /// when that header is the request's only possible source of a token (no
+    /// token cookie configured): for a lookup among tokens that passed
+    /// [`extract_scheme`](Self::extract_scheme) before. `None` whenever
+    /// `extract_scheme` might answer otherwise than with these bytes (another
+    /// scheme, several headers, empty or too long credentials); it must then
+    /// be called.
+    pub(crate) fn bearer_unchecked<'h>(&self, headers: &'h HeaderMap) -> Option<&'h [u8]> {
+        #[cfg(feature = "cookie")]
+        if self.cookie.is_some() {
+            return None;
+        }
+        let mut values = headers.get_all(AUTHORIZATION).iter();
+        let value = values.next()?;
+        if values.next().is_some() {
+            return None;
+        }
+        let (scheme, rest) = scheme_of(value.as_bytes(), false)?;
+        let credentials = trim_spaces(rest);
+        (scheme == Scheme::Bearer && !credentials.is_empty() && credentials.len() <= self.max_len)
+            .then_some(credentials)
+    }
+
     fn in_authorization_header<'h>(
         &self,
         headers: &'h HeaderMap,
@@ -352,6 +375,75 @@ mod tests {
         assert_eq!(
             with_cookie.extract(&h),
             Err(AuthError::InvalidRequest(RequestProblem::MultipleMethods))
+        );
+    }
+
+    /// The unchecked lookup never names bytes that extraction would answer
+    /// otherwise: where it finds credentials, extraction finds the same bytes,
+    /// or refuses only their token68 syntax (which a cached token passed).
+    #[test]
+    fn unchecked_bearer_credentials_are_what_extraction_finds() {
+        let long = format!("Bearer {}", "a".repeat(65));
+        let cases: &[&[&str]] = &[
+            &[],
+            &["Bearer abc.def.ghi"],
+            &["bearer abc.def.ghi"],
+            &["BEARER \t abc.def.ghi \t"],
+            &["Bearer abc", "Bearer abc"],
+            &["Bearer"],
+            &["Bearer "],
+            &["Bearer    "],
+            &["BearerX abc"],
+            &["Basic dXNlcjpwYXNz"],
+            &["DPoP abc.def.ghi"],
+            &["Bearer a b"],
+            &["Bearer a,b"],
+            &["Bearer abc=="],
+            &["Bearer =="],
+            &[&long],
+        ];
+        for &values in cases {
+            let h = headers(values);
+            for dpop in [false, true] {
+                let extracted = source().extract_scheme(&h, dpop);
+                match source().bearer_unchecked(&h) {
+                    Some(raw) => match extracted {
+                        Ok((scheme, token)) => {
+                            assert_eq!(
+                                (scheme, token.as_bytes()),
+                                (Scheme::Bearer, raw),
+                                "{values:?}"
+                            )
+                        }
+                        Err(e) => assert_eq!(
+                            e,
+                            AuthError::InvalidRequest(RequestProblem::NotToken68),
+                            "{values:?}"
+                        ),
+                    },
+                    None => assert!(
+                        !matches!(extracted, Ok((Scheme::Bearer, _))) || values.is_empty(),
+                        "{values:?}: extraction found {extracted:?}, the lookup nothing"
+                    ),
+                }
+            }
+        }
+        assert_eq!(
+            source().bearer_unchecked(&headers(&["Bearer abc.def.ghi"])),
+            Some(&b"abc.def.ghi"[..])
+        );
+    }
+
+    #[cfg(feature = "cookie")]
+    #[test]
+    fn no_unchecked_lookup_with_a_token_cookie() {
+        let with_cookie = TokenSource {
+            cookie: Some("at".into()),
+            ..source()
+        };
+        assert_eq!(
+            with_cookie.bearer_unchecked(&headers(&["Bearer abc"])),
+            None
         );
     }
 }

@@ -19,7 +19,7 @@ use std::time::{Duration, UNIX_EPOCH};
 use http::HeaderMap;
 use tracing::field::Empty;
 
-use crate::cache::TokenCache;
+use crate::cache::{Entry, TokenCache};
 use crate::claims::{RegisteredClaims, VerifiedToken};
 use crate::error::{AuthError, TokenProblem};
 use crate::guard::GuardInner;
@@ -37,6 +37,20 @@ pub(crate) fn early<'h>(
     certificate: Option<&ClientCertificate>,
     dpop: bool,
 ) -> Early<'h> {
+    // A reused token (most traffic) is found by its bytes in the cache's front:
+    // it passed extraction's checks when it was first verified.
+    if let Some(cache) = &g.cache
+        && let Some(raw) = g.tokens.bearer_unchecked(headers)
+        && let Some(hit) = cache.front(raw)
+    {
+        let span = span();
+        if let Some(result) = answer_hit(g, cache, hit, now(g), &span) {
+            let result =
+                result.and_then(|t| bearer_binding(g.dpop.as_ref(), &t, certificate).map(|()| t));
+            finish(&span, &result);
+            return Early::Done(result);
+        }
+    }
     let (scheme, token) = match g.tokens.extract_scheme(headers, dpop) {
         Ok(found) => found,
         Err(e) => {
@@ -99,9 +113,14 @@ fn span() -> tracing::Span {
 fn finish(span: &tracing::Span, result: &Result<VerifiedToken, AuthError>) {
     match result {
         Ok(t) => {
-            span.record("outcome", "accepted");
-            span.record("sub", t.subject());
-            span.record("client_id", t.client_id());
+            // Skipped for a span no subscriber wants: a disabled span still looks
+            // its fields up by name on every record (tracing's `log` feature,
+            // which axum's default features turn on, keeps its metadata).
+            if !span.is_disabled() {
+                span.record("outcome", "accepted");
+                span.record("sub", t.subject());
+                span.record("client_id", t.client_id());
+            }
             crate::metrics::validation(None);
         }
         Err(e) => {
@@ -161,6 +180,19 @@ fn cached(
         return remembered(g, intro, &Introspector::key(token), now);
     }
     let hit = cache.get(token)?;
+    answer_hit(g, cache, hit, now, span)
+}
+
+/// The answer to a request whose token the cache holds; `None` when the entry
+/// no longer counts (dropped: the full verification follows).
+fn answer_hit(
+    g: &GuardInner,
+    cache: &TokenCache,
+    hit: Entry,
+    now: Duration,
+    span: &tracing::Span,
+) -> Option<Result<VerifiedToken, AuthError>> {
+    let token = hit.token.access_token();
     // What can change without the token changing: the time, the key set, and the
     // issuer's tenant policy (a predicate may be a live deny list). The rest (typ,
     // alg, audiences, the key's issuer binding, tid) is fixed by the token, the
@@ -186,8 +218,10 @@ fn cached(
         cache.stale(token);
         return None;
     }
-    span.record("iss", hit.token.issuer());
-    span.record("kid", hit.token.key_id());
+    if !span.is_disabled() {
+        span.record("iss", hit.token.issuer());
+        span.record("kid", hit.token.key_id());
+    }
     // Answered from the cache, an expired token's refusal included.
     cache.hit();
     Some(
@@ -308,6 +342,7 @@ async fn validate(
         token.into(),
         index,
         tenant,
+        Some(Arc::clone(&g.answerer)),
     );
     if let Some(cache) = cache {
         cache.insert(token, &verified, Arc::clone(key), index, now, g.leeway);
@@ -411,6 +446,7 @@ fn introspection_verdict(
         token.into(),
         intro.issuer_index,
         None,
+        Some(Arc::clone(&g.answerer)),
     );
     Ok((Ok(verified), until))
 }

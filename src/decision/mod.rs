@@ -409,7 +409,7 @@ impl Decider {
     /// The guard's answer: on the scheme the client used (`DPoP` or `Bearer`),
     /// with the `DPoP` challenge when DPoP is accepted.
     fn refusal(&self, error: &AuthError, request: &CheckRequest<'_>) -> Response<Bytes> {
-        self.guard.inner.responder.answer(
+        self.guard.inner.answerer.responder.answer(
             error,
             request.headers,
             request.refusals == RefusalForm::Grpc,
