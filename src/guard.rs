@@ -50,8 +50,7 @@ pub(crate) struct GuardInner {
     pub leeway: Duration,
     pub typ: TypPolicy,
     pub tokens: TokenSource,
-    pub clock: SharedClock,
-    /// The responder and the clock, shared with every token admitted.
+    /// The responder and the guard's clock, shared with every token admitted.
     pub answerer: Arc<Answerer>,
     pub dpop: Option<crate::sender::DpopVerifier>,
     /// The one issuer that accepts opaque tokens, if any.
@@ -61,10 +60,15 @@ pub(crate) struct GuardInner {
 }
 
 impl GuardInner {
+    /// The guard's clock (kept with the responder: tokens carry both).
+    pub(crate) fn clock(&self) -> &SharedClock {
+        &self.answerer.clock
+    }
+
     /// The `DPoP-Nonce` for a successful response to `token` (RFC 9449 §8.2),
     /// when this guard demands nonces and the token is DPoP-bound.
     pub(crate) fn success_nonce(&self, token: &VerifiedToken) -> Option<http::HeaderValue> {
-        crate::sender::success_nonce(self.dpop.as_ref(), &self.clock, token)
+        crate::sender::success_nonce(self.dpop.as_ref(), self.clock(), token)
     }
 }
 

@@ -76,7 +76,10 @@ pub(crate) fn early<'h>(
 
 /// The clock's time since the epoch, fraction kept: NumericDates may be fractional.
 pub(crate) fn now(g: &GuardInner) -> Duration {
-    g.clock.now().duration_since(UNIX_EPOCH).unwrap_or_default()
+    g.clock()
+        .now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
 }
 
 /// The answer of [`crate::Guard::validate_request_early`].

@@ -360,7 +360,7 @@ impl Decider {
             }
         };
         if let (Some(t), Some(require)) = (&token, &route.requirements)
-            && let Err(e) = require.check_at(t, self.guard.inner.clock.unix_seconds())
+            && let Err(e) = require.check_at(t, self.guard.inner.clock().unix_seconds())
         {
             let outcome = if e.status() == StatusCode::UNAUTHORIZED {
                 Outcome::Rejected
