@@ -74,15 +74,14 @@ impl TokenSource {
         if self.cookie.is_some() {
             return None;
         }
-        let mut values = headers.get_all(AUTHORIZATION).iter();
-        let value = values.next()?;
-        if values.next().is_some() {
-            return None;
+        match authorization(headers, false) {
+            Ok(Some((Scheme::Bearer, credentials)))
+                if !credentials.is_empty() && credentials.len() <= self.max_len =>
+            {
+                Some(credentials)
+            }
+            _ => None,
         }
-        let (scheme, rest) = scheme_of(value.as_bytes(), false)?;
-        let credentials = trim_spaces(rest);
-        (scheme == Scheme::Bearer && !credentials.is_empty() && credentials.len() <= self.max_len)
-            .then_some(credentials)
     }
 
     fn in_authorization_header<'h>(
@@ -90,22 +89,9 @@ impl TokenSource {
         headers: &'h HeaderMap,
         dpop: bool,
     ) -> Result<Option<(Scheme, &'h str)>, AuthError> {
-        let mut values = headers.get_all(AUTHORIZATION).iter();
-        let Some(value) = values.next() else {
+        let Some((scheme, credentials)) = authorization(headers, dpop)? else {
             return Ok(None);
         };
-        if values.next().is_some() {
-            return Err(AuthError::InvalidRequest(
-                RequestProblem::MultipleAuthorizationHeaders,
-            ));
-        }
-        let bytes = value.as_bytes();
-        // Another scheme (Basic, DPoP, ...) is not bearer credentials: 401 without an
-        // error code, as RFC 6750 §3.1 asks for an unsupported method.
-        let Some((scheme, rest)) = scheme_of(bytes, dpop) else {
-            return Ok(None);
-        };
-        let credentials = trim_spaces(rest);
         if credentials.is_empty() {
             return Err(AuthError::InvalidRequest(RequestProblem::EmptyBearer));
         }
@@ -158,6 +144,23 @@ impl TokenSource {
         std::str::from_utf8(token)
             .map_err(|_| AuthError::InvalidRequest(RequestProblem::NotToken68))
     }
+}
+
+/// The scheme of the one `Authorization` header and its credentials, spaces
+/// trimmed and not yet checked; `None` without the header or for another scheme
+/// (`Basic`, ...: not bearer credentials, so 401 without an error code, as
+/// RFC 6750 §3.1 asks for an unsupported method).
+fn authorization(headers: &HeaderMap, dpop: bool) -> Result<Option<(Scheme, &[u8])>, AuthError> {
+    let mut values = headers.get_all(AUTHORIZATION).iter();
+    let Some(value) = values.next() else {
+        return Ok(None);
+    };
+    if values.next().is_some() {
+        return Err(AuthError::InvalidRequest(
+            RequestProblem::MultipleAuthorizationHeaders,
+        ));
+    }
+    Ok(scheme_of(value.as_bytes(), dpop).map(|(scheme, rest)| (scheme, trim_spaces(rest))))
 }
 
 /// The scheme of an `Authorization` value and what follows it; `None` for
