@@ -70,6 +70,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::uri::PathAndQuery;
 use http::{Method, Response, StatusCode, Uri};
 
 use crate::error::TokenProblem;
@@ -141,6 +142,9 @@ pub struct CheckRequest<'a> {
     /// certificate-bound tokens (RFC 8705 §3). `None`: the client presented none
     /// (a certificate-bound token is then refused).
     pub certificate: Option<&'a ClientCertificate>,
+    /// `target` as the server already parsed it (origin form), so it is not
+    /// parsed again: the gateway's hyper request URI.
+    parsed: Option<&'a PathAndQuery>,
 }
 
 impl<'a> CheckRequest<'a> {
@@ -156,7 +160,15 @@ impl<'a> CheckRequest<'a> {
                 RefusalForm::Http
             },
             certificate: None,
+            parsed: None,
         }
+    }
+
+    /// `target` already parsed by the server: the same path and query,
+    /// origin-form.
+    pub(crate) fn parsed_target(mut self, parsed: Option<&'a PathAndQuery>) -> Self {
+        self.parsed = parsed;
+        self
     }
 
     /// The client's TLS certificate: the gateway's TLS listener, Envoy's
@@ -312,16 +324,29 @@ impl Decider {
 
     /// Decides on one request (see the [module docs](self)).
     pub async fn decide(&self, request: &CheckRequest<'_>) -> Decision {
-        let (uri, raw_path, query) = match split_target(request.target) {
-            Some(parts) => parts,
-            None => return deny(Outcome::BadRequest, bad_request("invalid request target")),
+        // The target the server parsed, else `target` parsed here (an
+        // absolute-form target keeps its scheme and authority in `parsed`).
+        let parsed = match request.parsed {
+            Some(_) => None,
+            None => match split_target(request.target) {
+                Some(uri) => Some(uri),
+                None => return deny(Outcome::BadRequest, bad_request("invalid request target")),
+            },
         };
+        let Some(pq) = request
+            .parsed
+            .or_else(|| parsed.as_ref().and_then(Uri::path_and_query))
+            .filter(|pq| pq.path().starts_with('/'))
+        else {
+            return deny(Outcome::BadRequest, bad_request("invalid request target"));
+        };
+        let (raw_path, query) = (pq.path(), pq.query());
         if let Some(metadata) = &self.guard.inner.resource_metadata
-            && let Some(response) = metadata.respond(request.method, &raw_path)
+            && let Some(response) = metadata.respond(request.method, raw_path)
         {
             return deny(Outcome::ResourceMetadata, response);
         }
-        let path = match path::normalize_path(&raw_path) {
+        let path = match path::normalize_path(raw_path) {
             Ok(p) => p,
             Err(e) => return deny(Outcome::BadRequest, bad_request(&e.to_string())),
         };
@@ -331,7 +356,7 @@ impl Decider {
         // an anonymous client could make us do. What the 405 tells such a client
         // (this path is routed, for these methods) is configuration, which the
         // 404/401 difference already shows for paths.
-        let key = path::match_key(&path);
+        let key = path::decoded(&path);
         let route = match route::select(&self.routes, request.method, &key) {
             Selected::Route(route) => route,
             Selected::MethodNotAllowed(allowed) => {
@@ -350,6 +375,7 @@ impl Decider {
             // The layer's validation: a DPoP proof against the original method
             // and the configured public URL plus the path the client sent (never
             // its Host), on every request; the certificate for bound tokens.
+            let uri = parsed.clone().unwrap_or_else(|| Uri::from(pq.clone()));
             let validated = self
                 .guard
                 .validate_request_with(request.method, &uri, request.headers, request.certificate)
@@ -397,7 +423,7 @@ impl Decider {
         Decision::Allow(Allow {
             route_index: route.index,
             path,
-            query,
+            query: query.map(str::to_owned),
             token,
             route: route.name.clone(),
             headers_to_set,
@@ -418,15 +444,12 @@ impl Decider {
 }
 
 /// The URI, path and query of an origin-form or absolute-form target.
-fn split_target(target: &str) -> Option<(Uri, String, Option<String>)> {
+fn split_target(target: &str) -> Option<Uri> {
     let uri: Uri = target.parse().ok()?;
-    let pq = uri.path_and_query()?;
     // `*` (OPTIONS *) and authority-form have no path to route.
-    if !pq.path().starts_with('/') {
-        return None;
-    }
-    let (path, query) = (pq.path().to_owned(), pq.query().map(str::to_owned));
-    Some((uri, path, query))
+    uri.path_and_query()
+        .is_some_and(|pq| pq.path().starts_with('/'))
+        .then_some(uri)
 }
 
 fn deny(outcome: Outcome, response: Response<Bytes>) -> Decision {
@@ -504,7 +527,12 @@ mod tests {
 
     #[test]
     fn targets_split_into_path_and_query_in_both_forms() {
-        let parts = |t| split_target(t).map(|(_, p, q)| (p, q));
+        let parts = |t| {
+            split_target(t).map(|u| {
+                let pq = u.path_and_query().unwrap();
+                (pq.path().to_owned(), pq.query().map(str::to_owned))
+            })
+        };
         assert_eq!(
             parts("/orders/7?x=1&y"),
             Some(("/orders/7".to_owned(), Some("x=1&y".to_owned())))

@@ -90,6 +90,14 @@ pub fn normalize_path(path: &str) -> Result<String, PathError> {
     if !path.starts_with('/') {
         return Err(PathError::NotAbsolute);
     }
+    if is_normal(path) {
+        return Ok(path.to_owned());
+    }
+    normalize_segments(path)
+}
+
+/// [`normalize_path`] the long way, segment by segment.
+fn normalize_segments(path: &str) -> Result<String, PathError> {
     let mut segments: Vec<String> = Vec::new();
     let mut trailing_slash = false;
     for raw in path[1..].split('/') {
@@ -114,6 +122,27 @@ pub fn normalize_path(path: &str) -> Result<String, PathError> {
         out.push('/');
     }
     Ok(out)
+}
+
+/// Whether `path` (starting with `/`) is its own normal form, found without
+/// building it: printable ASCII without `%`, `\\` or `;` (nothing to decode or
+/// refuse), and no empty, `.` or `..` segment except a final empty one (the
+/// trailing `/`, which is kept). Most request paths are.
+fn is_normal(path: &str) -> bool {
+    let plain = path
+        .bytes()
+        .all(|b| matches!(b, 0x21..=0x7e) && !matches!(b, b'%' | b'\\' | b';'));
+    if !plain {
+        return false;
+    }
+    let mut segments = path[1..].split('/').peekable();
+    while let Some(segment) = segments.next() {
+        let last = segments.peek().is_none();
+        if segment == "." || segment == ".." || (segment.is_empty() && !last) {
+            return false;
+        }
+    }
+    true
 }
 
 /// Decodes the unreserved percent-encodings of one segment (rules 2 and 3).
@@ -192,6 +221,14 @@ fn hex_pair(bytes: &[u8], at: usize) -> Option<u8> {
 /// assert_eq!(match_key(&a), "/café/a!");
 /// ```
 pub fn match_key(normal: &str) -> String {
+    decoded(normal).into_owned()
+}
+
+/// [`match_key`], borrowed when there is nothing to decode.
+pub(crate) fn decoded(normal: &str) -> std::borrow::Cow<'_, str> {
+    if !normal.contains('%') {
+        return std::borrow::Cow::Borrowed(normal);
+    }
     let bytes = normal.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -207,7 +244,7 @@ pub fn match_key(normal: &str) -> String {
             }
         }
     }
-    String::from_utf8(out).unwrap_or_else(|_| normal.to_owned())
+    std::borrow::Cow::Owned(String::from_utf8(out).unwrap_or_else(|_| normal.to_owned()))
 }
 
 #[cfg(test)]
@@ -216,6 +253,57 @@ mod tests {
 
     fn ok(path: &str) -> String {
         normalize_path(path).unwrap_or_else(|e| panic!("{path}: {e}"))
+    }
+
+    /// Every path over a small alphabet (all of the special bytes among it),
+    /// up to 5 bytes after the `/`: where the quick check says a path is its
+    /// own normal form, the long way agrees; and the long way's results that
+    /// are plain ASCII pass the quick check (it misses none it could take).
+    #[test]
+    fn the_quick_check_agrees_with_the_long_way() {
+        const ALPHABET: &[u8] = b"/.a%2e;\\~ \x7f";
+        let mut paths = vec![b"/".to_vec()];
+        let mut frontier = paths.clone();
+        for _ in 0..5 {
+            let mut next = Vec::new();
+            for p in &frontier {
+                for &b in ALPHABET {
+                    let mut q = p.clone();
+                    q.push(b);
+                    next.push(q);
+                }
+            }
+            paths.extend(next.iter().cloned());
+            frontier = next;
+        }
+        let mut quick = 0;
+        for bytes in &paths {
+            let Ok(path) = std::str::from_utf8(bytes) else {
+                continue;
+            };
+            let long = normalize_segments(path);
+            if is_normal(path) {
+                quick += 1;
+                assert_eq!(long.as_deref(), Ok(path), "{path:?}");
+            }
+            if let Ok(normal) = &long {
+                assert!(normalize_path(normal) == Ok(normal.clone()), "{normal:?}");
+                if normal.bytes().all(|b| b.is_ascii_graphic()) && !normal.contains(['%', ';']) {
+                    assert!(is_normal(normal), "{normal:?} missed by the quick check");
+                }
+            }
+        }
+        assert!(quick > 1000, "only {quick} paths took the quick check");
+    }
+
+    #[test]
+    fn decoded_borrows_only_without_percent() {
+        assert!(matches!(
+            decoded("/a/b"),
+            std::borrow::Cow::Borrowed("/a/b")
+        ));
+        assert_eq!(decoded("/caf%C3%A9"), "/café");
+        assert_eq!(match_key("/a%21"), "/a!");
     }
 
     #[test]

@@ -40,8 +40,15 @@ pin_project! {
 
 impl UpstreamBody {
     /// `checkin` returns the body's connection to its pool once the body ended
-    /// (`None`: hyper-util's client pools it).
-    pub(crate) fn new(inner: Incoming, timeout: Duration, checkin: Option<Checkin>) -> Self {
+    /// (`None`: hyper-util's client pools it). `now` is a recent time: the
+    /// timer is set when the gateway first waits, so the clock is not read
+    /// for a body that never makes it wait.
+    pub(crate) fn new(
+        inner: Incoming,
+        timeout: Duration,
+        checkin: Option<Checkin>,
+        now: Instant,
+    ) -> Self {
         let mut connection = Returned(checkin);
         if inner.is_end_stream() {
             // No body (HEAD, 204, 304, `Content-Length: 0`): nothing polls it.
@@ -49,7 +56,7 @@ impl UpstreamBody {
         }
         UpstreamBody {
             inner,
-            stall: tokio::time::sleep(timeout),
+            stall: tokio::time::sleep_until(now + timeout),
             timeout,
             waiting: false,
             connection,

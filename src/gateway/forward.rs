@@ -21,26 +21,22 @@ const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host")
 /// `Trailer` is end-to-end (RFC 9110 §6.6.2, not in §7.6.1's list) and kept:
 /// hyper sends HTTP/1.1 trailer fields only when `Trailer` declares them.
 pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    // Most messages carry none, or only `Connection`: one pass over the names
-    // present, rather than a lookup per hop-by-hop name.
+    // Most messages carry none, or only `Connection: keep-alive`: one pass over
+    // the names present, then a removal of each name found (not of every
+    // hop-by-hop name, a hash lookup each, present or not).
     if !headers.keys().any(is_hop_by_hop) {
         return;
     }
-    let named: Vec<HeaderName> = headers
+    let mut doomed: Vec<HeaderName> = headers
         .get_all(CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
         .collect();
-    for name in named {
+    doomed.extend(headers.keys().filter(|name| is_hop_by_hop(name)).cloned());
+    for name in doomed {
         headers.remove(name);
-    }
-    for name in [CONNECTION, TE, TRANSFER_ENCODING, UPGRADE] {
-        headers.remove(name);
-    }
-    for name in &HOP_BY_HOP[1..3] {
-        headers.remove(*name);
     }
 }
 
@@ -172,6 +168,32 @@ mod tests {
             h["trailer"], "x-checksum",
             "end-to-end: declares the trailers"
         );
+    }
+
+    #[test]
+    fn every_copy_of_a_hop_by_hop_header_goes_and_names_may_repeat() {
+        let mut h = HeaderMap::new();
+        for (k, v) in [
+            ("connection", "TE, x-a"),
+            ("connection", "x-a ,keep-alive"),
+            ("te", "trailers"),
+            ("te", "deflate"),
+            ("x-a", "1"),
+            ("x-a", "2"),
+            ("x-b", "kept"),
+        ] {
+            h.append(k, HeaderValue::from_static(v));
+        }
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1, "{h:?}");
+        assert_eq!(h["x-b"], "kept");
+
+        // Nothing hop-by-hop: nothing touched.
+        let mut h = HeaderMap::new();
+        h.append("x-connection", HeaderValue::from_static("x-b"));
+        h.append("x-b", HeaderValue::from_static("kept"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 2, "{h:?}");
     }
 
     /// The forwarding of `[forward]`, and its `trust_forwarded` for the decision.

@@ -82,6 +82,7 @@ use arc_swap::ArcSwap;
 use bytes::Bytes;
 use futures_util::FutureExt as _;
 use futures_util::future::Either;
+use http::uri::PathAndQuery;
 use http::{HeaderValue, Request, Response, StatusCode, Uri, Version, header};
 use http_body::Body as _;
 use http_body_util::combinators::BoxBody;
@@ -570,24 +571,21 @@ impl Gateway {
         let trusted = self.shared.forwarding.trust_forwarded();
         let request_id = access::request_id(req.headers(), trusted);
         req.headers_mut().insert(X_REQUEST_ID, request_id.clone());
-        self.handle(req, mode, peer).map(move |response| {
+        self.handle(req, mode, peer).map(move |answer| {
             let path = path.as_deref().unwrap_or_default();
-            Self::logged(response, started, &method, path, peer, request_id)
+            Self::logged(answer, started, &method, path, peer, request_id)
         })
     }
 
     fn logged(
-        mut response: Response<GatewayBody>,
+        answer: Answer,
         started: std::time::Instant,
         method: &http::Method,
         path: &str,
         peer: SocketAddr,
         request_id: HeaderValue,
     ) -> Response<GatewayBody> {
-        let note = response
-            .extensions_mut()
-            .remove::<Note>()
-            .unwrap_or_default();
+        let Answer { mut response, note } = answer;
         access::Line {
             request_id: &request_id,
             peer,
@@ -603,26 +601,21 @@ impl Gateway {
     }
 
     /// One request from `peer` (the TCP peer, i.e. the client or a proxy in front).
-    async fn handle(
-        self,
-        req: Request<Incoming>,
-        mode: Mode,
-        peer: SocketAddr,
-    ) -> Response<GatewayBody> {
+    async fn handle(self, req: Request<Incoming>, mode: Mode, peer: SocketAddr) -> Answer {
         if mode.admin && req.uri().path().starts_with("/-/") {
             // Boxed: a readiness probe may load keys, a large future the
             // proxied requests should not carry.
-            let mut response = Box::pin(admin(
+            let response = Box::pin(admin(
                 self.guard(),
                 self.shared.metrics.as_ref(),
                 req.uri().path(),
             ))
             .await;
-            response.extensions_mut().insert(Note {
+            let note = Note {
                 outcome: "admin",
                 ..Note::default()
-            });
-            return response;
+            };
+            return Answer { response, note };
         }
         if !mode.proxy {
             return count(
@@ -633,8 +626,9 @@ impl Gateway {
         let target = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
         // Put there by a TLS listener that asks for client certificates.
         let certificate = req.extensions().get::<ClientCertificate>();
-        let check =
-            CheckRequest::new(req.method(), target, req.headers()).client_certificate(certificate);
+        let check = CheckRequest::new(req.method(), target, req.headers())
+            .client_certificate(certificate)
+            .parsed_target(req.uri().path_and_query());
         match self.shared.decider.decide(&check).await {
             Decision::Allow(allow) => {
                 let route = allow.route.clone();
@@ -648,20 +642,16 @@ impl Gateway {
                             t.client_id().map(str::to_owned),
                         )
                     });
-                let mut response = self.forward(req, allow, peer.ip()).await;
-                if let Some(note) = response.extensions_mut().get_mut::<Note>() {
-                    note.route = Some(route);
-                    (note.sub, note.client_id) = who.unwrap_or_default();
-                }
-                response
+                let mut answer = self.forward(req, allow, peer.ip()).await;
+                answer.note.route = Some(route);
+                (answer.note.sub, answer.note.client_id) = who.unwrap_or_default();
+                answer
             }
             Decision::Deny(deny) => {
-                let mut response = count(deny.outcome.as_str(), deny.response.map(full));
-                if let Some(note) = response.extensions_mut().get_mut::<Note>() {
-                    note.reason = Some(deny.reason);
-                    note.route = deny.route;
-                }
-                response
+                let mut answer = count(deny.outcome.as_str(), deny.response.map(full));
+                answer.note.reason = Some(deny.reason);
+                answer.note.route = deny.route;
+                answer
             }
         }
     }
@@ -674,10 +664,10 @@ impl Gateway {
         req: Request<Incoming>,
         allow: Allow,
         peer: IpAddr,
-    ) -> impl Future<Output = Response<GatewayBody>> + Send + '_ {
+    ) -> impl Future<Output = Answer> + Send + '_ {
         match self.prepare(req, allow, peer) {
             Ok(outgoing) => Either::Left(self.send(outgoing)),
-            Err(response) => Either::Right(std::future::ready(*response)),
+            Err(answer) => Either::Right(std::future::ready(*answer)),
         }
     }
 
@@ -687,7 +677,7 @@ impl Gateway {
         req: Request<Incoming>,
         allow: Allow,
         peer: IpAddr,
-    ) -> Result<Outgoing, Box<Response<GatewayBody>>> {
+    ) -> Result<Outgoing, Box<Answer>> {
         let s = &self.shared;
         let (mut parts, body) = req.into_parts();
         let client_version = parts.version;
@@ -707,15 +697,19 @@ impl Gateway {
         };
         // The pool sends origin-form (and sets Host); hyper-util's client
         // wants the absolute URI.
-        let uri = match upstream.pool {
-            Some(_) => Uri::builder().path_and_query(target).build(),
-            None => Uri::builder()
-                .scheme(upstream.scheme.clone())
-                .authority(upstream.authority.clone())
-                .path_and_query(target)
-                .build(),
-        };
-        let Ok(uri) = uri else {
+        let uri = PathAndQuery::try_from(target)
+            .ok()
+            .and_then(|pq| match upstream.pool {
+                Some(_) => Some(Uri::from(pq)),
+                None => {
+                    let mut parts = http::uri::Parts::default();
+                    parts.scheme = Some(upstream.scheme.clone());
+                    parts.authority = Some(upstream.authority.clone());
+                    parts.path_and_query = Some(pq);
+                    Uri::from_parts(parts).ok()
+                }
+            });
+        let Some(uri) = uri else {
             return Err(Box::new(count(
                 "bad_request",
                 own(
@@ -773,7 +767,7 @@ impl Gateway {
     /// Sends a prepared request and relays the upstream's answer.
     /// The request future is made here, outside the returned one's state, so
     /// the request is held once (by it).
-    fn send(&self, outgoing: Outgoing) -> impl Future<Output = Response<GatewayBody>> + Send + '_ {
+    fn send(&self, outgoing: Outgoing) -> impl Future<Output = Answer> + Send + '_ {
         let s = &self.shared;
         let Outgoing {
             request,
@@ -783,8 +777,13 @@ impl Gateway {
             dpop_nonce,
         } = outgoing;
         let upstream = s.upstreams.for_route(route_index);
+        // One clock read for the timeout, the pool and the body's timer.
+        let now = tokio::time::Instant::now();
         let sent = match &upstream.pool {
-            Some(pool) => Either::Left(pool.send(request).map(|r| r.map(|(r, c)| (r, Some(c))))),
+            Some(pool) => Either::Left(
+                pool.send(request, now)
+                    .map(|r| r.map(|(r, c)| (r, Some(c)))),
+            ),
             None => Either::Right(
                 s.upstreams
                     .client(upstream)
@@ -794,8 +793,8 @@ impl Gateway {
         };
         // A combinator, not an async block: awaiting a captured future would
         // keep a second copy of it in the state.
-        tokio::time::timeout(s.upstream_timeout, sent)
-            .map(move |sent| self.relay(sent, upstream, upgrade, client_version, dpop_nonce))
+        tokio::time::timeout_at(now + s.upstream_timeout, sent)
+            .map(move |sent| self.relay(sent, upstream, upgrade, client_version, dpop_nonce, now))
     }
 
     /// The client's response to the upstream's answer (or its failure).
@@ -806,7 +805,8 @@ impl Gateway {
         upgrade: Option<upgrade::Pending>,
         client_version: Version,
         dpop_nonce: Option<HeaderValue>,
-    ) -> Response<GatewayBody> {
+        now: tokio::time::Instant,
+    ) -> Answer {
         let s = &self.shared;
         match sent {
             Ok(Ok((response, _connection)))
@@ -836,7 +836,8 @@ impl Gateway {
                 if let Some(nonce) = dpop_nonce {
                     parts.headers.insert(DPOP_NONCE, nonce);
                 }
-                let body = UpstreamBody::new(body, s.upstream_body_timeout, connection).boxed();
+                let body =
+                    UpstreamBody::new(body, s.upstream_body_timeout, connection, now).boxed();
                 count("forwarded", Response::from_parts(parts, body))
             }
             Ok(Err(e)) if caused_by::<LengthLimitError>(&*e) => {
@@ -1238,18 +1239,26 @@ fn empty() -> GatewayBody {
 }
 
 /// Counts the request under `outcome`, which the access log line also names.
-fn count(outcome: &'static str, mut response: Response<GatewayBody>) -> Response<GatewayBody> {
+fn count(outcome: &'static str, response: Response<GatewayBody>) -> Answer {
     static FORWARDED: crate::metrics::Hot<metrics::Counter> = crate::metrics::Hot::new();
     crate::metrics::with_handle(
         (outcome == "forwarded").then_some(&FORWARDED),
         || metrics::counter!("bearer_guard_gateway_requests_total", "outcome" => outcome),
         |c| c.increment(1),
     );
-    response.extensions_mut().insert(Note {
+    let note = Note {
         outcome,
         ..Note::default()
-    });
-    response
+    };
+    Answer { response, note }
+}
+
+/// A response to the client, and what its access log line says about it
+/// (returned beside it, not put in its extensions: that is an allocation
+/// and a hash-map insert per request).
+struct Answer {
+    response: Response<GatewayBody>,
+    note: Note,
 }
 
 #[cfg(test)]

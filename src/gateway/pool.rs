@@ -94,13 +94,15 @@ impl Http1Pool {
     ///
     /// With a kept-alive connection ready (the usual case), the request is
     /// handed to it at once and the future only waits for the answer; a new
-    /// connection, or a retry, is a boxed future of its own.
+    /// connection, or a retry, is a boxed future of its own. `now` is the
+    /// time, read by the caller.
     pub(crate) fn send(
         self: &Arc<Self>,
         mut req: Request<Limited<Incoming>>,
+        now: Instant,
     ) -> impl Future<Output = Sent> + Send + 'static {
         req.headers_mut().insert(header::HOST, self.host.clone());
-        let Some(mut sender) = self.checkout() else {
+        let Some(mut sender) = self.checkout(now) else {
             return Either::Right(Box::pin(Arc::clone(self).send_on_any(req)) as Slow);
         };
         let pool = Arc::clone(self);
@@ -125,7 +127,7 @@ impl Http1Pool {
     /// [`send`](Self::send) on the next ready connection, else a new one.
     async fn send_on_any(self: Arc<Self>, mut req: Request<Limited<Incoming>>) -> Sent {
         loop {
-            let (mut sender, reused) = match self.checkout() {
+            let (mut sender, reused) = match self.checkout(Instant::now()) {
                 Some(sender) => (sender, true),
                 None => (self.connect().await?, false),
             };
@@ -146,9 +148,8 @@ impl Http1Pool {
     }
 
     /// The most recently returned connection that is open and ready.
-    fn checkout(&self) -> Option<Sender> {
+    fn checkout(&self, now: Instant) -> Option<Sender> {
         let mut idle = lock(&self.idle);
-        let now = Instant::now();
         // The oldest are at the front: drop those idle too long.
         let expired = idle
             .iter()
@@ -328,7 +329,7 @@ mod tests {
             .uri("/x")
             .body(empty_body().await)
             .expect("request");
-        pool.send(req).await.expect("sent")
+        pool.send(req, Instant::now()).await.expect("sent")
     }
 
     #[tokio::test]
@@ -415,6 +416,6 @@ mod tests {
             .uri("/")
             .body(empty_body().await)
             .expect("request");
-        assert!(pool.send(req).await.is_err());
+        assert!(pool.send(req, Instant::now()).await.is_err());
     }
 }
