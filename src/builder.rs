@@ -363,7 +363,8 @@ impl GuardBuilder {
     }
 
     /// Longest time a verified token is served from the cache before it is
-    /// verified again, whatever its `exp` (default 1 h).
+    /// verified again, whatever its `exp` (default 1 h), by the guard's clock
+    /// ([`clock`](Self::clock)).
     pub fn token_cache_max_ttl(mut self, ttl: Duration) -> Self {
         self.cache.max_ttl = ttl;
         self

@@ -60,8 +60,10 @@ pub(crate) struct Entry {
     pub key: Arc<VerifyingKey>,
     pub issuer: usize,
     lifetime: Duration,
-    /// When the cache lets the entry go: its insertion plus `lifetime`.
-    expires: Instant,
+    /// When the entry stops answering, by the guard's clock (since the Unix
+    /// epoch): its insertion plus `lifetime`. moka's own expiry, by the real
+    /// clock, only frees the memory.
+    expires_at: Duration,
 }
 
 /// What one entry costs besides its token and claims text: moka's node, the
@@ -151,6 +153,10 @@ pub(crate) const FRONT_SLOTS: usize = 256;
 /// See [`FRONT_SLOTS`].
 const FRONT_TAKEOVER: u32 = 8;
 
+/// The bytes at the end of a token that choose its front slot (with its
+/// length): 32 base64url characters are 192 bits of its signature.
+const SLOT_HASHED_BYTES: usize = 32;
+
 #[derive(Default)]
 struct Slot {
     kept: arc_swap::ArcSwapOption<Entry>,
@@ -217,15 +223,16 @@ impl TokenCache {
         })
     }
 
-    pub(crate) fn get(&self, token: &str) -> Option<Entry> {
+    /// The entry for `token` at `now` (the guard's clock, since the epoch).
+    pub(crate) fn get(&self, token: &str, now: Duration) -> Option<Entry> {
         if token.len() > self.max_token_bytes {
             return None;
         }
-        if let Some(kept) = self.front(token.as_bytes()) {
+        if let Some(kept) = self.front(token.as_bytes(), now) {
             return Some(kept);
         }
         let slot = self.slot(token.as_bytes());
-        let entry = self.cache.get(token);
+        let entry = self.cache.get(token).filter(|e| now < e.expires_at);
         match &entry {
             None => {
                 self.misses.fetch_add(1, Ordering::Relaxed);
@@ -250,15 +257,21 @@ impl TokenCache {
     /// has not expired. The bytes need no checking first: only a token that
     /// passed every check, its token68 syntax included, is ever in a slot, and
     /// a byte-equal one is the same token.
-    pub(crate) fn front(&self, token: &[u8]) -> Option<Entry> {
+    pub(crate) fn front(&self, token: &[u8], now: Duration) -> Option<Entry> {
         let kept = self.slot(token).kept.load();
         let kept = kept.as_deref()?;
-        (kept.token.access_token_arc().as_bytes() == token && Instant::now() < kept.expires)
+        (kept.token.access_token_arc().as_bytes() == token && now < kept.expires_at)
             .then(|| kept.clone())
     }
 
+    /// `token`'s front slot, chosen by its length and its last
+    /// [`SLOT_HASHED_BYTES`] bytes: a JWS ends in its signature, so those
+    /// differ between tokens, and hashing the whole token was half the cost
+    /// of a front hit. Tokens that share a slot only take turns in it: a slot
+    /// answers only for the exact bytes it holds.
     fn slot(&self, token: &[u8]) -> &Slot {
-        let hash = self.front_hasher.hash_one(token) as usize;
+        let tail = &token[token.len().saturating_sub(SLOT_HASHED_BYTES)..];
+        let hash = self.front_hasher.hash_one((token.len(), tail)) as usize;
         &self.front[hash % FRONT_SLOTS]
     }
 
@@ -323,11 +336,7 @@ impl TokenCache {
                 key,
                 issuer,
                 lifetime,
-                // An overflow (no such lifetime passes the builder) never
-                // answers from a front slot.
-                expires: Instant::now()
-                    .checked_add(lifetime)
-                    .unwrap_or_else(Instant::now),
+                expires_at: now.saturating_add(lifetime),
             },
         );
     }
@@ -425,11 +434,52 @@ mod tests {
         }
         for _ in 0..3 {
             for t in &tokens {
-                let entry = c.get(t).expect("cached");
+                let entry = c.get(t, secs(900)).expect("cached");
                 assert_eq!(&**entry.token.access_token_arc(), t.as_str());
             }
         }
-        assert!(c.get("t.unknown.s").is_none());
+        assert!(c.get("t.unknown.s", secs(900)).is_none());
+    }
+
+    #[test]
+    fn tokens_sharing_a_slot_take_turns_and_never_answer_for_each_other() {
+        let c = cache(100);
+        let tail = "s".repeat(SLOT_HASHED_BYTES + 8);
+        let tokens: Vec<String> = (0..10).map(|i| format!("h{i}.p.{tail}")).collect();
+        assert!(
+            tokens
+                .iter()
+                .all(|t| std::ptr::eq(c.slot(t.as_bytes()), c.slot(tokens[0].as_bytes())))
+        );
+        for t in &tokens {
+            insert_twice(&c, t, &verified_as(t, 1000), 900);
+        }
+        for _ in 0..2 * FRONT_TAKEOVER {
+            for t in &tokens {
+                let entry = c.get(t, secs(900)).expect("cached");
+                assert_eq!(&**entry.token.access_token_arc(), t.as_str());
+                if let Some(front) = c.front(t.as_bytes(), secs(900)) {
+                    assert_eq!(&**front.token.access_token_arc(), t.as_str());
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn entries_stop_answering_at_their_expiry_by_the_guards_clock() {
+        let c = cache(100);
+        // exp 1000 + leeway 60, inserted at 900: until 1060.
+        insert_twice(&c, "a.b.c", &verified_as("a.b.c", 1000), 900);
+        for _ in 0..3 {
+            assert!(c.get("a.b.c", secs(1059)).is_some());
+        }
+        assert!(c.front(b"a.b.c", secs(1059)).is_some(), "in its slot");
+        assert!(c.front(b"a.b.c", secs(1060)).is_none());
+        assert!(c.get("a.b.c", secs(1060)).is_none(), "nor from moka");
+        assert!(
+            c.get("a.b.c", secs(1059)).is_some(),
+            "moka keeps it by its own clock"
+        );
     }
 
     #[test]
@@ -438,20 +488,23 @@ mod tests {
         let v = verified_as("a.b.c", 1000);
         insert_twice(&c, "a.b.c", &v, 900);
         for _ in 0..3 {
-            assert!(c.get("a.b.c").is_some(), "from moka, then from its slot");
+            assert!(
+                c.get("a.b.c", secs(900)).is_some(),
+                "from moka, then from its slot"
+            );
         }
         assert!(c.slot(b"a.b.c").kept.load().is_some());
         c.stale("a.b.c");
-        assert!(c.get("a.b.c").is_none());
+        assert!(c.get("a.b.c", secs(900)).is_none());
     }
 
     #[test]
     fn a_token_is_cached_on_its_second_verification() {
         let c = cache(100);
         c.insert("a.b.c", &verified(1000), a_key(), 0, secs(900), secs(60));
-        assert!(c.get("a.b.c").is_none());
+        assert!(c.get("a.b.c", secs(900)).is_none());
         c.insert("a.b.c", &verified(1000), a_key(), 0, secs(900), secs(60));
-        assert!(c.get("a.b.c").is_some());
+        assert!(c.get("a.b.c", secs(900)).is_some());
         // One-off tokens never enter it, but for one whose bit another token set
         // (a one-hash filter: ~0.5 % of runs have such a pair among 101 tokens).
         // Counted here with the filter's own hash, so the test is exact.
@@ -490,9 +543,9 @@ mod tests {
     fn hits_only_on_the_exact_token() {
         let c = cache(100);
         insert_twice(&c, "a.b.c", &verified(1000), 900);
-        assert!(c.get("a.b.c").is_some());
+        assert!(c.get("a.b.c", secs(900)).is_some());
         for other in ["a.b.", "a.b.cc", "A.b.c", "a.b.c "] {
-            assert!(c.get(other).is_none(), "{other}");
+            assert!(c.get(other, secs(900)).is_none(), "{other}");
         }
     }
 
@@ -508,9 +561,15 @@ mod tests {
     fn lifetime_is_exp_plus_leeway_capped_by_max_ttl() {
         let c = cache(100);
         insert_twice(&c, "a", &verified(1000), 900);
-        assert_eq!(c.get("a").unwrap().lifetime, Duration::from_secs(160));
+        assert_eq!(
+            c.get("a", secs(900)).unwrap().lifetime,
+            Duration::from_secs(160)
+        );
         insert_twice(&c, "b", &verified(100_000), 900);
-        assert_eq!(c.get("b").unwrap().lifetime, Duration::from_secs(3600));
+        assert_eq!(
+            c.get("b", secs(900)).unwrap().lifetime,
+            Duration::from_secs(3600)
+        );
     }
 
     #[test]

@@ -39,16 +39,19 @@ pub(crate) fn early<'h>(
 ) -> Early<'h> {
     // A reused token (most traffic) is found by its bytes in the cache's front:
     // it passed extraction's checks when it was first verified.
+    let mut read_at = None;
     if let Some(cache) = &g.cache
         && let Some(raw) = g.tokens.bearer_unchecked(headers)
-        && let Some(hit) = cache.front(raw)
     {
-        let span = span();
-        if let Some(result) = answer_hit(g, cache, hit, now(g), &span) {
-            let result =
-                result.and_then(|t| bearer_binding(g.dpop.as_ref(), &t, certificate).map(|()| t));
-            finish(&span, &result);
-            return Early::Done(result);
+        let at = *read_at.insert(now(g));
+        if let Some(hit) = cache.front(raw, at) {
+            let span = span();
+            if let Some(result) = answer_hit(g, cache, hit, at, &span) {
+                let result = result
+                    .and_then(|t| bearer_binding(g.dpop.as_ref(), &t, certificate).map(|()| t));
+                finish(&span, &result);
+                return Early::Done(result);
+            }
         }
     }
     let (scheme, token) = match g.tokens.extract_scheme(headers, dpop) {
@@ -63,7 +66,7 @@ pub(crate) fn early<'h>(
         return Early::Verify(scheme, token);
     };
     let span = span();
-    match cached(g, cache, token, now(g), &span) {
+    match cached(g, cache, token, read_at.unwrap_or_else(|| now(g)), &span) {
         Some(result) => {
             let result =
                 result.and_then(|t| bearer_binding(g.dpop.as_ref(), &t, certificate).map(|()| t));
@@ -182,7 +185,7 @@ fn cached(
     {
         return remembered(g, intro, &Introspector::key(token), now);
     }
-    let hit = cache.get(token)?;
+    let hit = cache.get(token, now)?;
     answer_hit(g, cache, hit, now, span)
 }
 
