@@ -7,7 +7,7 @@
 use std::net::IpAddr;
 
 use http::header::{
-    CONNECTION, HeaderMap, HeaderName, HeaderValue, TE, TRANSFER_ENCODING, UPGRADE,
+    CONNECTION, Entry, HeaderMap, HeaderName, HeaderValue, TE, TRANSFER_ENCODING, UPGRADE,
 };
 
 use super::config::{ConfigError, ForwardConfig};
@@ -16,6 +16,8 @@ use crate::decision::HOP_BY_HOP;
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+const CLOSE: HeaderName = HeaderName::from_static("close");
 
 /// Removes the hop-by-hop headers, and those the `Connection` header names.
 /// `Trailer` is end-to-end (RFC 9110 §6.6.2, not in §7.6.1's list) and kept:
@@ -32,7 +34,12 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .filter_map(|option| match option.trim() {
+            // The usual options, without parsing them as names.
+            o if o.eq_ignore_ascii_case("keep-alive") => Some(KEEP_ALIVE),
+            o if o.eq_ignore_ascii_case("close") => Some(CLOSE),
+            o => HeaderName::from_bytes(o.as_bytes()).ok(),
+        })
         .collect();
     doomed.extend(headers.keys().filter(|name| is_hop_by_hop(name)).cloned());
     for name in doomed {
@@ -115,27 +122,35 @@ impl Forwarding {
         if !self.x_forwarded {
             return;
         }
-        // An IPv4 client of a dual-stack listener shows as `::ffff:a.b.c.d`.
+        // Through entries: one lookup per header.
         let mut list: Vec<u8> = Vec::with_capacity(64);
-        for value in headers.get_all(&X_FORWARDED_FOR) {
-            let value = value.as_bytes().trim_ascii();
-            if !value.is_empty() {
-                list.extend_from_slice(value);
-                list.extend_from_slice(b", ");
+        let forwarded_for = headers.entry(X_FORWARDED_FOR);
+        if let Entry::Occupied(ref found) = forwarded_for {
+            for value in found.iter() {
+                let value = value.as_bytes().trim_ascii();
+                if !value.is_empty() {
+                    list.extend_from_slice(value);
+                    list.extend_from_slice(b", ");
+                }
             }
         }
+        // An IPv4 client of a dual-stack listener shows as `::ffff:a.b.c.d`.
         write_ip(&mut list, peer.to_canonical());
         // Joined from valid values and an address: cannot fail, but never panic.
         if let Ok(value) = HeaderValue::from_bytes(&list) {
-            headers.insert(X_FORWARDED_FOR, value);
+            match forwarded_for {
+                // Every earlier value is replaced by the joined list.
+                Entry::Occupied(mut found) => drop(found.insert(value)),
+                Entry::Vacant(empty) => drop(empty.insert(value)),
+            }
         }
-        if !headers.contains_key(&X_FORWARDED_PROTO) {
-            headers.insert(X_FORWARDED_PROTO, self.proto.clone());
+        if let Entry::Vacant(empty) = headers.entry(X_FORWARDED_PROTO) {
+            empty.insert(self.proto.clone());
         }
-        if !headers.contains_key(&X_FORWARDED_HOST)
-            && let Some(host) = host
+        if let Some(host) = host
+            && let Entry::Vacant(empty) = headers.entry(X_FORWARDED_HOST)
         {
-            headers.insert(X_FORWARDED_HOST, host);
+            empty.insert(host);
         }
     }
 }

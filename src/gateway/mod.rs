@@ -690,11 +690,17 @@ impl Gateway {
             )));
         }
         let upstream = s.upstreams.for_route(allow.route_index);
-        let path = &allow.path;
-        let target = match &allow.query {
-            Some(q) => format!("{}{path}?{q}", upstream.base),
-            None => format!("{}{path}", upstream.base),
-        };
+        // Joined by hand: `format!` is a few hundred instructions more.
+        let query = allow.query.as_deref();
+        let mut target = String::with_capacity(
+            upstream.base.len() + allow.path.len() + query.map_or(0, |q| q.len() + 1),
+        );
+        target.push_str(&upstream.base);
+        target.push_str(&allow.path);
+        if let Some(q) = query {
+            target.push('?');
+            target.push_str(q);
+        }
         // The pool sends origin-form (and sets Host); hyper-util's client
         // wants the absolute URI.
         let uri = PathAndQuery::try_from(target)
