@@ -219,7 +219,8 @@ fn answer_hit(
         }
     }
     // Is the key that verified it still published? Then only time can have changed.
-    let loaded = g.issuers.entries()[hit.issuer].store.keys_now()?;
+    let store = &g.issuers.entries()[hit.issuer].store;
+    let loaded = store.keys_at(crate::clock::saturating_millis(now))?;
     if !loaded.keys.contains(&hit.key) {
         cache.stale(token);
         return None;

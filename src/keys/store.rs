@@ -182,8 +182,13 @@ impl KeyStore {
     /// older than the staleness limit), starting a background refresh when one is
     /// due. `None` when a request would have to wait for a fetch.
     pub(crate) fn keys_now(self: &Arc<Self>) -> Option<Arc<Loaded>> {
+        self.keys_at(self.now())
+    }
+
+    /// [`keys_now`](Self::keys_now) at `now` (milliseconds since the epoch),
+    /// read from the guard's clock (the store's) by the caller.
+    pub(crate) fn keys_at(self: &Arc<Self>, now: u64) -> Option<Arc<Loaded>> {
         let loaded = self.current.load_full()?;
-        let now = self.now();
         let stale_limit = loaded
             .expires_at
             .saturating_add(saturating_millis(self.context.policy.max_staleness));
