@@ -78,7 +78,11 @@ const CLIENT_ADDRESS: [&str; 9] = [
 /// A header name as WSGI, CGI, PHP and several frameworks see it: `x_auth_sub`
 /// and `X-Auth-Sub` are one variable (`HTTP_X_AUTH_SUB`) there.
 fn normalise(name: &str) -> Cow<'_, str> {
-    if name.bytes().any(|b| b == b'_' || b.is_ascii_uppercase()) {
+    // Without an early exit, so it is checked many bytes at a time.
+    let odd = name
+        .bytes()
+        .fold(false, |odd, b| odd | (b == b'_') | b.is_ascii_uppercase());
+    if odd {
         Cow::Owned(name.to_ascii_lowercase().replace('_', "-"))
     } else {
         Cow::Borrowed(name)

@@ -29,18 +29,18 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
     if !headers.keys().any(is_hop_by_hop) {
         return;
     }
-    let mut doomed: Vec<HeaderName> = headers
-        .get_all(CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|option| match option.trim() {
-            // The usual options, without parsing them as names.
-            o if o.eq_ignore_ascii_case("keep-alive") => Some(KEEP_ALIVE),
-            o if o.eq_ignore_ascii_case("close") => Some(CLOSE),
-            o => HeaderName::from_bytes(o.as_bytes()).ok(),
-        })
-        .collect();
+    let mut doomed: Vec<HeaderName> = Vec::new();
+    for value in headers.get_all(CONNECTION) {
+        let Ok(value) = value.to_str() else { continue };
+        for option in value.split(',') {
+            doomed.extend(match option.trim() {
+                // The usual options, without parsing them as names.
+                o if o.eq_ignore_ascii_case("keep-alive") => Some(KEEP_ALIVE),
+                o if o.eq_ignore_ascii_case("close") => Some(CLOSE),
+                o => HeaderName::from_bytes(o.as_bytes()).ok(),
+            });
+        }
+    }
     doomed.extend(headers.keys().filter(|name| is_hop_by_hop(name)).cloned());
     for name in doomed {
         headers.remove(name);
