@@ -12,12 +12,12 @@
 #
 # perf: `perf-gateway-<mode>.data` and `perf-nginx-<mode>.data` in $OUT; read the
 # kernel/user split with `perf report -i FILE --sort dso` and the symbols with
-# `--sort symbol`. callgrind: `callgrind-<mode>.out` in $OUT and the number of
-# requests it served; `callgrind_annotate --inclusive=yes FILE` divided by that
-# number is instructions per request (the first request also pays aws-lc's
-# one-time entropy setup, ~420 M instructions, and the startup counts: subtract
-# them). Instruction counts do not move with the machine's other load; req/s
-# under callgrind is ~50x lower and means nothing.
+# `--sort symbol`. callgrind: the gateway is warmed by one wrk run, its counts
+# zeroed, and dumped after the measured run to `callgrind-<mode>.out.<n>` in
+# $OUT; printed: that dump's total over the requests wrk completed, the
+# instructions per request (`callgrind_annotate --inclusive=yes FILE`, divided
+# by the same number, is where they go). Instruction counts do not move with
+# the machine's other load; req/s under callgrind is ~50x lower and means nothing.
 #
 # Knobs (env): MODES ("public validating"), DURATION (s, 8), PROFILE (none, perf,
 # callgrind), OUT (.), SERVER_CPU (0), CLIENT_CPU (1), BASE_PORT (19480; uses 4),
@@ -194,9 +194,21 @@ for mode in $MODES; do
     read -r n_rps _ < <(run "http://127.0.0.1:$NGINX_PORT$path")
     [[ $PROFILE == perf ]] && sleep 1 # the nginx recording ends
     [[ $PROFILE == perf ]] && record "$GW" "$OUT/perf-gateway-$mode.data"
+    if [[ $PROFILE == callgrind ]]; then
+        # Warmed first (connections, keys, the token cache), then counted from
+        # zero over the measured run only: no startup, no first request.
+        run "http://127.0.0.1:$GW_PORT$path" >/dev/null
+        callgrind_control --zero "$GW" >/dev/null
+    fi
     read -r g_rps g_n < <(run "http://127.0.0.1:$GW_PORT$path")
     ratio=$(awk -v g="$g_rps" -v n="$n_rps" 'BEGIN { printf "%.2f", g / n }')
     printf '%-12s %12s %14s %8s %14s\n' "$mode" "$n_rps" "$g_rps" "$ratio" "$g_n"
+    if [[ $PROFILE == callgrind ]]; then
+        callgrind_control --dump "$GW" >/dev/null
+        dump=$(ls -t "$OUT/callgrind-$mode.out".* | head -1)
+        awk -v n="$g_n" -v f="$dump" '/^(summary|totals):/ {
+            printf "%s: %.0f instructions per request (%s)\n", "'"$mode"'", $2 / n, f; exit }' "$dump"
+    fi
 done
 [[ $PROFILE == perf ]] && sleep 1
 if [[ $PROFILE == callgrind ]]; then
