@@ -32,6 +32,8 @@
 # CLIENT_CPU (1), AS_PORT (19380), UP_PORT (19381), NGINX_PORT (19382),
 # NGINX_TLS_PORT (19383), GW_PORT (19384), GW_TLS_PORT (19385), CARGO_TARGET_DIR
 # (target), NO_BUILD=1 to use the release binary already built.
+# (A `cargo bench` into the same target directory rebuilds the binary without
+# LTO: build the release one again after it.)
 
 set -euo pipefail
 

@@ -22,6 +22,8 @@
 # Knobs (env): MODES ("public validating"), DURATION (s, 8), PROFILE (none, perf,
 # callgrind), OUT (.), SERVER_CPU (0), CLIENT_CPU (1), BASE_PORT (19480; uses 4),
 # CARGO_TARGET_DIR (target), NO_BUILD=1 to use the binary already built.
+# (A `cargo bench` into the same target directory rebuilds the binary without
+# LTO: build the release one again after it.)
 
 set -euo pipefail
 

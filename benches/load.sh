@@ -57,6 +57,8 @@
 # tower-oauth2 noauth"), RSS_DURATION (s, 5), AS_PORT (19180), SERVER_PORT (19181),
 # SERVER_CPU (0), CLIENT_CPU (1), CARGO_TARGET_DIR (target), COMPARE_TARGET_DIR
 # (benches/compare/target), NO_BUILD=1 to use the binaries already built.
+# (A `cargo bench` into the same target directory rebuilds the binary without
+# LTO: build the release one again after it.)
 
 set -euo pipefail
 
