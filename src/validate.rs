@@ -38,20 +38,19 @@ pub(crate) fn early<'h>(
     dpop: bool,
 ) -> Early<'h> {
     // A reused token (most traffic) is found by its bytes in the cache's front:
-    // it passed extraction's checks when it was first verified.
-    let mut read_at = None;
-    if let Some(cache) = &g.cache
-        && let Some(raw) = g.tokens.bearer_unchecked(headers)
+    // it passed extraction's checks when it was first verified. The clock is
+    // read once, for the front and, on a miss, the lookup below.
+    let front = g
+        .cache
+        .as_ref()
+        .zip(g.tokens.bearer_unchecked(headers))
+        .map(|(cache, raw)| (cache, raw, now(g)));
+    if let Some((cache, raw, at)) = front
+        && let Some(hit) = cache.front(raw, at)
     {
-        let at = *read_at.insert(now(g));
-        if let Some(hit) = cache.front(raw, at) {
-            let span = span();
-            if let Some(result) = answer_hit(g, cache, hit, at, &span) {
-                let result = result
-                    .and_then(|t| bearer_binding(g.dpop.as_ref(), &t, certificate).map(|()| t));
-                finish(&span, &result);
-                return Early::Done(result);
-            }
+        let span = span();
+        if let Some(result) = answer_hit(g, cache, hit, at, &span) {
+            return answered(g, &span, result, certificate);
         }
     }
     let (scheme, token) = match g.tokens.extract_scheme(headers, dpop) {
@@ -66,15 +65,24 @@ pub(crate) fn early<'h>(
         return Early::Verify(scheme, token);
     };
     let span = span();
-    match cached(g, cache, token, read_at.unwrap_or_else(|| now(g)), &span) {
-        Some(result) => {
-            let result =
-                result.and_then(|t| bearer_binding(g.dpop.as_ref(), &t, certificate).map(|()| t));
-            finish(&span, &result);
-            Early::Done(result)
-        }
+    let at = front.map_or_else(|| now(g), |(.., at)| at);
+    match cached(g, cache, token, at, &span) {
+        Some(result) => answered(g, &span, result, certificate),
         None => Early::Verify(scheme, token),
     }
+}
+
+/// The cache's answer, checked against the request's sender binding and
+/// recorded on the span.
+fn answered<'h>(
+    g: &GuardInner,
+    span: &tracing::Span,
+    result: Result<VerifiedToken, AuthError>,
+    certificate: Option<&ClientCertificate>,
+) -> Early<'h> {
+    let result = result.and_then(|t| bearer_binding(g.dpop.as_ref(), &t, certificate).map(|()| t));
+    finish(span, &result);
+    Early::Done(result)
 }
 
 /// The clock's time since the epoch, fraction kept: NumericDates may be fractional.

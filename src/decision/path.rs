@@ -125,7 +125,7 @@ fn normalize_segments(path: &str) -> Result<String, PathError> {
 }
 
 /// Whether `path` (starting with `/`) is its own normal form, found without
-/// building it: printable ASCII without `%`, `\\` or `;` (nothing to decode or
+/// building it: printable ASCII without `%`, `\` or `;` (nothing to decode or
 /// refuse), and no empty, `.` or `..` segment except a final empty one (the
 /// trailing `/`, which is kept). Most request paths are.
 fn is_normal(path: &str) -> bool {
