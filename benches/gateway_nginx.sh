@@ -21,14 +21,15 @@
 #   tls-public, tls-validating
 #                 the same over TLS 1.3 (one self-signed ECDSA P-256 certificate
 #                 made by openssl, served by both), wrk reusing its connections.
-# Each scenario runs $ROUNDS rounds, nginx then the gateway in each, so a slow
-# spell of the machine touches both; printed: the median req/s and p99 of each
+# Each scenario runs $ROUNDS rounds, nginx then the gateway in even rounds and
+# the other way round in odd ones, so a slow spell or a drift of the machine
+# touches both alike; printed: the median req/s and p99 of each
 # over the rounds, and the ratio of the medians (nginx alone moved by ±20 %
 # between runs on an idle VM).
 # The figures are only as good as the machine is quiet: the load average is
 # printed first and last; on a machine busy with other work, say so with them.
 #
-# Knobs (env): DURATION (s, 10), ROUNDS (3), CONNECTIONS (32), SERVER_CPU (0),
+# Knobs (env): DURATION (s, 10), ROUNDS (4), CONNECTIONS (32), SERVER_CPU (0),
 # CLIENT_CPU (1), AS_PORT (19380), UP_PORT (19381), NGINX_PORT (19382),
 # NGINX_TLS_PORT (19383), GW_PORT (19384), GW_TLS_PORT (19385), CARGO_TARGET_DIR
 # (target), NO_BUILD=1 to use the release binary already built.
@@ -38,7 +39,7 @@
 set -euo pipefail
 
 DURATION=${DURATION:-10}
-ROUNDS=${ROUNDS:-3}
+ROUNDS=${ROUNDS:-4}
 CONNECTIONS=${CONNECTIONS:-32}
 SERVER_CPU=${SERVER_CPU:-0}
 CLIENT_CPU=${CLIENT_CPU:-1}
@@ -268,8 +269,15 @@ for scenario in public validating tls-public tls-validating; do
     esac
     n_runs=() g_runs=()
     for ((round = 0; round < ROUNDS; round++)); do
-        n_runs+=("$(measure "$n")")
-        g_runs+=("$(measure "$g")")
+        # Every other round the gateway first: the machine's speed drifts, and
+        # a fixed order hands the drift to whichever comes second.
+        if ((round % 2 == 0)); then
+            n_runs+=("$(measure "$n")")
+            g_runs+=("$(measure "$g")")
+        else
+            g_runs+=("$(measure "$g")")
+            n_runs+=("$(measure "$n")")
+        fi
     done
     read -r n_rps n_p99 < <(median "${n_runs[@]}")
     read -r g_rps g_p99 < <(median "${g_runs[@]}")

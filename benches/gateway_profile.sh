@@ -8,16 +8,19 @@
 #   bash benches/gateway_profile.sh                      # req/s of both, ratio
 #   PROFILE=perf bash benches/gateway_profile.sh         # + perf record of the gateway
 #                                                        #   and of the nginx worker
-#   PROFILE=callgrind bash benches/gateway_profile.sh    # the gateway under callgrind
+#   PROFILE=callgrind bash benches/gateway_profile.sh    # both proxies under callgrind
 #
 # perf: `perf-gateway-<mode>.data` and `perf-nginx-<mode>.data` in $OUT; read the
 # kernel/user split with `perf report -i FILE --sort dso` and the symbols with
-# `--sort symbol`. callgrind: the gateway is warmed by one wrk run, its counts
-# zeroed, and dumped after the measured run to `callgrind-<mode>.out.<n>` in
-# $OUT; printed: that dump's total over the requests wrk completed, the
-# instructions per request (`callgrind_annotate --inclusive=yes FILE`, divided
-# by the same number, is where they go). Instruction counts do not move with
-# the machine's other load; req/s under callgrind is ~50x lower and means nothing.
+# `--sort symbol`. callgrind: each proxy (nginx as one process, `master_process
+# off`, so its worker is the counted one) is warmed by one wrk run, its counts
+# zeroed, and dumped after the measured run to `callgrind-<mode>.out.<n>`
+# (`callgrind-nginx-<mode>.out.<n>`) in $OUT; printed: that dump's total over
+# the requests wrk completed, the user-space instructions per request
+# (`callgrind_annotate --inclusive=yes FILE`, divided by the same number, is
+# where they go). The kernel's share (the same four socket calls a request for
+# both) is not counted. Instruction counts do not move with the machine's other
+# load; req/s under callgrind is ~50x lower and means nothing.
 #
 # Knobs (env): MODES ("public validating"), DURATION (s, 8), PROFILE (none, perf,
 # callgrind), OUT (.), SERVER_CPU (0), CLIENT_CPU (1), BASE_PORT (19480; uses 4),
@@ -102,10 +105,11 @@ JWKS_URL=$(awk '$1 == "jwks" { print $2 }' "$WORK/as.out")
 TOKEN=$(curl -sf -u bench:bench-secret -d grant_type=client_credentials \
     -d scope=read:data "$ISS/token" | jq -er .access_token)
 
-nginx_conf() { # nginx_conf NAME BODY
+nginx_conf() { # nginx_conf NAME BODY [MAIN]: MAIN, directives of the main context
     mkdir -p "$WORK/$1"
     cat >"$WORK/$1/nginx.conf" <<EOF
 worker_processes 1;
+${3:-}
 daemon off;
 pid $WORK/$1/nginx.pid;
 error_log $WORK/$1/error.log warn;
@@ -139,11 +143,18 @@ nginx_conf proxy "
             proxy_set_header X-Forwarded-For \$remote_addr;
             proxy_set_header X-Forwarded-Proto \$scheme;
         }
-    }"
+    }" "$([[ $PROFILE == callgrind ]] && echo 'master_process off;')"
 taskset -c "$CLIENT_CPU" /usr/sbin/nginx -c "$WORK/upstream/nginx.conf" -e "$WORK/upstream/error.log" &
 PIDS+=($!)
-taskset -c "$SERVER_CPU" /usr/sbin/nginx -c "$WORK/proxy/nginx.conf" -e "$WORK/proxy/error.log" &
-PIDS+=($!)
+NGINX_WRAP=()
+if [[ $PROFILE == callgrind ]]; then
+    NGINX_WRAP=(valgrind -q --tool=callgrind --dump-instr=no
+        "--callgrind-out-file=$OUT/callgrind-nginx-${MODES// /-}.out")
+fi
+taskset -c "$SERVER_CPU" "${NGINX_WRAP[@]}" /usr/sbin/nginx -c "$WORK/proxy/nginx.conf" \
+    -e "$WORK/proxy/error.log" &
+NGINX=$!
+PIDS+=("$NGINX")
 
 cat >"$WORK/gw.toml" <<EOF
 listen = "127.0.0.1:$GW_PORT"
@@ -163,7 +174,7 @@ scopes_all = ["read:data"]
 EOF
 WRAP=()
 if [[ $PROFILE == callgrind ]]; then
-    WRAP=(valgrind --tool=callgrind --dump-instr=no
+    WRAP=(valgrind -q --tool=callgrind --dump-instr=no
         "--callgrind-out-file=$OUT/callgrind-${MODES// /-}.out")
     [[ $MODES != *" "* ]] || die "PROFILE=callgrind profiles one mode at a time (MODES=public)"
 fi
@@ -174,7 +185,11 @@ PIDS+=("$GW")
 wait_for "http://127.0.0.1:$UP_PORT/"
 wait_for "http://127.0.0.1:$NGINX_PORT/"
 wait_for "http://127.0.0.1:$GW_PORT/public"
-NGINX_WORKER=$(pgrep -P "$(cat "$WORK/proxy/nginx.pid")")
+if [[ $PROFILE == callgrind ]]; then
+    NGINX_WORKER=$NGINX # master_process off: one process
+else
+    NGINX_WORKER=$(pgrep -P "$(cat "$WORK/proxy/nginx.pid")")
+fi
 
 run() { # run URL: req/s, and the total requests, from one wrk run
     taskset -c "$CLIENT_CPU" wrk -t1 -c32 -d"${DURATION}s" \
@@ -185,6 +200,20 @@ record() { # record PID FILE: perf for the next DURATION seconds, in the backgro
     perf record -F 1999 -g -p "$1" -o "$2" -- sleep "$DURATION" >/dev/null 2>&1 &
 }
 
+counted() { # counted NAME PID URL: one wrk run of URL, counted by callgrind in PID
+    # Warmed first (connections, keys, the token cache), then counted from
+    # zero over the measured run only: no startup, no first request.
+    run "$3" >/dev/null
+    callgrind_control --zero "$2" >/dev/null 2>&1
+    local rps n dump
+    read -r rps n < <(run "$3")
+    callgrind_control --dump "$2" >/dev/null 2>&1
+    dump=$(ls -t "$OUT/callgrind-$1.out".* | head -1)
+    awk -v n="$n" -v f="$dump" -v name="$1" '/^(summary|totals):/ {
+        printf "%s: %.0f instructions per request (%s)\n", name, $2 / n, f; exit }' "$dump" >&2
+    echo "$rps $n"
+}
+
 printf '%-12s %12s %14s %8s %14s\n' mode "nginx req/s" "gateway req/s" ratio "gw requests"
 for mode in $MODES; do
     case $mode in
@@ -192,29 +221,22 @@ for mode in $MODES; do
     validating) path=/api/data ;;
     *) die "MODES are public and validating, not $mode" ;;
     esac
-    [[ $PROFILE == perf ]] && record "$NGINX_WORKER" "$OUT/perf-nginx-$mode.data"
-    read -r n_rps _ < <(run "http://127.0.0.1:$NGINX_PORT$path")
-    [[ $PROFILE == perf ]] && sleep 1 # the nginx recording ends
-    [[ $PROFILE == perf ]] && record "$GW" "$OUT/perf-gateway-$mode.data"
     if [[ $PROFILE == callgrind ]]; then
-        # Warmed first (connections, keys, the token cache), then counted from
-        # zero over the measured run only: no startup, no first request.
-        run "http://127.0.0.1:$GW_PORT$path" >/dev/null
-        callgrind_control --zero "$GW" >/dev/null
+        read -r n_rps _ < <(counted "nginx-$mode" "$NGINX_WORKER" "http://127.0.0.1:$NGINX_PORT$path")
+        read -r g_rps g_n < <(counted "$mode" "$GW" "http://127.0.0.1:$GW_PORT$path")
+    else
+        [[ $PROFILE == perf ]] && record "$NGINX_WORKER" "$OUT/perf-nginx-$mode.data"
+        read -r n_rps _ < <(run "http://127.0.0.1:$NGINX_PORT$path")
+        [[ $PROFILE == perf ]] && sleep 1 # the nginx recording ends
+        [[ $PROFILE == perf ]] && record "$GW" "$OUT/perf-gateway-$mode.data"
+        read -r g_rps g_n < <(run "http://127.0.0.1:$GW_PORT$path")
     fi
-    read -r g_rps g_n < <(run "http://127.0.0.1:$GW_PORT$path")
     ratio=$(awk -v g="$g_rps" -v n="$n_rps" 'BEGIN { printf "%.2f", g / n }')
     printf '%-12s %12s %14s %8s %14s\n' "$mode" "$n_rps" "$g_rps" "$ratio" "$g_n"
-    if [[ $PROFILE == callgrind ]]; then
-        callgrind_control --dump "$GW" >/dev/null
-        dump=$(ls -t "$OUT/callgrind-$mode.out".* | head -1)
-        awk -v n="$g_n" -v f="$dump" '/^(summary|totals):/ {
-            printf "%s: %.0f instructions per request (%s)\n", "'"$mode"'", $2 / n, f; exit }' "$dump"
-    fi
 done
 [[ $PROFILE == perf ]] && sleep 1
 if [[ $PROFILE == callgrind ]]; then
-    # callgrind writes its file when the gateway exits.
-    kill "$GW"
-    wait "$GW" 2>/dev/null || true
+    # callgrind writes its file when the process exits.
+    kill "$GW" "$NGINX"
+    wait "$GW" "$NGINX" 2>/dev/null || true
 fi

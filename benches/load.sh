@@ -3,7 +3,7 @@
 # tower-oauth2-resource-server, with a hand-written reference validator and a
 # no-auth ceiling, on 127.0.0.1 only.
 #
-#   bash benches/load.sh                  # ~16 minutes with the defaults
+#   bash benches/load.sh                  # ~21 minutes with the defaults
 #   DURATION=3 ROUNDS=1 bash benches/load.sh   # a quick check that everything works
 #
 # Every server has the contract of examples/bench_server.rs (env PORT, ISS, AUD,
@@ -32,8 +32,9 @@
 #           pass and answers the later passes from the cache: this measures a working
 #           set of $TOKENS live tokens, not "every request a new token". The
 #           cache-off row is the every-request-verifies figure.
-# Each scenario runs $ROUNDS rounds, every server once per round in turn, so a slow
-# spell of the machine touches all of them; the table has the median of each
+# Each scenario runs $ROUNDS rounds, every server once per round in turn (every
+# other round in reverse order), so a slow spell or a drift of the machine touches
+# all of them alike; the table has the median of each
 # column over the rounds (each column on its own), and the ratios of the median
 # req/s.
 # Then a peak-RSS check: bearer-guard (cache on) after all $TOKENS tokens have been
@@ -52,7 +53,7 @@
 # with the Lua rotation, which costs wrk per request), so noauth's req/s is a floor
 # of the real ceiling and "× noauth" flatters the others.
 #
-# Knobs (env): DURATION (s, default 10), ROUNDS (3), CONNECTIONS (32), TOKENS (10000),
+# Knobs (env): DURATION (s, default 10), ROUNDS (4), CONNECTIONS (32), TOKENS (10000),
 # ALGS ("RS256 ES256"), SERVERS ("bg-cache bg-nocache handwritten jwt-authorizer
 # tower-oauth2 noauth"), RSS_DURATION (s, 5), AS_PORT (19180), SERVER_PORT (19181),
 # SERVER_CPU (0), CLIENT_CPU (1), CARGO_TARGET_DIR (target), COMPARE_TARGET_DIR
@@ -63,7 +64,7 @@
 set -euo pipefail
 
 DURATION=${DURATION:-10}
-ROUNDS=${ROUNDS:-3}
+ROUNDS=${ROUNDS:-4}
 CONNECTIONS=${CONNECTIONS:-32}
 TOKENS=${TOKENS:-10000}
 ALGS=${ALGS:-"RS256 ES256"}
@@ -353,7 +354,12 @@ for alg in $ALGS; do
     mint_tokens "$WORK/tokens"
     for scenario in reused rotated; do
         for ((round = 0; round < ROUNDS; round++)); do
-            for name in $SERVERS; do
+            # Every other round in reverse order: the machine's speed drifts
+            # (here it rose ~40 % over one run), and a fixed order hands the
+            # drift to whichever server comes last.
+            order=$SERVERS
+            ((round % 2 == 0)) || order=$(printf '%s\n' $SERVERS | tac)
+            for name in $order; do
                 measure "$alg" "$name" "$scenario"
             done
         done
