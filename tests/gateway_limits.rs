@@ -96,6 +96,24 @@ async fn upstream() -> Upstream {
                 async move { body.len().to_string() }
             }),
         )
+        .route(
+            "/trickle",
+            get(|| async {
+                // Six pieces 100 ms apart: a body that takes longer than the
+                // idle timeout of the test that asks for it.
+                let pieces = futures_util::stream::unfold(0u8, |n| async move {
+                    if n == 6 {
+                        return None;
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    Some((
+                        Ok::<_, std::io::Error>(Bytes::from_static(b"piece ")),
+                        n + 1,
+                    ))
+                });
+                axum::body::Body::from_stream(pieces)
+            }),
+        )
         .fallback(|| async { "up" });
     Upstream {
         addr: common::spawn_app(app).await,
@@ -138,6 +156,26 @@ async fn fetch(addr: SocketAddr, path: &str) -> (StatusCode, String) {
     )
 }
 
+/// Sends one more header line every 100 ms (trickling does not extend the
+/// timeout) until a write fails: the gateway closed the connection, which it
+/// must do by [`DEADLINE`] and not before `timeout` after `since`.
+async fn trickle_until_closed(slow: &mut TcpStream, since: Instant, timeout: Duration) {
+    let trickle = async {
+        let mut tick = tokio::time::interval(Duration::from_millis(100));
+        loop {
+            tick.tick().await;
+            if slow.write_all(b"X-Slow: 1\r\n").await.is_err() {
+                return;
+            }
+        }
+    };
+    assert!(
+        tokio::time::timeout(DEADLINE, trickle).await.is_ok(),
+        "still connected after {DEADLINE:?}"
+    );
+    assert!(since.elapsed() >= timeout, "not before the timeout");
+}
+
 #[tokio::test]
 async fn a_slowloris_client_is_cut_off_after_the_header_timeout_while_others_are_answered() {
     let up = upstream().await;
@@ -154,26 +192,83 @@ async fn a_slowloris_client_is_cut_off_after_the_header_timeout_while_others_are
         .expect("write");
     // Others are answered at once while the slow head is open.
     assert_eq!(fetch(addr, "/").await, (StatusCode::OK, "up".to_owned()));
-    // One more header line every 100 ms (trickling does not extend the timeout)
-    // until a write fails: the gateway closed the connection.
-    let trickle = async {
-        let mut tick = tokio::time::interval(Duration::from_millis(100));
-        loop {
-            tick.tick().await;
-            if slow.write_all(b"X-Slow: 1\r\n").await.is_err() {
-                return;
-            }
-        }
-    };
-    assert!(
-        tokio::time::timeout(DEADLINE, trickle).await.is_ok(),
-        "still connected after {DEADLINE:?}"
-    );
-    assert!(
-        started.elapsed() >= Duration::from_millis(500),
-        "not before the timeout"
-    );
+    trickle_until_closed(&mut slow, started, Duration::from_millis(500)).await;
     assert_eq!(fetch(addr, "/").await.0, StatusCode::OK, "still answering");
+}
+
+#[tokio::test]
+async fn a_later_head_sent_slowly_is_cut_off_after_the_header_timeout() {
+    let up = upstream().await;
+    let (addr, _stop, _served) = start(&config(
+        up.addr,
+        "",
+        "header_read_timeout_secs = 0.5\nidle_timeout_secs = 30",
+    ))
+    .await;
+    let mut slow = TcpStream::connect(addr).await.expect("connect");
+    slow.write_all(b"GET / HTTP/1.1\r\nHost: gw\r\n\r\n")
+        .await
+        .expect("write");
+    // The whole first response ("up", two bytes of body).
+    let mut read = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !read.ends_with(b"\r\n\r\nup") {
+        let n = slow.read(&mut buf).await.expect("read");
+        assert!(n > 0, "closed after the first response");
+        read.extend_from_slice(&buf[..n]);
+    }
+    let answered = Instant::now();
+    slow.write_all(b"GET / HTTP/1.1\r\nHost: gw\r\n")
+        .await
+        .expect("write");
+    trickle_until_closed(&mut slow, answered, Duration::from_millis(500)).await;
+}
+
+#[tokio::test]
+async fn a_response_whose_body_outlasts_the_idle_timeout_keeps_its_connection_alive() {
+    let up = upstream().await;
+    let (addr, _stop, _served) = start(&config(
+        up.addr,
+        "",
+        "header_read_timeout_secs = 60\nidle_timeout_secs = 0.3",
+    ))
+    .await;
+    let stream = TcpStream::connect(addr).await.expect("connect");
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .expect("handshake");
+    let conn = tokio::spawn(conn);
+    let get = |path: &str| {
+        Request::get(path)
+            .header("host", "gw")
+            .body(Full::new(Bytes::new()))
+            .expect("request")
+    };
+    let response = sender
+        .send_request(get("/trickle"))
+        .await
+        .expect("response");
+    assert_eq!(response.status(), StatusCode::OK);
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes();
+    assert_eq!(&body[..], &b"piece ".repeat(6)[..]);
+    // The request was in flight while its body was sent, so the connection
+    // was never idle: a second request goes out on it.
+    sender.ready().await.expect("the connection is still open");
+    let response = sender
+        .send_request(get("/"))
+        .await
+        .expect("second response");
+    assert_eq!(response.status(), StatusCode::OK);
+    drop(response);
+    // And once it is idle, it is closed.
+    drop(sender);
+    let ended = tokio::time::timeout(DEADLINE, conn).await;
+    assert!(ended.is_ok(), "still open when idle");
 }
 
 #[tokio::test]

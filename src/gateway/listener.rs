@@ -8,10 +8,16 @@
 //!   from its accept (a client that sends nothing, a few bytes, or a head slowly,
 //!   over HTTP/1.1 or HTTP/2), then it is closed;
 //! - HTTP/1.1: each later request head must arrive within `header_read_timeout` of
-//!   the previous response (hyper's own timer, which starts when the response is
-//!   sent: an idle HTTP/1.1 connection is closed after the smaller of the two);
+//!   the end of the previous response, so an idle HTTP/1.1 connection is closed
+//!   after the smaller of the two timeouts;
 //! - once no request is in flight for `idle_timeout`, the connection is shut down
 //!   gracefully (HTTP/2: `GOAWAY`; a request that slips in is still answered).
+//!
+//! A request is in flight from its head's arrival until its response body has
+//! been sent (or dropped). Every timeout is this one per-connection timer
+//! ([`ConnState::expired`]), polled only when it fires: hyper's own HTTP/1.1
+//! header timer is off, since it allocated, armed and dropped a timer for every
+//! request head (about 750 instructions of a proxied request's 38,000).
 //!
 //! HTTP/1.1 connections may be upgraded (`upgrade.rs`): an upgrade request
 //! carries a [`ConnTicket`], which the upgraded connection keeps, so it still
@@ -28,16 +34,21 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::FutureExt as _;
-use http::{Request, Response};
+use futures_util::task::AtomicWaker;
+use http::{Request, Response, Version};
+use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
+use pin_project_lite::pin_project;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::time::Instant;
@@ -185,6 +196,8 @@ struct ConnState {
     accepted: Instant,
     /// A request reached the handler on this connection.
     dispatched: AtomicBool,
+    /// The connection speaks HTTP/2 (known from its first request).
+    http2: AtomicBool,
     in_flight: AtomicUsize,
     /// When the last request finished, in milliseconds after `accepted`.
     last_done_ms: AtomicU64,
@@ -195,20 +208,30 @@ impl ConnState {
         ConnState {
             accepted: Instant::now(),
             dispatched: AtomicBool::new(false),
+            http2: AtomicBool::new(false),
             in_flight: AtomicUsize::new(0),
             last_done_ms: AtomicU64::new(0),
         }
     }
 
-    fn begin(self: &Arc<Self>) -> InFlight {
-        self.dispatched.store(true, Ordering::Release);
+    fn begin(self: &Arc<Self>, version: Version) -> InFlight {
+        if !self.dispatched.load(Ordering::Relaxed) {
+            self.http2
+                .store(version == Version::HTTP_2, Ordering::Relaxed);
+            self.dispatched.store(true, Ordering::Release);
+        }
         self.in_flight.fetch_add(1, Ordering::AcqRel);
         InFlight(self.clone())
     }
 
     /// Completes when the connection should close: `NoRequest` when no request
-    /// arrived within `header_read_timeout` of the accept, `Idle` when none was in
-    /// flight for `idle_timeout`.
+    /// arrived within `header_read_timeout` of the accept, `Idle` when none was
+    /// in flight for `idle_timeout` (HTTP/1.1: or for `header_read_timeout`,
+    /// the time the next head has to arrive in).
+    ///
+    /// Wakes at most every `header_read_timeout` while a request is in flight,
+    /// so the deadline after a request that ends between two wakes is still
+    /// met on time (it is later than the next wake).
     async fn expired(&self, limits: &ConnLimits) -> Expiry {
         let head_due = self.accepted + limits.header_read_timeout;
         let mut deadline = head_due.min(self.accepted + limits.idle_timeout);
@@ -222,12 +245,17 @@ impl ConnState {
                 deadline = head_due.min(now + limits.idle_timeout);
                 continue;
             }
+            let idle = if self.http2.load(Ordering::Relaxed) {
+                limits.idle_timeout
+            } else {
+                limits.idle_timeout.min(limits.header_read_timeout)
+            };
             if self.in_flight.load(Ordering::Acquire) > 0 {
-                deadline = now + limits.idle_timeout;
+                deadline = now + idle;
                 continue;
             }
             let done = Duration::from_millis(self.last_done_ms.load(Ordering::Acquire));
-            let due = self.accepted + done + limits.idle_timeout;
+            let due = self.accepted + done + idle;
             if due <= now {
                 return Expiry::Idle;
             }
@@ -241,7 +269,7 @@ enum Expiry {
     Idle,
 }
 
-/// One request in flight; dropped when its handler has answered.
+/// One request in flight; dropped with its response's body ([`Tracked`]).
 struct InFlight(Arc<ConnState>);
 
 impl Drop for InFlight {
@@ -252,6 +280,106 @@ impl Drop for InFlight {
             .store(u64::try_from(since).unwrap_or(u64::MAX), Ordering::Release);
         self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
     }
+}
+
+pin_project! {
+    /// A response body that holds its request's [`InFlight`] until hyper has
+    /// sent it whole (or dropped it): a long download is not idle.
+    struct Tracked<B> {
+        #[pin]
+        inner: B,
+        in_flight: InFlight,
+    }
+}
+
+impl<B: Body> Body for Tracked<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    #[inline]
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        self.project().inner.poll_frame(cx)
+    }
+
+    #[inline]
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    #[inline]
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Wakes the connection's task for [`Quiet`]'s second future, and says so.
+#[derive(Default)]
+struct SideWaker {
+    fired: AtomicBool,
+    task: AtomicWaker,
+}
+
+impl Wake for SideWaker {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.fired.store(true, Ordering::Release);
+        self.task.wake();
+    }
+}
+
+/// Runs `main` and `side` together like a `select!`, but polls `side` only
+/// when its own waker fired: a connection's timer and shutdown signal are not
+/// looked at on each of the several wake-ups of every request.
+struct Quiet<M, S> {
+    main: M,
+    side: S,
+    waker: Arc<SideWaker>,
+    side_waker: Waker,
+}
+
+impl<M: Future + Unpin, S: Future + Unpin> Quiet<M, S> {
+    fn new(main: M, side: S) -> Self {
+        let waker = Arc::new(SideWaker::default());
+        // Polled once at the start, to arm it.
+        waker.fired.store(true, Ordering::Relaxed);
+        Quiet {
+            main,
+            side,
+            side_waker: Waker::from(waker.clone()),
+            waker,
+        }
+    }
+}
+
+impl<M: Future + Unpin, S: Future + Unpin> Future for Quiet<M, S> {
+    type Output = Result<M::Output, S::Output>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = &mut *self;
+        this.waker.task.register(cx.waker());
+        if let Poll::Ready(done) = Pin::new(&mut this.main).poll(cx) {
+            return Poll::Ready(Ok(done));
+        }
+        if this.waker.fired.swap(false, Ordering::AcqRel) {
+            let mut side_cx = Context::from_waker(&this.side_waker);
+            if let Poll::Ready(fired) = Pin::new(&mut this.side).poll(&mut side_cx) {
+                return Poll::Ready(Err(fired));
+            }
+        }
+        Poll::Pending
+    }
+}
+
+/// Why a connection's side of [`Conn::serve`] fired.
+enum Side {
+    Expired(Expiry),
+    Stopping,
 }
 
 /// Accepts HTTP/1.1 and HTTP/2 connections on `listener` (over TLS with `tls`,
@@ -276,8 +404,8 @@ where
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout)
+        // The header timeouts are `ConnState::expired`'s (see the module).
+        .header_read_timeout(None)
         .max_buf_size(limits.max_header_bytes.max(MIN_HEADER_BYTES));
     builder
         .http2()
@@ -417,7 +545,7 @@ impl Conn {
         let peer = self.peer;
         let ticket = self.ticket.clone();
         let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
-            let in_flight = requests.begin();
+            let in_flight = requests.begin(req.version());
             if let Some(certificate) = &certificate {
                 req.extensions_mut().insert(certificate.clone());
             }
@@ -429,8 +557,7 @@ impl Conn {
             // A combinator: an async block awaiting the handler's future
             // would hold it twice, and hyper moves this future into place.
             handler(req, peer).map(move |response| {
-                drop(in_flight);
-                Ok::<_, Infallible>(response)
+                Ok::<_, Infallible>(response.map(|inner| Tracked { inner, in_flight }))
             })
         });
         // Upgrades are handed to the handler (`hyper::upgrade::on`); once
@@ -438,13 +565,19 @@ impl Conn {
         let conn = self.builder.serve_connection_with_upgrades(io, service);
         let mut conn = std::pin::pin!(conn);
         let state = &self.state;
-        tokio::select! {
-            ended = conn.as_mut() => return log_end(ended),
-            expiry = state.expired(&self.limits) => match expiry {
-                Expiry::NoRequest => return,
-                Expiry::Idle => conn.as_mut().graceful_shutdown(),
-            },
-            _ = self.stop.changed() => {
+        let limits = &self.limits;
+        let stop = &mut self.stop;
+        let side = std::pin::pin!(async move {
+            tokio::select! {
+                expiry = state.expired(limits) => Side::Expired(expiry),
+                _ = stop.changed() => Side::Stopping,
+            }
+        });
+        match Quiet::new(conn.as_mut(), side).await {
+            Ok(ended) => return log_end(ended),
+            Err(Side::Expired(Expiry::NoRequest)) => return,
+            Err(Side::Expired(Expiry::Idle)) => conn.as_mut().graceful_shutdown(),
+            Err(Side::Stopping) => {
                 // Nothing was ever answered here, so nothing is cut:
                 // a half-sent first head does not hold the shutdown.
                 if !state.dispatched.load(Ordering::Acquire) {
