@@ -115,6 +115,42 @@ pub(crate) struct ClaimHeaders {
     claims: Vec<(String, HeaderName, String)>,
     /// Joins the elements of an array claim (`[forward] claims_separator`).
     separator: Box<str>,
+    /// What a name's first byte says of it ([`first_bytes`]).
+    first: [u8; 128],
+}
+
+/// A name starting so may be untrusted as it is: a claim header's, or (`x`,
+/// `f`, `t`, `c`) a listed one.
+const EXACT: u8 = 1;
+/// A name starting so may be untrusted if it is a look-alike (of a hop-by-hop
+/// or reserved name, say `proxy_authorization`).
+const LOOK_ALIKE: u8 = 2;
+
+/// The class of each first byte (after [`normalise`]) of the names
+/// [`ClaimHeaders::is_untrusted`] looks for; `0` for a byte no such name
+/// starts with, whose names (`accept`, `user-agent`) are trusted at once.
+fn first_bytes<'a>(claims: impl Iterator<Item = &'a str>) -> [u8; 128] {
+    let mut first = [0u8; 128];
+    let mut mark = |name: &str, class: u8| {
+        if let Some(&b) = name.as_bytes().first() {
+            first[usize::from(b & 0x7f)] |= class;
+        }
+    };
+    for claim in claims {
+        mark(claim, EXACT | LOOK_ALIKE);
+    }
+    for listed in ["x", "f", "t", "c"] {
+        mark(listed, EXACT | LOOK_ALIKE);
+    }
+    for name in HOP_BY_HOP
+        .iter()
+        .chain(&RESERVED)
+        .chain(&ROUTE_OVERRIDE)
+        .chain(&CLIENT_ADDRESS)
+    {
+        mark(name, LOOK_ALIKE);
+    }
+    first
 }
 
 impl Default for ClaimHeaders {
@@ -122,6 +158,7 @@ impl Default for ClaimHeaders {
         ClaimHeaders {
             claims: Vec::new(),
             separator: DEFAULT_SEPARATOR.into(),
+            first: first_bytes(std::iter::empty()),
         }
     }
 }
@@ -184,6 +221,7 @@ impl ClaimHeaders {
             claims.push((claim.clone(), name, normal));
         }
         Ok(ClaimHeaders {
+            first: first_bytes(claims.iter().map(|(.., normal)| normal.as_str())),
             claims,
             separator: DEFAULT_SEPARATOR.into(),
         })
@@ -232,6 +270,27 @@ impl ClaimHeaders {
     }
 
     fn is_untrusted(&self, name: &str, trust_forwarded: bool) -> bool {
+        // Most names are told by their first byte: `host`, `authorization`
+        // and `accept` are not untrusted unless they are look-alikes.
+        let Some(&b) = name.as_bytes().first() else {
+            return false;
+        };
+        let b = if b == b'_' {
+            b'-'
+        } else {
+            b.to_ascii_lowercase()
+        };
+        let class = self.first.get(usize::from(b)).copied().unwrap_or(0);
+        if class == 0
+            || (class & EXACT == 0 && !name.bytes().any(|b| b == b'_' || b.is_ascii_uppercase()))
+        {
+            return false;
+        }
+        self.is_untrusted_by_name(name, trust_forwarded)
+    }
+
+    /// [`is_untrusted`](Self::is_untrusted) without the first-byte shortcut.
+    fn is_untrusted_by_name(&self, name: &str, trust_forwarded: bool) -> bool {
         let normal = normalise(name);
         let n = normal.as_ref();
         let look_alike = n != name;
@@ -364,6 +423,63 @@ mod tests {
             assert!(may_be_listed(name), "{name}");
         }
         assert!(may_be_listed("x-forwarded-anything"));
+    }
+
+    #[test]
+    fn the_first_byte_shortcut_never_changes_the_answer() {
+        let mut names: Vec<String> = [
+            "host",
+            "authorization",
+            "accept",
+            "user-agent",
+            "cookie",
+            "_x-auth-sub",
+            "-x-auth-sub",
+            "a_b",
+            "Z",
+            "",
+            "\u{e9}tag",
+            "proxy_authorization",
+            "keep_alive",
+            "upgrade",
+            "x-auth-sub",
+            "Y-Claim",
+        ]
+        .map(str::to_owned)
+        .into();
+        for listed in HOP_BY_HOP
+            .iter()
+            .chain(&RESERVED)
+            .chain(&ROUTE_OVERRIDE)
+            .chain(&CLIENT_ADDRESS)
+            .chain(&["y-claim", "-dash-claim", "x-auth-sub"])
+        {
+            names.push((*listed).to_owned());
+            names.push(listed.replace('-', "_"));
+            names.push(listed.to_ascii_uppercase());
+            names.push(format!("{listed}-more"));
+        }
+        let map: BTreeMap<String, String> = [
+            ("sub", "x-auth-sub"),
+            ("scope", "Y-Claim"),
+            ("tid", "_dash-claim"),
+        ]
+        .map(|(c, h)| (c.to_owned(), h.to_owned()))
+        .into();
+        for headers in [
+            ClaimHeaders::default(),
+            ClaimHeaders::from_config(&map).expect("valid"),
+        ] {
+            for name in &names {
+                for trust in [false, true] {
+                    assert_eq!(
+                        headers.is_untrusted(name, trust),
+                        headers.is_untrusted_by_name(name, trust),
+                        "{name:?} (trust_forwarded {trust})"
+                    );
+                }
+            }
+        }
     }
 
     #[test]

@@ -86,7 +86,6 @@ mod route;
 pub use config::{ConfigError, DpopConfig, IssuerConfig, ResourceMetadataConfig, RouteConfig};
 
 use headers::ClaimHeaders;
-pub(crate) use headers::HOP_BY_HOP;
 use route::{Route, Selected};
 
 /// The route table, the claim headers and the guard: decides every request.

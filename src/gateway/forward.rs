@@ -11,51 +11,97 @@ use http::header::{
 };
 
 use super::config::{ConfigError, ForwardConfig};
-use crate::decision::HOP_BY_HOP;
 
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 const CLOSE: HeaderName = HeaderName::from_static("close");
 
 /// Removes the hop-by-hop headers, and those the `Connection` header names.
 /// `Trailer` is end-to-end (RFC 9110 §6.6.2, not in §7.6.1's list) and kept:
 /// hyper sends HTTP/1.1 trailer fields only when `Trailer` declares them.
 pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    // Most messages carry none, or only `Connection: keep-alive`: one pass over
-    // the names present, then a removal of each name found (not of every
-    // hop-by-hop name, a hash lookup each, present or not).
-    if !headers.keys().any(is_hop_by_hop) {
+    // Most messages carry none, or only `Connection: keep-alive` (nginx and
+    // Node send it on every kept-alive response): one pass over the names
+    // present, noting which of the fixed few are there, then a removal of each
+    // name found and no allocation unless `Connection` names other headers.
+    let mut present = 0u8;
+    for name in headers.keys() {
+        present |= hop_by_hop_bit(name);
+    }
+    if present == 0 {
         return;
     }
-    let mut doomed: Vec<HeaderName> = Vec::new();
-    for value in headers.get_all(CONNECTION) {
-        let Ok(value) = value.to_str() else { continue };
-        for option in value.split(',') {
-            doomed.extend(match option.trim() {
-                // The usual options, without parsing them as names.
-                o if o.eq_ignore_ascii_case("keep-alive") => Some(KEEP_ALIVE),
-                o if o.eq_ignore_ascii_case("close") => Some(CLOSE),
-                o => HeaderName::from_bytes(o.as_bytes()).ok(),
-            });
+    let mut named: Vec<HeaderName> = Vec::new();
+    if present & CONNECTION_BIT != 0
+        && let Entry::Occupied(connection) = headers.entry(CONNECTION)
+    {
+        for value in connection.remove_entry_mult().1 {
+            let Ok(value) = value.to_str() else { continue };
+            for option in value.split(',') {
+                match option.trim() {
+                    // Hop-by-hop already, or (`close`) the usual option, which
+                    // names a header only if one is called so.
+                    o if o.eq_ignore_ascii_case("keep-alive") => {}
+                    o if o.eq_ignore_ascii_case("close") => {
+                        if present & CLOSE_BIT != 0 {
+                            named.push(CLOSE);
+                        }
+                    }
+                    o => named.extend(HeaderName::from_bytes(o.as_bytes()).ok()),
+                }
+            }
         }
     }
-    doomed.extend(headers.keys().filter(|name| is_hop_by_hop(name)).cloned());
-    for name in doomed {
+    for (bit, name) in [
+        (KEEP_ALIVE_BIT, KEEP_ALIVE),
+        (PROXY_CONNECTION_BIT, PROXY_CONNECTION),
+        (TE_BIT, TE),
+        (TRANSFER_ENCODING_BIT, TRANSFER_ENCODING),
+        (UPGRADE_BIT, UPGRADE),
+    ] {
+        if present & bit != 0 {
+            headers.remove(name);
+        }
+    }
+    for name in named {
         headers.remove(name);
     }
 }
 
-/// `[forward]`'s forwarding switches, checked.
-/// Whether `name` is one of RFC 9110 §7.6.1's hop-by-hop fields (and the
-/// non-standard `Keep-Alive` and `Proxy-Connection`).
-fn is_hop_by_hop(name: &HeaderName) -> bool {
-    *name == CONNECTION
-        || *name == TE
-        || *name == TRANSFER_ENCODING
-        || *name == UPGRADE
-        || HOP_BY_HOP[1..3].contains(&name.as_str())
+const CONNECTION_BIT: u8 = 1;
+const KEEP_ALIVE_BIT: u8 = 1 << 1;
+const PROXY_CONNECTION_BIT: u8 = 1 << 2;
+const TE_BIT: u8 = 1 << 3;
+const TRANSFER_ENCODING_BIT: u8 = 1 << 4;
+const UPGRADE_BIT: u8 = 1 << 5;
+/// A header named `close`: not hop-by-hop, unless `Connection: close` says so.
+const CLOSE_BIT: u8 = 1 << 6;
+
+/// Which of RFC 9110 §7.6.1's hop-by-hop fields (and the non-standard
+/// `Keep-Alive` and `Proxy-Connection`) `name` is, as a bit; `0` for the
+/// others. A standard name is told apart from the two custom ones without
+/// comparing text.
+fn hop_by_hop_bit(name: &HeaderName) -> u8 {
+    if *name == CONNECTION {
+        CONNECTION_BIT
+    } else if *name == TE {
+        TE_BIT
+    } else if *name == TRANSFER_ENCODING {
+        TRANSFER_ENCODING_BIT
+    } else if *name == UPGRADE {
+        UPGRADE_BIT
+    } else if *name == KEEP_ALIVE {
+        KEEP_ALIVE_BIT
+    } else if *name == PROXY_CONNECTION {
+        PROXY_CONNECTION_BIT
+    } else if *name == CLOSE {
+        CLOSE_BIT
+    } else {
+        0
+    }
 }
 
 /// `ip` as text, appended to `out`: an IPv4 address digit by digit (the usual
@@ -209,6 +255,58 @@ mod tests {
         h.append("x-b", HeaderValue::from_static("kept"));
         strip_hop_by_hop(&mut h);
         assert_eq!(h.len(), 2, "{h:?}");
+    }
+
+    #[test]
+    fn the_hop_by_hop_bits_are_the_decisions_list_but_trailer() {
+        use crate::decision::headers::HOP_BY_HOP;
+        let mut seen = 0u8;
+        for name in HOP_BY_HOP {
+            let bit = hop_by_hop_bit(&HeaderName::from_static(name));
+            if name == "trailer" {
+                assert_eq!(bit, 0, "end-to-end");
+            } else {
+                assert_eq!(bit.count_ones(), 1, "{name}");
+                assert_eq!(seen & bit, 0, "{name} shares a bit");
+                seen |= bit;
+            }
+        }
+        assert_eq!(hop_by_hop_bit(&HeaderName::from_static("x-te")), 0);
+        assert_eq!(hop_by_hop_bit(&http::header::CONTENT_LENGTH), 0);
+    }
+
+    #[test]
+    fn connection_close_removes_a_header_named_close_only() {
+        let mut h = HeaderMap::new();
+        for (k, v) in [
+            ("connection", "Close, KEEP-ALIVE"),
+            ("close", "1"),
+            ("keep-alive", "timeout=5"),
+            ("x-b", "kept"),
+        ] {
+            h.append(k, HeaderValue::from_static(v));
+        }
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1, "{h:?}");
+        assert_eq!(h["x-b"], "kept");
+
+        // `close` is an ordinary name unless the connection option says so.
+        let mut h = HeaderMap::new();
+        h.append("connection", HeaderValue::from_static("keep-alive"));
+        h.append("close", HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1, "{h:?}");
+        assert_eq!(h["close"], "1");
+
+        // A value that is not text names nothing, and still goes.
+        let mut h = HeaderMap::new();
+        h.append(
+            "connection",
+            HeaderValue::from_bytes(b"\xffx-b").expect("value"),
+        );
+        h.append("x-b", HeaderValue::from_static("kept"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1, "{h:?}");
     }
 
     /// The forwarding of `[forward]`, and its `trust_forwarded` for the decision.
