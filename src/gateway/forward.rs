@@ -39,35 +39,42 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
         && let Entry::Occupied(connection) = headers.entry(CONNECTION)
     {
         for value in connection.remove_entry_mult().1 {
-            let Ok(value) = value.to_str() else { continue };
-            for option in value.split(',') {
-                match option.trim() {
+            for option in value.as_bytes().split(|&b| b == b',') {
+                match option.trim_ascii() {
                     // Hop-by-hop already, or (`close`) the usual option, which
-                    // names a header only if one is called so.
-                    o if o.eq_ignore_ascii_case("keep-alive") => {}
-                    o if o.eq_ignore_ascii_case("close") => {
+                    // names a header only if one is called so. Anything not a
+                    // header name names nothing.
+                    o if o.eq_ignore_ascii_case(b"keep-alive") => {}
+                    o if o.eq_ignore_ascii_case(b"close") => {
                         if present & CLOSE_BIT != 0 {
                             named.push(CLOSE);
                         }
                     }
-                    o => named.extend(HeaderName::from_bytes(o.as_bytes()).ok()),
+                    o => named.extend(HeaderName::from_bytes(o).ok()),
                 }
             }
         }
     }
-    for (bit, name) in [
-        (KEEP_ALIVE_BIT, KEEP_ALIVE),
-        (PROXY_CONNECTION_BIT, PROXY_CONNECTION),
-        (TE_BIT, TE),
-        (TRANSFER_ENCODING_BIT, TRANSFER_ENCODING),
-        (UPGRADE_BIT, UPGRADE),
-    ] {
-        if present & bit != 0 {
+    // Each name made only when it is there to remove.
+    if present & KEEP_ALIVE_BIT != 0 {
+        headers.remove(KEEP_ALIVE);
+    }
+    if present & PROXY_CONNECTION_BIT != 0 {
+        headers.remove(PROXY_CONNECTION);
+    }
+    if present & TE_BIT != 0 {
+        headers.remove(TE);
+    }
+    if present & TRANSFER_ENCODING_BIT != 0 {
+        headers.remove(TRANSFER_ENCODING);
+    }
+    if present & UPGRADE_BIT != 0 {
+        headers.remove(UPGRADE);
+    }
+    if !named.is_empty() {
+        for name in named {
             headers.remove(name);
         }
-    }
-    for name in named {
-        headers.remove(name);
     }
 }
 
@@ -298,15 +305,18 @@ mod tests {
         assert_eq!(h.len(), 1, "{h:?}");
         assert_eq!(h["close"], "1");
 
-        // A value that is not text names nothing, and still goes.
+        // An option that is not a header name names nothing, and its
+        // `Connection` still goes; the valid options beside it are honoured.
         let mut h = HeaderMap::new();
         h.append(
             "connection",
-            HeaderValue::from_bytes(b"\xffx-b").expect("value"),
+            HeaderValue::from_bytes(b"\xffx-b, x-c").expect("value"),
         );
         h.append("x-b", HeaderValue::from_static("kept"));
+        h.append("x-c", HeaderValue::from_static("hop"));
         strip_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1, "{h:?}");
+        assert_eq!(h["x-b"], "kept");
     }
 
     /// The forwarding of `[forward]`, and its `trust_forwarded` for the decision.
