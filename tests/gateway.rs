@@ -500,6 +500,16 @@ async fn slow_upstream_is_504() {
     let gw = start(&toml).await;
     let a = get_path(gw.addr, "/slow", None).await;
     assert_eq!(a.status, StatusCode::GATEWAY_TIMEOUT);
+    // On a kept-alive upstream connection too (it waits on that connection's
+    // timer), and the gateway goes on answering.
+    for _ in 0..2 {
+        assert_eq!(
+            get_path(gw.addr, "/health", None).await.status,
+            StatusCode::OK
+        );
+        let a = get_path(gw.addr, "/slow", None).await;
+        assert_eq!(a.status, StatusCode::GATEWAY_TIMEOUT);
+    }
 }
 
 #[tokio::test]

@@ -785,22 +785,27 @@ impl Gateway {
         let upstream = s.upstreams.for_route(route_index);
         // One clock read for the timeout, the pool and the body's timer.
         let now = tokio::time::Instant::now();
+        let deadline = now + s.upstream_timeout;
+        // Combinators, not an async block: awaiting a captured future would
+        // keep a second copy of it in the state.
         let sent = match &upstream.pool {
+            // The pool times the wait on the connection's own timer.
             Some(pool) => Either::Left(
-                pool.send(request, now)
-                    .map(|r| r.map(|(r, c)| (r, Some(c)))),
+                pool.send(request, now, deadline)
+                    .map(|r| r.map(|r| r.map(|(r, c)| (r, Some(c))))),
             ),
             None => Either::Right(
-                s.upstreams
-                    .client(upstream)
-                    .request(request)
-                    .map(|r| r.map(|r| (r, None)).map_err(BoxError::from)),
+                tokio::time::timeout_at(
+                    deadline,
+                    s.upstreams
+                        .client(upstream)
+                        .request(request)
+                        .map(|r| r.map(|r| (r, None)).map_err(BoxError::from)),
+                )
+                .map(|r| r.map_err(|_| pool::TimedOut)),
             ),
         };
-        // A combinator, not an async block: awaiting a captured future would
-        // keep a second copy of it in the state.
-        tokio::time::timeout_at(now + s.upstream_timeout, sent)
-            .map(move |sent| self.relay(sent, upstream, upgrade, client_version, dpop_nonce, now))
+        sent.map(move |sent| self.relay(sent, upstream, upgrade, client_version, dpop_nonce, now))
     }
 
     /// The client's response to the upstream's answer (or its failure).
@@ -879,10 +884,8 @@ impl Gateway {
 
 /// The upstream's answer (and, from the gateway's pool, its connection), its
 /// failure, or the timeout.
-type Answered = Result<
-    Result<(Response<Incoming>, Option<pool::Checkin>), BoxError>,
-    tokio::time::error::Elapsed,
->;
+type Answered =
+    Result<Result<(Response<Incoming>, Option<pool::Checkin>), BoxError>, pool::TimedOut>;
 
 /// An allowed request, ready for its upstream.
 struct Outgoing {

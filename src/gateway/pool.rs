@@ -22,6 +22,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures_util::FutureExt as _;
@@ -31,10 +32,12 @@ use http::uri::Authority;
 use http::{HeaderValue, Request, Response, header};
 use http_body_util::Limited;
 use hyper::body::Incoming;
+use hyper::client::conn::TrySendError;
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
+use pin_project_lite::pin_project;
 use tokio::net::TcpStream;
-use tokio::time::Instant;
+use tokio::time::{Instant, Sleep};
 
 use super::body::BoxError;
 use crate::sync::lock;
@@ -49,14 +52,29 @@ pub(crate) const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 pub(crate) const MAX_IDLE: usize = 256;
 
 type Sender = SendRequest<Limited<Incoming>>;
+type Outgoing = Request<Limited<Incoming>>;
 
 /// An upstream's answer and the connection it came on, or why there is none.
 pub(crate) type Sent = Result<(Response<Incoming>, Checkin), BoxError>;
 
-type Slow = Pin<Box<dyn Future<Output = Sent> + Send>>;
+/// No answer (no response head) came within `upstream_timeout_secs`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct TimedOut;
+
+type Slow = Pin<Box<dyn Future<Output = Result<Sent, TimedOut>> + Send>>;
+
+/// A kept-alive connection, and the timer its requests wait on for their
+/// answer. The timer goes with the connection so that each request only moves
+/// its deadline later (tokio extends a registered timer in place), where one
+/// timer per request was made, armed and removed each time (about 450
+/// instructions of a proxied request).
+struct Conn {
+    sender: Sender,
+    timer: Pin<Box<Sleep>>,
+}
 
 struct Idle {
-    sender: Sender,
+    conn: Conn,
     since: Instant,
 }
 
@@ -89,8 +107,9 @@ impl Http1Pool {
     }
 
     /// Sends `req` (origin-form target; `Host` is set to the upstream's) on a
-    /// kept-alive connection or a new one. The [`Checkin`] returns the
-    /// connection when the response body has been relayed: put it in the body.
+    /// kept-alive connection or a new one, and waits for the answer until
+    /// `deadline`. The [`Checkin`] returns the connection when the response
+    /// body has been relayed: put it in the body.
     ///
     /// With a kept-alive connection ready (the usual case), the request is
     /// handed to it at once and the future only waits for the answer; a new
@@ -98,44 +117,53 @@ impl Http1Pool {
     /// time, read by the caller.
     pub(crate) fn send(
         self: &Arc<Self>,
-        mut req: Request<Limited<Incoming>>,
+        mut req: Outgoing,
         now: Instant,
-    ) -> impl Future<Output = Sent> + Send + 'static {
+        deadline: Instant,
+    ) -> impl Future<Output = Result<Sent, TimedOut>> + Send + 'static {
         req.headers_mut().insert(header::HOST, self.host.clone());
-        let Some(mut sender) = self.checkout(now) else {
-            return Either::Right(Box::pin(Arc::clone(self).send_on_any(req)) as Slow);
+        let Some(mut conn) = self.checkout(now) else {
+            return Either::Right(Arc::clone(self).send_on_any(req, deadline));
+        };
+        conn.timer.as_mut().reset(deadline);
+        let exchange = Exchange {
+            sent: conn.sender.try_send_request(req),
+            conn: Some(conn),
         };
         let pool = Arc::clone(self);
-        let sent = sender.try_send_request(req);
-        Either::Left(sent.then(move |sent| match sent {
-            Ok(response) => {
+        Either::Left(exchange.then(move |outcome| match outcome {
+            Outcome::Answered(response, conn) => {
                 let checkin = Checkin {
                     pool,
-                    sender: Some(sender),
+                    conn: Some(conn),
                 };
-                Either::Left(std::future::ready(Ok((response, checkin))))
+                Either::Left(std::future::ready(Ok(Ok((response, checkin)))))
             }
-            Err(mut failed) => match failed.take_message() {
-                // Never written: the kept-alive connection was closed under
-                // it. Another one (or a new one) gets it.
-                Some(unsent) => Either::Right(Box::pin(pool.send_on_any(unsent)) as Slow),
-                None => Either::Left(std::future::ready(Err(failed.into_error().into()))),
-            },
+            // Never written: the kept-alive connection was closed under it.
+            // Another one (or a new one) gets it, within the same deadline.
+            Outcome::Unsent(unsent) => Either::Right(pool.send_on_any(unsent, deadline)),
+            Outcome::Failed(e) => Either::Left(std::future::ready(Ok(Err(e)))),
+            Outcome::TimedOut => Either::Left(std::future::ready(Err(TimedOut))),
         }))
     }
 
     /// [`send`](Self::send) on the next ready connection, else a new one.
-    async fn send_on_any(self: Arc<Self>, mut req: Request<Limited<Incoming>>) -> Sent {
+    fn send_on_any(self: Arc<Self>, req: Outgoing, deadline: Instant) -> Slow {
+        let sent = tokio::time::timeout_at(deadline, self.send_on_any_untimed(req));
+        Box::pin(sent.map(|sent| sent.map_err(|_| TimedOut)))
+    }
+
+    async fn send_on_any_untimed(self: Arc<Self>, mut req: Outgoing) -> Sent {
         loop {
-            let (mut sender, reused) = match self.checkout(Instant::now()) {
-                Some(sender) => (sender, true),
+            let (mut conn, reused) = match self.checkout(Instant::now()) {
+                Some(conn) => (conn, true),
                 None => (self.connect().await?, false),
             };
-            match sender.try_send_request(req).await {
+            match conn.sender.try_send_request(req).await {
                 Ok(response) => {
                     let checkin = Checkin {
                         pool: Arc::clone(&self),
-                        sender: Some(sender),
+                        conn: Some(conn),
                     };
                     return Ok((response, checkin));
                 }
@@ -148,7 +176,7 @@ impl Http1Pool {
     }
 
     /// The most recently returned connection that is open and ready.
-    fn checkout(&self, now: Instant) -> Option<Sender> {
+    fn checkout(&self, now: Instant) -> Option<Conn> {
         let mut idle = lock(&self.idle);
         // The oldest are at the front: drop those idle too long.
         let expired = idle
@@ -163,8 +191,8 @@ impl Http1Pool {
         let found = loop {
             match idle.pop() {
                 None => break None,
-                Some(i) if i.sender.is_closed() => {}
-                Some(i) if i.sender.is_ready() => break Some(i.sender),
+                Some(i) if i.conn.sender.is_closed() => {}
+                Some(i) if i.conn.sender.is_ready() => break Some(i.conn),
                 Some(i) => busy.push(i),
             }
         };
@@ -172,7 +200,7 @@ impl Http1Pool {
         found
     }
 
-    async fn connect(&self) -> Result<Sender, BoxError> {
+    async fn connect(&self) -> Result<Conn, BoxError> {
         let stream = TcpStream::connect(self.authority.as_str()).await?;
         // A request's last small write is not held back by Nagle.
         if let Err(e) = stream.set_nodelay(true) {
@@ -185,17 +213,21 @@ impl Http1Pool {
                 tracing::debug!(error = %e, "upstream connection ended with an error");
             }
         });
-        Ok(sender)
+        Ok(Conn {
+            sender,
+            // Set for each request (`send`); a timer is only registered once polled.
+            timer: Box::pin(tokio::time::sleep_until(Instant::now() + IDLE_TIMEOUT)),
+        })
     }
 
-    fn checkin(&self, sender: Sender) {
-        if sender.is_closed() {
+    fn checkin(&self, conn: Conn) {
+        if conn.sender.is_closed() {
             return;
         }
         let mut idle = lock(&self.idle);
         if idle.len() < MAX_IDLE {
             idle.push(Idle {
-                sender,
+                conn,
                 since: Instant::now(),
             });
         }
@@ -207,19 +239,77 @@ impl Http1Pool {
     }
 }
 
+pin_project! {
+    /// One request on a kept-alive connection: its answer, or its deadline on
+    /// the connection's timer.
+    struct Exchange<F> {
+        #[pin]
+        sent: F,
+        // Taken when the exchange ends (it is not polled again then).
+        conn: Option<Conn>,
+    }
+}
+
+/// How an [`Exchange`] ended.
+enum Outcome {
+    Answered(Response<Incoming>, Conn),
+    /// The connection was closed before the request was written: it can go
+    /// out on another.
+    Unsent(Outgoing),
+    Failed(BoxError),
+    /// The connection goes with the exchange (hyper closes it): its answer,
+    /// if one comes, would be to a request nobody waits for.
+    TimedOut,
+}
+
+impl<F> Future for Exchange<F>
+where
+    F: Future<Output = Result<Response<Incoming>, TrySendError<Outgoing>>>,
+{
+    type Output = Outcome;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Outcome> {
+        let this = self.project();
+        let Some(conn) = this.conn.as_mut() else {
+            // Ended already: never ready again.
+            return Poll::Pending;
+        };
+        match this.sent.poll(cx) {
+            Poll::Ready(Ok(response)) => match this.conn.take() {
+                Some(conn) => Poll::Ready(Outcome::Answered(response, conn)),
+                None => Poll::Pending,
+            },
+            Poll::Ready(Err(mut failed)) => {
+                *this.conn = None;
+                Poll::Ready(match failed.take_message() {
+                    Some(unsent) => Outcome::Unsent(unsent),
+                    None => Outcome::Failed(failed.into_error().into()),
+                })
+            }
+            Poll::Pending => match conn.timer.as_mut().poll(cx) {
+                Poll::Ready(()) => {
+                    *this.conn = None;
+                    Poll::Ready(Outcome::TimedOut)
+                }
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
+}
+
 /// A connection lent to one response: returned to its pool by [`Checkin::done`]
 /// once the response body ended, closed when dropped before that.
 pub(crate) struct Checkin {
     pool: Arc<Http1Pool>,
-    sender: Option<Sender>,
+    conn: Option<Conn>,
 }
 
 impl Checkin {
     /// The response body was relayed to its end: the connection can serve the
     /// next request.
     pub(crate) fn done(mut self) {
-        if let Some(sender) = self.sender.take() {
-            self.pool.checkin(sender);
+        if let Some(conn) = self.conn.take() {
+            self.pool.checkin(conn);
         }
     }
 }
@@ -241,7 +331,7 @@ mod tests {
 
     /// A real HTTP/1.1 server on loopback counting the connections it accepted;
     /// each answers `hello` (and closes after its first response when
-    /// `close_after_one`).
+    /// `close_after_one`), except to `/hang`, never answered.
     async fn upstream(close_after_one: bool) -> (Authority, Arc<AtomicUsize>) {
         let (listener, authority) = bound().await;
         let accepted = Arc::new(AtomicUsize::new(0));
@@ -254,6 +344,9 @@ mod tests {
                 count.fetch_add(1, Ordering::SeqCst);
                 tokio::spawn(async move {
                     let service = hyper::service::service_fn(|req: Request<Incoming>| async move {
+                        if req.uri().path() == "/hang" {
+                            std::future::pending::<()>().await;
+                        }
                         let host = req.headers().get(header::HOST).cloned();
                         let mut response =
                             Response::new(Full::new(bytes::Bytes::from_static(b"hello")));
@@ -329,7 +422,11 @@ mod tests {
             .uri("/x")
             .body(empty_body().await)
             .expect("request");
-        pool.send(req, Instant::now()).await.expect("sent")
+        let now = Instant::now();
+        pool.send(req, now, now + Duration::from_secs(30))
+            .await
+            .expect("in time")
+            .expect("sent")
     }
 
     #[tokio::test]
@@ -347,6 +444,31 @@ mod tests {
             1,
             "one connection for three requests"
         );
+    }
+
+    #[tokio::test]
+    async fn a_kept_alive_connections_timer_times_out_its_request_and_it_is_not_reused() {
+        let (authority, accepted) = upstream(false).await;
+        let pool = Http1Pool::new(authority);
+        read_whole(&pool).await;
+        assert_eq!(pool.idle_count(), 1);
+        for round in 1..=2 {
+            // On the kept-alive connection, so on its own timer.
+            let req = Request::builder()
+                .uri("/hang")
+                .body(empty_body().await)
+                .expect("request");
+            let now = Instant::now();
+            let sent = pool.send(req, now, now + Duration::from_millis(100)).await;
+            assert!(matches!(sent, Err(TimedOut)), "round {round}");
+            assert_eq!(pool.idle_count(), 0, "the timed-out connection is gone");
+            // The next request opens a connection, and keeps it.
+            read_whole(&pool).await;
+            assert_eq!(accepted.load(Ordering::SeqCst), 1 + round);
+            // A timer set again after an answer still allows the next one.
+            read_whole(&pool).await;
+            assert_eq!(accepted.load(Ordering::SeqCst), 1 + round);
+        }
     }
 
     #[tokio::test]
@@ -416,6 +538,8 @@ mod tests {
             .uri("/")
             .body(empty_body().await)
             .expect("request");
-        assert!(pool.send(req, Instant::now()).await.is_err());
+        let now = Instant::now();
+        let sent = pool.send(req, now, now + Duration::from_secs(30)).await;
+        assert!(sent.expect("in time").is_err());
     }
 }
