@@ -3,6 +3,7 @@
 //! headers arrived. Only time spent waiting on the upstream counts, not time the
 //! client takes to read, so a long download or a slow reader is never cut.
 
+use std::future::Future as _;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -29,8 +30,9 @@ pin_project! {
     pub(crate) struct UpstreamBody {
         #[pin]
         inner: Incoming,
-        #[pin]
-        stall: Sleep,
+        // Made when the gateway first waits: most bodies never make it wait
+        // (they came with the head), and pay for no timer.
+        stall: Option<Pin<Box<Sleep>>>,
         timeout: Duration,
         waiting: bool,
         // The pooled connection the body comes on, returned at its end.
@@ -40,15 +42,9 @@ pin_project! {
 
 impl UpstreamBody {
     /// `checkin` returns the body's connection to its pool once the body ended
-    /// (`None`: hyper-util's client pools it). `now` is a recent time: the
-    /// timer is set when the gateway first waits, so the clock is not read
-    /// for a body that never makes it wait.
-    pub(crate) fn new(
-        inner: Incoming,
-        timeout: Duration,
-        checkin: Option<Checkin>,
-        now: Instant,
-    ) -> Self {
+    /// (`None`: hyper-util's client pools it). The clock is read, and the
+    /// timer set, when the gateway first waits.
+    pub(crate) fn new(inner: Incoming, timeout: Duration, checkin: Option<Checkin>) -> Self {
         let mut connection = Returned(checkin);
         if inner.is_end_stream() {
             // No body (HEAD, 204, 304, `Content-Length: 0`): nothing polls it.
@@ -56,7 +52,7 @@ impl UpstreamBody {
         }
         UpstreamBody {
             inner,
-            stall: tokio::time::sleep_until(now + timeout),
+            stall: None,
             timeout,
             waiting: false,
             connection,
@@ -97,12 +93,24 @@ impl Body for UpstreamBody {
                 Poll::Ready(frame.map(|f| f.map_err(BoxError::from)))
             }
             Poll::Pending => {
-                if !*this.waiting {
+                let due = if *this.waiting {
+                    None
+                } else {
                     // The clock starts when the gateway starts waiting.
                     *this.waiting = true;
-                    this.stall.as_mut().reset(Instant::now() + *this.timeout);
-                }
-                match this.stall.poll(cx) {
+                    Some(Instant::now() + *this.timeout)
+                };
+                let stall = match (this.stall.as_mut(), due) {
+                    (Some(stall), Some(due)) => {
+                        stall.as_mut().reset(due);
+                        stall
+                    }
+                    (Some(stall), None) => stall,
+                    (None, due) => this.stall.insert(Box::pin(tokio::time::sleep_until(
+                        due.unwrap_or_else(|| Instant::now() + *this.timeout),
+                    ))),
+                };
+                match stall.as_mut().poll(cx) {
                     Poll::Ready(()) => {
                         tracing::warn!("upstream response body timed out; response aborted");
                         metrics::counter!("bearer_guard_gateway_upstream_body_timeouts_total")

@@ -783,7 +783,7 @@ impl Gateway {
             dpop_nonce,
         } = outgoing;
         let upstream = s.upstreams.for_route(route_index);
-        // One clock read for the timeout, the pool and the body's timer.
+        // One clock read for the timeout and the pool.
         let now = tokio::time::Instant::now();
         let deadline = now + s.upstream_timeout;
         // Combinators, not an async block: awaiting a captured future would
@@ -805,7 +805,7 @@ impl Gateway {
                 .map(|r| r.map_err(|_| pool::TimedOut)),
             ),
         };
-        sent.map(move |sent| self.relay(sent, upstream, upgrade, client_version, dpop_nonce, now))
+        sent.map(move |sent| self.relay(sent, upstream, upgrade, client_version, dpop_nonce))
     }
 
     /// The client's response to the upstream's answer (or its failure).
@@ -816,7 +816,6 @@ impl Gateway {
         upgrade: Option<upgrade::Pending>,
         client_version: Version,
         dpop_nonce: Option<HeaderValue>,
-        now: tokio::time::Instant,
     ) -> Answer {
         let s = &self.shared;
         match sent {
@@ -847,8 +846,7 @@ impl Gateway {
                 if let Some(nonce) = dpop_nonce {
                     parts.headers.insert(DPOP_NONCE, nonce);
                 }
-                let body =
-                    UpstreamBody::new(body, s.upstream_body_timeout, connection, now).boxed();
+                let body = UpstreamBody::new(body, s.upstream_body_timeout, connection).boxed();
                 count("forwarded", Response::from_parts(parts, body))
             }
             Ok(Err(e)) if caused_by::<LengthLimitError>(&*e) => {
