@@ -133,10 +133,7 @@ impl Http1Pool {
         let pool = Arc::clone(self);
         Either::Left(exchange.then(move |outcome| match outcome {
             Outcome::Answered(response, conn) => {
-                let checkin = Checkin {
-                    pool,
-                    conn: Some(conn),
-                };
+                let checkin = Checkin { pool, conn };
                 Either::Left(std::future::ready(Ok(Ok((response, checkin)))))
             }
             // Never written: the kept-alive connection was closed under it.
@@ -252,7 +249,8 @@ pin_project! {
 
 /// How an [`Exchange`] ended.
 enum Outcome {
-    Answered(Response<Incoming>, Conn),
+    /// With the connection it came on, for the [`Checkin`].
+    Answered(Response<Incoming>, Option<Conn>),
     /// The connection was closed before the request was written: it can go
     /// out on another.
     Unsent(Outgoing),
@@ -274,26 +272,25 @@ where
             // Ended already: never ready again.
             return Poll::Pending;
         };
-        match this.sent.poll(cx) {
-            Poll::Ready(Ok(response)) => match this.conn.take() {
-                Some(conn) => Poll::Ready(Outcome::Answered(response, conn)),
-                None => Poll::Pending,
-            },
-            Poll::Ready(Err(mut failed)) => {
-                *this.conn = None;
-                Poll::Ready(match failed.take_message() {
-                    Some(unsent) => Outcome::Unsent(unsent),
-                    None => Outcome::Failed(failed.into_error().into()),
-                })
-            }
+        let sent = match this.sent.poll(cx) {
+            Poll::Ready(sent) => sent,
             Poll::Pending => match conn.timer.as_mut().poll(cx) {
                 Poll::Ready(()) => {
                     *this.conn = None;
-                    Poll::Ready(Outcome::TimedOut)
+                    return Poll::Ready(Outcome::TimedOut);
                 }
-                Poll::Pending => Poll::Pending,
+                Poll::Pending => return Poll::Pending,
             },
-        }
+        };
+        // The connection goes with the answer, or is closed with a failure.
+        let conn = this.conn.take();
+        Poll::Ready(match sent {
+            Ok(response) => Outcome::Answered(response, conn),
+            Err(mut failed) => match failed.take_message() {
+                Some(unsent) => Outcome::Unsent(unsent),
+                None => Outcome::Failed(failed.into_error().into()),
+            },
+        })
     }
 }
 
@@ -417,13 +414,22 @@ mod tests {
         (parts.headers, body.to_bytes())
     }
 
-    async fn get(pool: &Arc<Http1Pool>) -> (Response<Incoming>, Checkin) {
-        let req = Request::builder()
-            .uri("/x")
+    /// A GET of `path` with the gateway's request body type.
+    async fn request(path: &str) -> Outgoing {
+        Request::builder()
+            .uri(path)
             .body(empty_body().await)
-            .expect("request");
+            .expect("request")
+    }
+
+    /// `req` sent on `pool`, waiting at most `wait` for the answer.
+    async fn send(pool: &Arc<Http1Pool>, req: Outgoing, wait: Duration) -> Result<Sent, TimedOut> {
         let now = Instant::now();
-        pool.send(req, now, now + Duration::from_secs(30))
+        pool.send(req, now, now + wait).await
+    }
+
+    async fn get(pool: &Arc<Http1Pool>) -> (Response<Incoming>, Checkin) {
+        send(pool, request("/x").await, Duration::from_secs(30))
             .await
             .expect("in time")
             .expect("sent")
@@ -454,12 +460,7 @@ mod tests {
         assert_eq!(pool.idle_count(), 1);
         for round in 1..=2 {
             // On the kept-alive connection, so on its own timer.
-            let req = Request::builder()
-                .uri("/hang")
-                .body(empty_body().await)
-                .expect("request");
-            let now = Instant::now();
-            let sent = pool.send(req, now, now + Duration::from_millis(100)).await;
+            let sent = send(&pool, request("/hang").await, Duration::from_millis(100)).await;
             assert!(matches!(sent, Err(TimedOut)), "round {round}");
             assert_eq!(pool.idle_count(), 0, "the timed-out connection is gone");
             // The next request opens a connection, and keeps it.
@@ -534,12 +535,7 @@ mod tests {
         let (listener, authority) = bound().await;
         drop(listener);
         let pool = Http1Pool::new(authority);
-        let req = Request::builder()
-            .uri("/")
-            .body(empty_body().await)
-            .expect("request");
-        let now = Instant::now();
-        let sent = pool.send(req, now, now + Duration::from_secs(30)).await;
+        let sent = send(&pool, request("/").await, Duration::from_secs(30)).await;
         assert!(sent.expect("in time").is_err());
     }
 }
