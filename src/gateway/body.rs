@@ -93,24 +93,17 @@ impl Body for UpstreamBody {
                 Poll::Ready(frame.map(|f| f.map_err(BoxError::from)))
             }
             Poll::Pending => {
-                let due = if *this.waiting {
-                    None
-                } else {
+                if !*this.waiting {
                     // The clock starts when the gateway starts waiting.
                     *this.waiting = true;
-                    Some(Instant::now() + *this.timeout)
-                };
-                let stall = match (this.stall.as_mut(), due) {
-                    (Some(stall), Some(due)) => {
-                        stall.as_mut().reset(due);
-                        stall
+                    let due = Instant::now() + *this.timeout;
+                    match this.stall.as_mut() {
+                        Some(stall) => stall.as_mut().reset(due),
+                        None => *this.stall = Some(Box::pin(tokio::time::sleep_until(due))),
                     }
-                    (Some(stall), None) => stall,
-                    (None, due) => this.stall.insert(Box::pin(tokio::time::sleep_until(
-                        due.unwrap_or_else(|| Instant::now() + *this.timeout),
-                    ))),
-                };
-                match stall.as_mut().poll(cx) {
+                }
+                let stall = this.stall.as_mut().map(|stall| stall.as_mut().poll(cx));
+                match stall.unwrap_or(Poll::Pending) {
                     Poll::Ready(()) => {
                         tracing::warn!("upstream response body timed out; response aborted");
                         metrics::counter!("bearer_guard_gateway_upstream_body_timeouts_total")
