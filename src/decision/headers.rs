@@ -78,15 +78,18 @@ const CLIENT_ADDRESS: [&str; 9] = [
 /// A header name as WSGI, CGI, PHP and several frameworks see it: `x_auth_sub`
 /// and `X-Auth-Sub` are one variable (`HTTP_X_AUTH_SUB`) there.
 fn normalise(name: &str) -> Cow<'_, str> {
-    // Without an early exit, so it is checked many bytes at a time.
-    let odd = name
-        .bytes()
-        .fold(false, |odd, b| odd | (b == b'_') | b.is_ascii_uppercase());
-    if odd {
+    if changes_in_normal_form(name) {
         Cow::Owned(name.to_ascii_lowercase().replace('_', "-"))
     } else {
         Cow::Borrowed(name)
     }
+}
+
+/// Whether [`normalise`] changes `name`: it has a `_` or an upper-case letter.
+fn changes_in_normal_form(name: &str) -> bool {
+    // Without an early exit, so it is checked many bytes at a time.
+    name.bytes()
+        .fold(false, |odd, b| odd | (b == b'_') | b.is_ascii_uppercase())
 }
 
 /// Whether `normal` may be in [`ROUTE_OVERRIDE`] or be a client address
@@ -132,8 +135,13 @@ const LOOK_ALIKE: u8 = 2;
 fn first_bytes<'a>(claims: impl Iterator<Item = &'a str>) -> [u8; 128] {
     let mut first = [0u8; 128];
     let mut mark = |name: &str, class: u8| {
-        if let Some(&b) = name.as_bytes().first() {
-            first[usize::from(b & 0x7f)] |= class;
+        // Every name here is in normal form, and ASCII (a header name).
+        if let Some(slot) = name
+            .bytes()
+            .next()
+            .and_then(|b| first.get_mut(usize::from(b)))
+        {
+            *slot |= class;
         }
     };
     for claim in claims {
@@ -281,9 +289,7 @@ impl ClaimHeaders {
             b.to_ascii_lowercase()
         };
         let class = self.first.get(usize::from(b)).copied().unwrap_or(0);
-        if class == 0
-            || (class & EXACT == 0 && !name.bytes().any(|b| b == b'_' || b.is_ascii_uppercase()))
-        {
+        if class == 0 || (class & EXACT == 0 && !changes_in_normal_form(name)) {
             return false;
         }
         self.is_untrusted_by_name(name, trust_forwarded)
