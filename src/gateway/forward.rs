@@ -71,10 +71,8 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
     if present & UPGRADE_BIT != 0 {
         headers.remove(UPGRADE);
     }
-    if !named.is_empty() {
-        for name in named {
-            headers.remove(name);
-        }
+    for name in named {
+        headers.remove(name);
     }
 }
 
@@ -213,10 +211,21 @@ mod tests {
     use super::*;
     use crate::decision::headers::ClaimHeaders;
 
+    /// A header map of `pairs`, each appended (names may repeat).
+    fn map(pairs: &[(&str, &'static str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for &(k, v) in pairs {
+            h.append(
+                HeaderName::from_bytes(k.as_bytes()).expect("name"),
+                HeaderValue::from_static(v),
+            );
+        }
+        h
+    }
+
     #[test]
     fn removes_hop_by_hop_and_connection_named_headers() {
-        let mut h = HeaderMap::new();
-        for (k, v) in [
+        let mut h = map(&[
             ("connection", "keep-alive, x-secret-hop"),
             ("keep-alive", "timeout=5"),
             ("proxy-connection", "keep-alive"),
@@ -226,9 +235,7 @@ mod tests {
             ("upgrade", "websocket"),
             ("x-secret-hop", "1"),
             ("x-end-to-end", "kept"),
-        ] {
-            h.append(k, HeaderValue::from_static(v));
-        }
+        ]);
         strip_hop_by_hop(&mut h);
         assert_eq!(h.len(), 2, "{h:?}");
         assert_eq!(h["x-end-to-end"], "kept");
@@ -240,8 +247,7 @@ mod tests {
 
     #[test]
     fn every_copy_of_a_hop_by_hop_header_goes_and_names_may_repeat() {
-        let mut h = HeaderMap::new();
-        for (k, v) in [
+        let mut h = map(&[
             ("connection", "TE, x-a"),
             ("connection", "x-a ,keep-alive"),
             ("te", "trailers"),
@@ -249,17 +255,13 @@ mod tests {
             ("x-a", "1"),
             ("x-a", "2"),
             ("x-b", "kept"),
-        ] {
-            h.append(k, HeaderValue::from_static(v));
-        }
+        ]);
         strip_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1, "{h:?}");
         assert_eq!(h["x-b"], "kept");
 
         // Nothing hop-by-hop: nothing touched.
-        let mut h = HeaderMap::new();
-        h.append("x-connection", HeaderValue::from_static("x-b"));
-        h.append("x-b", HeaderValue::from_static("kept"));
+        let mut h = map(&[("x-connection", "x-b"), ("x-b", "kept")]);
         strip_hop_by_hop(&mut h);
         assert_eq!(h.len(), 2, "{h:?}");
     }
@@ -284,23 +286,18 @@ mod tests {
 
     #[test]
     fn connection_close_removes_a_header_named_close_only() {
-        let mut h = HeaderMap::new();
-        for (k, v) in [
+        let mut h = map(&[
             ("connection", "Close, KEEP-ALIVE"),
             ("close", "1"),
             ("keep-alive", "timeout=5"),
             ("x-b", "kept"),
-        ] {
-            h.append(k, HeaderValue::from_static(v));
-        }
+        ]);
         strip_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1, "{h:?}");
         assert_eq!(h["x-b"], "kept");
 
         // `close` is an ordinary name unless the connection option says so.
-        let mut h = HeaderMap::new();
-        h.append("connection", HeaderValue::from_static("keep-alive"));
-        h.append("close", HeaderValue::from_static("1"));
+        let mut h = map(&[("connection", "keep-alive"), ("close", "1")]);
         strip_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1, "{h:?}");
         assert_eq!(h["close"], "1");
@@ -346,17 +343,13 @@ mod tests {
 
     /// A client's attempt at spoofing every forwarding header.
     fn spoofed() -> HeaderMap {
-        let mut h = HeaderMap::new();
-        for (k, v) in [
+        map(&[
             ("x-forwarded-for", "10.0.0.1"),
             ("X-Forwarded-For", "10.0.0.2"),
             ("x-forwarded-proto", "https"),
             ("x-forwarded-host", "admin.internal"),
             ("forwarded", "for=10.0.0.1"),
-        ] {
-            h.append(k, HeaderValue::from_static(v));
-        }
-        h
+        ])
     }
 
     fn all(h: &HeaderMap, name: &str) -> Vec<String> {
