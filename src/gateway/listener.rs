@@ -229,9 +229,10 @@ impl ConnState {
     /// in flight for `idle_timeout` (HTTP/1.1: or for `header_read_timeout`,
     /// the time the next head has to arrive in).
     ///
-    /// Wakes at most every `header_read_timeout` while a request is in flight,
-    /// so the deadline after a request that ends between two wakes is still
-    /// met on time (it is later than the next wake).
+    /// While a request is in flight it wakes every idle period (HTTP/1.1: the
+    /// smaller of the two timeouts), so the deadline after a request that
+    /// ends between two wakes is still met on time: it is later than the
+    /// next wake.
     async fn expired(&self, limits: &ConnLimits) -> Expiry {
         let head_due = self.accepted + limits.header_read_timeout;
         let mut deadline = head_due.min(self.accepted + limits.idle_timeout);
@@ -316,7 +317,6 @@ impl<B: Body> Body for Tracked<B> {
 }
 
 /// Wakes the connection's task for [`Quiet`]'s second future, and says so.
-#[derive(Default)]
 struct SideWaker {
     fired: AtomicBool,
     task: AtomicWaker,
@@ -345,9 +345,11 @@ struct Quiet<M, S> {
 
 impl<M: Future + Unpin, S: Future + Unpin> Quiet<M, S> {
     fn new(main: M, side: S) -> Self {
-        let waker = Arc::new(SideWaker::default());
-        // Polled once at the start, to arm it.
-        waker.fired.store(true, Ordering::Relaxed);
+        let waker = Arc::new(SideWaker {
+            // Polled once at the start, to arm it.
+            fired: AtomicBool::new(true),
+            task: AtomicWaker::new(),
+        });
         Quiet {
             main,
             side,
