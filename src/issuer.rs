@@ -254,6 +254,10 @@ pub(crate) struct IssuerPolicy {
     exact: HashMap<Box<str>, usize, Hasher>,
     /// The indices of the tenant templates, in configuration order (a short list).
     templates: Box<[usize]>,
+    /// Some template decides by a predicate, which may change its answer for the
+    /// same `iss` (a live deny list); without one, `find` is a pure function of
+    /// `iss` and the configuration.
+    predicates: bool,
 }
 
 /// How many configured issuers an `IssuerNotAllowed` detail names.
@@ -277,10 +281,20 @@ impl IssuerPolicy {
                 Matcher::Template { .. } => templates.push(index),
             }
         }
+        let predicates = entries.iter().any(|e| {
+            matches!(
+                e.matcher,
+                Matcher::Template {
+                    tenants: TenantPolicy::Predicate(_),
+                    ..
+                }
+            )
+        });
         IssuerPolicy {
             entries,
             exact,
             templates: templates.into(),
+            predicates,
         }
     }
 
@@ -329,6 +343,12 @@ impl IssuerPolicy {
             }),
             None => Err(refusal),
         }
+    }
+
+    /// Whether [`find`](Self::find) can answer differently for the same `iss`
+    /// over time: only through a tenant predicate.
+    pub(crate) fn has_predicates(&self) -> bool {
+        self.predicates
     }
 
     pub(crate) fn entries(&self) -> &[IssuerEntry] {

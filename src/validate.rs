@@ -210,20 +210,23 @@ fn answer_hit(
     // What can change without the token changing: the time, the key set, and the
     // issuer's tenant policy (a predicate may be a live deny list). The rest (typ,
     // alg, audiences, the key's issuer binding, tid) is fixed by the token, the
-    // guard's configuration and the key, all unchanged.
-    match g.issuers.find(hit.token.issuer()) {
-        Ok(m) if m.index == hit.issuer => {}
-        Err(TenantRefusal::NotAllowed(tenant)) => {
-            cache.hit();
-            return Some(Err(AuthError::InvalidToken(
-                TokenProblem::TenantNotAllowed {
-                    tenant: tenant.to_owned(),
-                },
-            )));
-        }
-        Ok(_) | Err(TenantRefusal::NoEntry) => {
-            cache.stale(token);
-            return None;
+    // guard's configuration and the key, all unchanged. Without a predicate the
+    // issuer lookup is fixed by `iss` and the configuration, and is not repeated.
+    if g.issuers.has_predicates() {
+        match g.issuers.find(hit.token.issuer()) {
+            Ok(m) if m.index == hit.issuer => {}
+            Err(TenantRefusal::NotAllowed(tenant)) => {
+                cache.hit();
+                return Some(Err(AuthError::InvalidToken(
+                    TokenProblem::TenantNotAllowed {
+                        tenant: tenant.to_owned(),
+                    },
+                )));
+            }
+            Ok(_) | Err(TenantRefusal::NoEntry) => {
+                cache.stale(token);
+                return None;
+            }
         }
     }
     // Is the key that verified it still published? Then only time can have changed.
