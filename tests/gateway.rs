@@ -1187,3 +1187,67 @@ async fn nested_array_claims_go_joined_with_the_configured_separator() {
     let e = Gateway::from_config(GatewayConfig::from_toml(&bad).expect("parse")).unwrap_err();
     assert_eq!(e.key(), Some("forward.claims_separator"), "{e}");
 }
+
+/// Several MiB both ways through a kept-alive connection at each end: the
+/// request body reaches the upstream whole, the upstream's streamed answer (in
+/// chunks of uneven sizes) reaches the client whole, byte for byte, and the same
+/// client connection then carries another request.
+#[tokio::test]
+async fn large_bodies_are_relayed_whole_both_ways() {
+    // A pattern that a dropped, repeated or reordered chunk would not reproduce.
+    fn pattern(len: usize) -> Vec<u8> {
+        (0..len)
+            .map(|i| (i.wrapping_mul(31) ^ (i >> 11)) as u8)
+            .collect()
+    }
+    const UP: usize = 3 << 20;
+    const DOWN: usize = 5 << 20;
+    async fn upstream(req: AxumRequest) -> axum::response::Response {
+        let received = req.into_body().collect().await.map(|b| b.to_bytes());
+        let intact = received.is_ok_and(|b| b.as_ref() == pattern(UP).as_slice());
+        let data = Bytes::from(pattern(DOWN));
+        let mut chunks = Vec::new();
+        let (mut at, mut size) = (0, 1);
+        while at < data.len() {
+            let end = (at + size).min(data.len());
+            chunks.push(Ok::<_, std::io::Error>(data.slice(at..end)));
+            at = end;
+            size = size * 7 % 200_003 + 1;
+        }
+        axum::response::Response::builder()
+            .header("x-upload-intact", intact.to_string())
+            .body(axum::body::Body::from_stream(futures_util::stream::iter(
+                chunks,
+            )))
+            .unwrap_or_default()
+    }
+    let up = common::spawn_app(axum::Router::new().fallback(upstream)).await;
+    let toml = minimal_config(up, "http://127.0.0.1:9/unused", "public = true");
+    let gw = start(&toml).await;
+    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    for round in 0..2 {
+        let req = Request::builder()
+            .method(Method::POST)
+            .uri(format!("http://{}/blob", gw.addr))
+            .body(Full::new(Bytes::from(pattern(UP))))
+            .expect("request");
+        let response = client.request(req).await.expect("response");
+        assert_eq!(response.status(), StatusCode::OK, "round {round}");
+        assert_eq!(
+            response.headers()["x-upload-intact"],
+            "true",
+            "round {round}"
+        );
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes();
+        assert_eq!(body.len(), DOWN, "round {round}");
+        assert!(
+            body.as_ref() == pattern(DOWN).as_slice(),
+            "round {round}: bytes differ"
+        );
+    }
+}

@@ -410,6 +410,10 @@ where
         .http1()
         // The header timeouts are `ConnState::expired`'s (see the module).
         .header_read_timeout(None)
+        // Head and body copied into one buffer and sent with one write, not
+        // queued as slices for writev: most responses are small (a head and a
+        // short body), and the queue's bookkeeping cost more than the copy.
+        .writev(false)
         .max_buf_size(limits.max_header_bytes.max(MIN_HEADER_BYTES));
     builder
         .http2()

@@ -204,7 +204,11 @@ impl Http1Pool {
         if let Err(e) = stream.set_nodelay(true) {
             tracing::debug!(error = %e, "TCP_NODELAY not set on an upstream connection");
         }
-        let (sender, connection) = http1::handshake(TokioIo::new(stream)).await?;
+        // One flat write per request, as on the client side (listener.rs).
+        let (sender, connection) = http1::Builder::new()
+            .writev(false)
+            .handshake(TokioIo::new(stream))
+            .await?;
         tokio::spawn(async move {
             // Upgrades (WebSocket) take the connection over from hyper.
             if let Err(e) = connection.with_upgrades().await {
