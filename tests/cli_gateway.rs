@@ -263,37 +263,102 @@ async fn json_logs_carry_one_access_line_per_request_and_never_the_token() {
     let _ = std::fs::remove_file(path);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sighup_reloads_the_file_and_a_bad_file_keeps_the_running_configuration() {
-    let issuer = Issuer::start().await;
-    let (a, b) = (spawn_recorder().await, spawn_recorder().await);
-    let path = write_config("hup", &gateway_toml(a, &issuer.url, ""));
-    let mut gw = Running::spawn(&["gateway"], &path, &[]);
-    let line = gw
-        .wait_for("listening", |l| l.contains("listening on"))
-        .await;
-    let addr = listening_addrs(&line)[0];
-    let client = common::http();
-    let token = issuer.token("orders:read");
-    // The recorder at `b` answers on another port: the Host it received tells.
-    let host = async || -> String {
-        let r = client
-            .get(format!("http://{addr}/orders"))
-            .bearer_auth(&token)
+/// A client of the gateway's `/orders` with a valid token, asking which
+/// upstream (by the recorder's port) a request reached.
+struct Upstream {
+    client: reqwest::Client,
+    addr: SocketAddr,
+    token: String,
+}
+
+impl Upstream {
+    /// The binary started with `args` and `config`, once it listens.
+    async fn behind(args: &[&str], config: &PathBuf, issuer: &Issuer) -> (Running, Upstream) {
+        let mut gw = Running::spawn(args, config, &[]);
+        let line = gw
+            .wait_for("listening", |l| l.contains("listening on"))
+            .await;
+        let upstream = Upstream {
+            client: common::http(),
+            addr: listening_addrs(&line)[0],
+            token: issuer.token("orders:read"),
+        };
+        (gw, upstream)
+    }
+
+    /// The Host the recorder received: its own address.
+    async fn host(&self) -> String {
+        let r = self
+            .client
+            .get(format!("http://{}/orders", self.addr))
+            .bearer_auth(&self.token)
             .send()
             .await
             .expect("response");
         assert_eq!(r.status(), 200);
         let v: Value = r.json().await.expect("json");
         v["headers"]["host"].as_str().unwrap_or_default().to_owned()
-    };
-    assert_eq!(host().await, a.to_string());
+    }
+}
+
+/// `--watch`: a rewritten file and an editor's atomic rename are each applied
+/// without a signal; a bad file is refused once and the running one kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_reloads_a_changed_file_and_a_bad_file_keeps_the_running_configuration() {
+    let issuer = Issuer::start().await;
+    let (a, b) = (spawn_recorder().await, spawn_recorder().await);
+    let path = write_config("watch", &gateway_toml(a, &issuer.url, ""));
+    let (mut gw, upstream) = Upstream::behind(&["gateway", "--watch=0.02"], &path, &issuer).await;
+    assert_eq!(upstream.host().await, a.to_string());
+
+    // Rewritten in place (a longer file: the size tells even within one tick
+    // of the clock).
+    std::fs::write(&path, gateway_toml(b, &issuer.url, "# moved to b")).expect("rewrite");
+    gw.wait_for("reloaded", |l| l.contains("configuration reloaded"))
+        .await;
+    assert_eq!(upstream.host().await, b.to_string());
+
+    // Replaced by a rename, as editors and `kubectl` do.
+    let next = path.with_extension("next");
+    std::fs::write(&next, gateway_toml(a, &issuer.url, "# back to a, renamed")).expect("write");
+    std::fs::rename(&next, &path).expect("rename");
+    gw.wait_for("reloaded", |l| l.contains("configuration reloaded"))
+        .await;
+    assert_eq!(upstream.host().await, a.to_string());
+
+    std::fs::write(
+        &path,
+        gateway_toml(b, &issuer.url, "upstream_timeout_secs = -2"),
+    )
+    .expect("rewrite");
+    let refused = gw
+        .wait_for("refused", |l| l.contains("reload refused"))
+        .await;
+    assert!(refused.contains("upstream_timeout_secs"), "{refused}");
+    assert_eq!(
+        upstream.host().await,
+        a.to_string(),
+        "the running configuration kept"
+    );
+    let seen = gw.stop().await;
+    let refusals = seen.iter().filter(|l| l.contains("reload refused")).count();
+    assert_eq!(refusals, 1, "refused once, not at every check: {seen:?}");
+    let _ = std::fs::remove_file(path);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_the_file_and_a_bad_file_keeps_the_running_configuration() {
+    let issuer = Issuer::start().await;
+    let (a, b) = (spawn_recorder().await, spawn_recorder().await);
+    let path = write_config("hup", &gateway_toml(a, &issuer.url, ""));
+    let (mut gw, upstream) = Upstream::behind(&["gateway"], &path, &issuer).await;
+    assert_eq!(upstream.host().await, a.to_string());
 
     std::fs::write(&path, gateway_toml(b, &issuer.url, "")).expect("rewrite");
     gw.signal("HUP");
     gw.wait_for("reloaded", |l| l.contains("configuration reloaded"))
         .await;
-    assert_eq!(host().await, b.to_string());
+    assert_eq!(upstream.host().await, b.to_string());
 
     std::fs::write(
         &path,
@@ -307,7 +372,7 @@ async fn sighup_reloads_the_file_and_a_bad_file_keeps_the_running_configuration(
     assert!(refused.contains("upstream_timeout_secs"), "{refused}");
     assert!(refused.contains(&path.display().to_string()), "{refused}");
     assert_eq!(
-        host().await,
+        upstream.host().await,
         b.to_string(),
         "the running configuration kept"
     );

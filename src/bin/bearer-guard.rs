@@ -107,6 +107,13 @@ async fn run_gateway(args: bearer_guard::cli::GatewayArgs, format: LogFormat) ->
         Ok(reloading) => drop(tokio::spawn(reloading)),
         Err(e) => eprintln!("bearer-guard gateway: no reload on SIGHUP: {e}"),
     }
+    if let Some(interval) = args.watch {
+        drop(tokio::spawn(
+            bound
+                .reloader()
+                .on_file_change(args.config.clone(), interval),
+        ));
+    }
     // Only once bound, with the addresses actually bound (a port 0 is resolved).
     announce(
         format,
@@ -128,7 +135,7 @@ async fn run_gateway(args: bearer_guard::cli::GatewayArgs, format: LogFormat) ->
     }
 }
 
-async fn run_ext_authz(args: bearer_guard::cli::GatewayArgs, format: LogFormat) -> ExitCode {
+async fn run_ext_authz(args: bearer_guard::cli::ExtAuthzArgs, format: LogFormat) -> ExitCode {
     use bearer_guard::ext_authz::{ExtAuthz, ExtAuthzConfig};
     let config = match ExtAuthzConfig::load(&args.config) {
         Ok(config) => config,

@@ -87,16 +87,94 @@ pub enum Command {
     Gateway(GatewayArgs),
     /// Run the external authorization service for Envoy (gRPC and HTTP), nginx,
     /// Caddy and Traefik described by a TOML file.
-    ExtAuthz(GatewayArgs),
+    ExtAuthz(ExtAuthzArgs),
     /// Run the bundled OAuth 2.1 authorization server for local development
     /// (both flows, discovery, JWKS). Plain HTTP, in memory: not for production.
     AuthzServer(authz::AuthzServerArgs),
 }
 
-/// The arguments of `bearer-guard gateway` and `bearer-guard ext-authz`.
+/// The arguments of `bearer-guard gateway`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct GatewayArgs {
-    /// The TOML configuration (`gateway.toml`, `ext-authz.toml`).
+    /// The TOML configuration (`gateway.toml`). `SIGHUP` reloads it.
     #[arg(long, value_name = "FILE")]
     pub config: PathBuf,
+    /// Also reload the configuration when the file changes, checked every
+    /// SECONDS (default 2; fractions allowed). A change is read once the file
+    /// has stayed the same for one check.
+    #[arg(
+        long,
+        value_name = "SECONDS",
+        num_args = 0..=1,
+        default_missing_value = "2",
+        value_parser = watch_interval
+    )]
+    pub watch: Option<std::time::Duration>,
+}
+
+/// The arguments of `bearer-guard ext-authz`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ExtAuthzArgs {
+    /// The TOML configuration (`ext-authz.toml`).
+    #[arg(long, value_name = "FILE")]
+    pub config: PathBuf,
+}
+
+/// `--watch`'s interval: a positive, finite number of seconds.
+fn watch_interval(text: &str) -> Result<std::time::Duration, String> {
+    let secs: f64 = text
+        .parse()
+        .map_err(|_| format!("`{text}` is not a number of seconds"))?;
+    if secs.is_nan() || secs <= 0.0 {
+        return Err(format!(
+            "`{text}`: the interval must be more than 0 seconds"
+        ));
+    }
+    std::time::Duration::try_from_secs_f64(secs).map_err(|e| format!("`{text}`: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use clap::Parser as _;
+
+    use super::*;
+
+    fn watch(args: &[&str]) -> Result<Option<Duration>, clap::Error> {
+        let argv = ["bearer-guard", "gateway", "--config", "g.toml"];
+        let cli = Cli::try_parse_from(argv.iter().chain(args))?;
+        match cli.command {
+            Command::Gateway(args) => Ok(args.watch),
+            other => panic!("parsed as {other:?}"),
+        }
+    }
+
+    #[test]
+    fn watch_takes_an_optional_positive_interval() {
+        assert_eq!(watch(&[]).expect("parses"), None);
+        assert_eq!(
+            watch(&["--watch"]).expect("parses"),
+            Some(Duration::from_secs(2))
+        );
+        assert_eq!(
+            watch(&["--watch=0.25"]).expect("parses"),
+            Some(Duration::from_millis(250))
+        );
+        for bad in [
+            "--watch=0",
+            "--watch=-1",
+            "--watch=NaN",
+            "--watch=inf",
+            "--watch=soon",
+        ] {
+            assert!(watch(&[bad]).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn ext_authz_has_no_watch() {
+        let argv = ["bearer-guard", "ext-authz", "--config", "e.toml", "--watch"];
+        assert!(Cli::try_parse_from(argv).is_err());
+    }
 }

@@ -62,7 +62,8 @@
 //! An allowed HTTP/1.1 `Upgrade` (WebSocket; `[forward] upgrade_protocols`) is
 //! forwarded and, on the upstream's `101`, both connections are spliced
 //! (`upgrade.rs`). A [`BoundGateway`]'s configuration can be swapped while it
-//! serves ([`Reloader`], `reload.rs`; the binary reloads on `SIGHUP`).
+//! serves ([`Reloader`], `reload.rs`; the binary reloads on `SIGHUP` and, with
+//! `--watch`, on a file change).
 //!
 //! Each request gets an id, forwarded and returned as `x-request-id`, and one
 //! access-log event (target `bearer_guard::access`; fields in `access.rs`).

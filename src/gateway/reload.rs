@@ -1,7 +1,9 @@
 //! Reloading a running gateway's configuration ([`Reloader`]; the binary reloads
-//! on `SIGHUP`).
+//! on `SIGHUP`, and on a change of the file with `--watch`).
 
+use std::path::Path;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
 
 use super::{Gateway, GatewayConfig, Live, Shared};
 use crate::GuardBuilder;
@@ -168,13 +170,100 @@ impl Reloader {
         Ok(async move {
             while hangups.recv().await.is_some() {
                 tracing::info!(file = %path.display(), "SIGHUP: reloading the configuration");
-                let reloaded = GatewayConfig::load(&path)
-                    .and_then(|config| self.reload(config).map_err(|e| e.in_file(&path)));
-                if let Err(e) = reloaded {
-                    tracing::error!(error = %e, "reload refused; the running configuration is kept");
-                }
+                self.reload_file(&path);
             }
         })
+    }
+
+    /// Reloads `path` whenever it changes: the returned future, to spawn, checks
+    /// the file's modification time and size every `interval` (at least 1 ms)
+    /// until dropped. A change is applied once the file has stayed the same for
+    /// one whole interval, so a file caught half-written is not read; an editor's
+    /// atomic rename and a Kubernetes ConfigMap's symlink swap are changes like
+    /// any other. The file as it is when this is called counts as applied. A file
+    /// that cannot be read, parsed or accepted is logged as
+    /// [`on_hangup`](Self::on_hangup) logs it, once per change, and the running
+    /// configuration kept; a removed file is such a file.
+    ///
+    /// ```no_run
+    /// # async fn run(bound: bearer_guard::gateway::BoundGateway) {
+    /// use std::time::Duration;
+    /// let watching = bound.reloader().on_file_change("gateway.toml".into(), Duration::from_secs(2));
+    /// tokio::spawn(watching);
+    /// # }
+    /// ```
+    pub fn on_file_change(
+        self,
+        path: std::path::PathBuf,
+        interval: Duration,
+    ) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut settle = Settle::new(file_stamp(&path));
+        let interval = interval.max(Duration::from_millis(1));
+        async move {
+            let mut ticks = tokio::time::interval(interval);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            ticks.tick().await;
+            loop {
+                ticks.tick().await;
+                if settle.observe(file_stamp(&path)) {
+                    tracing::info!(file = %path.display(), "file changed: reloading the configuration");
+                    self.reload_file(&path);
+                }
+            }
+        }
+    }
+
+    /// Loads `path` and swaps it in; a refusal is logged, never returned.
+    fn reload_file(&self, path: &Path) {
+        let reloaded = GatewayConfig::load(path)
+            .and_then(|config| self.reload(config).map_err(|e| e.in_file(path)));
+        if let Err(e) = reloaded {
+            tracing::error!(error = %e, "reload refused; the running configuration is kept");
+        }
+    }
+}
+
+/// What a file watcher compares: the modification time and size, `None` when
+/// the file's metadata cannot be read (removed, no permission).
+pub(super) type FileStamp = Option<(Option<SystemTime>, u64)>;
+
+/// The stamp of `path` now (its target, for a symbolic link).
+pub(super) fn file_stamp(path: &Path) -> FileStamp {
+    std::fs::metadata(path)
+        .ok()
+        .map(|m| (m.modified().ok(), m.len()))
+}
+
+/// When a watched file's change is read: once the new stamp has been seen at
+/// two checks in a row (a writer that takes longer than one interval keeps
+/// changing it). Each change is read once, whether it is then accepted or not.
+#[derive(Debug)]
+struct Settle {
+    applied: FileStamp,
+    pending: Option<FileStamp>,
+}
+
+impl Settle {
+    fn new(applied: FileStamp) -> Settle {
+        Settle {
+            applied,
+            pending: None,
+        }
+    }
+
+    /// The stamp seen at this check; `true`: read the file now.
+    fn observe(&mut self, now: FileStamp) -> bool {
+        if now == self.applied {
+            self.pending = None;
+            return false;
+        }
+        if self.pending == Some(now) {
+            self.applied = now;
+            self.pending = None;
+            return true;
+        }
+        self.pending = Some(now);
+        false
     }
 }
 
@@ -208,4 +297,59 @@ fn keep_listener_settings(new: &mut Shared, old: &Shared) -> Vec<&'static str> {
     new.shutdown_timeout = old.shutdown_timeout;
     new.conn_limits = old.conn_limits.clone();
     changed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(secs: u64, len: u64) -> FileStamp {
+        Some((
+            Some(SystemTime::UNIX_EPOCH + Duration::from_secs(secs)),
+            len,
+        ))
+    }
+
+    #[test]
+    fn a_change_is_read_once_it_has_held_for_a_check() {
+        let mut settle = Settle::new(at(1, 10));
+        assert!(!settle.observe(at(1, 10)), "unchanged");
+        assert!(!settle.observe(at(2, 4)), "seen once: maybe half-written");
+        assert!(!settle.observe(at(2, 9)), "still growing");
+        assert!(settle.observe(at(2, 9)), "held for a check");
+        assert!(!settle.observe(at(2, 9)), "read once");
+        assert!(!settle.observe(at(2, 9)));
+    }
+
+    #[test]
+    fn a_change_undone_before_it_settled_is_not_read() {
+        let mut settle = Settle::new(at(1, 10));
+        assert!(!settle.observe(at(2, 10)));
+        assert!(!settle.observe(at(1, 10)), "back to the applied file");
+        assert!(!settle.observe(at(1, 10)));
+    }
+
+    #[test]
+    fn a_removed_file_is_read_once_and_its_return_again() {
+        let mut settle = Settle::new(at(1, 10));
+        assert!(!settle.observe(None));
+        assert!(settle.observe(None), "refused once, when read");
+        assert!(!settle.observe(None), "not again while it stays away");
+        assert!(!settle.observe(at(3, 10)));
+        assert!(settle.observe(at(3, 10)), "back: read");
+    }
+
+    #[test]
+    fn the_stamp_follows_the_file() {
+        let dir = std::env::temp_dir().join(format!("bg-stamp-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let path = dir.join("gateway.toml");
+        assert_eq!(file_stamp(&path), None, "absent");
+        std::fs::write(&path, "a = 1").expect("write");
+        let first = file_stamp(&path);
+        assert_eq!(first.map(|s| s.1), Some(5));
+        std::fs::write(&path, "a = 12").expect("write");
+        assert_ne!(file_stamp(&path), first, "size changed");
+        let _ = std::fs::remove_dir_all(dir);
+    }
 }

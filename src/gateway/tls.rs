@@ -10,7 +10,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use rustls::crypto::CryptoProvider;
@@ -22,6 +22,7 @@ use rustls::{RootCertStore, ServerConfig};
 use tokio_rustls::TlsAcceptor;
 
 use super::config::{ClientAuth, ConfigError, TlsConfig};
+use super::reload::{FileStamp, file_stamp};
 
 /// The crate's one TLS provider: aws-lc-rs.
 pub(crate) fn provider() -> Arc<CryptoProvider> {
@@ -140,14 +141,10 @@ impl std::fmt::Debug for ReloadingCertificate {
     }
 }
 
-type Stamp = [(Option<SystemTime>, u64); 2];
+type Stamp = [FileStamp; 2];
 
 fn stamp(cert_file: &Path, key_file: &Path) -> Stamp {
-    let one = |p: &Path| match std::fs::metadata(p) {
-        Ok(m) => (m.modified().ok(), m.len()),
-        Err(_) => (None, 0),
-    };
-    [one(cert_file), one(key_file)]
+    [file_stamp(cert_file), file_stamp(key_file)]
 }
 
 impl ReloadingCertificate {
