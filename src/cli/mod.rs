@@ -120,17 +120,14 @@ pub struct ExtAuthzArgs {
     pub config: PathBuf,
 }
 
-/// `--watch`'s interval: a positive, finite number of seconds.
+/// `--watch`'s interval: a positive, finite number of seconds, checked as the
+/// configuration's `*_secs` keys are.
 fn watch_interval(text: &str) -> Result<std::time::Duration, String> {
     let secs: f64 = text
         .parse()
         .map_err(|_| format!("`{text}` is not a number of seconds"))?;
-    if secs.is_nan() || secs <= 0.0 {
-        return Err(format!(
-            "`{text}`: the interval must be more than 0 seconds"
-        ));
-    }
-    std::time::Duration::try_from_secs_f64(secs).map_err(|e| format!("`{text}`: {e}"))
+    crate::gateway::seconds_or("--watch", Some(secs), std::time::Duration::ZERO)
+        .map_err(|e| e.to_string())
 }
 
 #[cfg(test)]
