@@ -145,7 +145,11 @@ async fn connect(
         .expect("handshake within the deadline")
 }
 
-async fn next_text(ws: &mut Ws) -> String {
+/// The next message, as text: over a TCP connection or an HTTP/2 stream.
+async fn next_text<S>(ws: &mut tokio_tungstenite::WebSocketStream<S>) -> String
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     let msg = tokio::time::timeout(DEADLINE, ws.next())
         .await
         .expect("a message within the deadline")
@@ -285,4 +289,237 @@ async fn shutdown_closes_an_upgraded_connection_after_the_grace_period() {
         .expect("serve returns")
         .expect("joined");
     assert!(served.is_ok(), "{served:?}");
+}
+
+// ---------------------------------------------------------------------------
+// WebSocket over HTTP/2 (RFC 8441 extended CONNECT): hyper's HTTP/2 client (the
+// h2 crate, as used by reqwest and tonic) sends the CONNECT, and tungstenite
+// speaks WebSocket over the tunnelled stream it gets back.
+
+type H2 = hyper::client::conn::http2::SendRequest<http_body_util::Empty<bytes::Bytes>>;
+
+/// An HTTP/2 connection (prior knowledge) to the gateway, once its SETTINGS
+/// are in: a first request has been answered (a 401, no token).
+async fn h2_client(addr: SocketAddr) -> H2 {
+    let stream = TcpStream::connect(addr).await.expect("connect");
+    let (mut send, conn) =
+        hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+            .handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .expect("HTTP/2 handshake");
+    tokio::spawn(conn);
+    let first = h2_send(&mut send, http::Method::GET, addr, "/ws", None, None).await;
+    assert_eq!(first.status(), 401);
+    send
+}
+
+async fn h2_send(
+    send: &mut H2,
+    method: http::Method,
+    addr: SocketAddr,
+    path: &str,
+    protocol: Option<&'static str>,
+    token: Option<&str>,
+) -> http::Response<hyper::body::Incoming> {
+    let mut request = http::Request::builder()
+        .method(method)
+        .uri(format!("http://{addr}{path}"))
+        .header("sec-websocket-version", "13");
+    if let Some(token) = token {
+        request = request.header("authorization", format!("Bearer {token}"));
+    }
+    let mut request = request.body(http_body_util::Empty::new()).expect("request");
+    if let Some(protocol) = protocol {
+        request
+            .extensions_mut()
+            .insert(hyper::ext::Protocol::from_static(protocol));
+    }
+    tokio::time::timeout(DEADLINE, send.send_request(request))
+        .await
+        .expect("answered within the deadline")
+        .expect("answered")
+}
+
+/// An HTTP/2 WebSocket's extended CONNECT.
+async fn h2_websocket(
+    send: &mut H2,
+    addr: SocketAddr,
+    path: &str,
+    token: Option<&str>,
+) -> http::Response<hyper::body::Incoming> {
+    let connect = http::Method::CONNECT;
+    h2_send(send, connect, addr, path, Some("websocket"), token).await
+}
+
+type TunnelWs =
+    tokio_tungstenite::WebSocketStream<hyper_util::rt::TokioIo<hyper::upgrade::Upgraded>>;
+
+/// The WebSocket of an extended CONNECT's `200`.
+async fn tunnel(response: http::Response<hyper::body::Incoming>) -> TunnelWs {
+    let upgraded = tokio::time::timeout(DEADLINE, hyper::upgrade::on(response))
+        .await
+        .expect("in time")
+        .expect("the stream is tunnelled");
+    tokio_tungstenite::WebSocketStream::from_raw_socket(
+        hyper_util::rt::TokioIo::new(upgraded),
+        tokio_tungstenite::tungstenite::protocol::Role::Client,
+        None,
+    )
+    .await
+}
+
+#[tokio::test]
+async fn an_http2_websocket_is_tunnelled_as_its_http11_handshake() {
+    let env = env().await;
+    let (addr, _stop, _served) = start(&config(&env, "", "")).await;
+    let token = env.key.token(&env.issuer, unix_now(), "chat");
+    // A `:protocol` is a stream error unless the server sent
+    // SETTINGS_ENABLE_CONNECT_PROTOCOL: its 200 shows the gateway did.
+    let mut h2 = h2_client(addr).await;
+    let response = h2_websocket(&mut h2, addr, "/ws", Some(&token)).await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.version(), http::Version::HTTP_2);
+    let headers = response.headers().clone();
+    assert!(headers.contains_key("x-request-id"));
+    for hop in ["sec-websocket-accept", "upgrade", "connection"] {
+        assert!(!headers.contains_key(hop), "{hop}: {headers:?}");
+    }
+    let mut ws = tunnel(response).await;
+    assert_eq!(next_text(&mut ws).await, "welcome");
+    for text in ["hello", &"y".repeat(100_000)] {
+        ws.send(Message::text(text)).await.expect("send");
+        assert_eq!(next_text(&mut ws).await, text);
+    }
+    // The connection still carries other requests beside the open WebSocket.
+    let beside = h2_send(&mut h2, http::Method::GET, addr, "/ws", None, None).await;
+    assert_eq!(beside.status(), 401);
+    ws.send(Message::text("after")).await.expect("send");
+    assert_eq!(next_text(&mut ws).await, "after");
+    ws.close(None).await.expect("close");
+
+    // The upstream got a real HTTP/1.1 handshake (tungstenite checked it), with
+    // the claim headers of any request.
+    let handshakes = env.upstream.handshakes.lock().expect("lock");
+    let seen = handshakes.first().expect("the upstream saw the handshake");
+    assert_eq!(seen["x-auth-sub"], "alice");
+    assert!(
+        seen["upgrade"]
+            .as_bytes()
+            .eq_ignore_ascii_case(b"websocket")
+    );
+    assert_eq!(seen["sec-websocket-version"], "13");
+    assert_eq!(seen["x-request-id"], headers["x-request-id"]);
+}
+
+#[tokio::test]
+async fn a_refused_http2_websocket_gets_its_401_and_never_reaches_the_upstream() {
+    let env = env().await;
+    let (addr, _stop, _served) = start(&config(&env, "", "")).await;
+    let wrong_scope = env.key.token(&env.issuer, unix_now(), "other");
+    let mut h2 = h2_client(addr).await;
+    for (token, status) in [(None, 401), (Some(&*wrong_scope), 403)] {
+        let response = h2_websocket(&mut h2, addr, "/ws", token).await;
+        assert_eq!(response.status().as_u16(), status, "{token:?}");
+        assert!(response.headers().contains_key("www-authenticate"));
+        assert!(hyper::upgrade::on(response).await.is_err(), "no tunnel");
+    }
+    assert_eq!(*env.upstream.tcp_accepts.lock().expect("lock"), 0);
+}
+
+#[tokio::test]
+async fn other_connect_requests_are_501_and_never_forwarded() {
+    let env = env().await;
+    let token = env.key.token(&env.issuer, unix_now(), "chat");
+    let (addr, _stop, _served) = start(&config(&env, "", "")).await;
+    let mut h2 = h2_client(addr).await;
+    for protocol in [None, Some("connect-udp")] {
+        let response = h2_send(
+            &mut h2,
+            http::Method::CONNECT,
+            addr,
+            "/ws",
+            protocol,
+            Some(&token),
+        )
+        .await;
+        assert_eq!(response.status(), 501, "{protocol:?}");
+    }
+    // A forward-proxy CONNECT over HTTP/1.1.
+    let mut raw = TcpStream::connect(addr).await.expect("connect");
+    tokio::io::AsyncWriteExt::write_all(
+        &mut raw,
+        format!(
+            "CONNECT {0} HTTP/1.1\r\nHost: {0}\r\nAuthorization: Bearer {token}\r\n\r\n",
+            env.upstream.addr
+        )
+        .as_bytes(),
+    )
+    .await
+    .expect("write");
+    let mut head = [0u8; 12];
+    tokio::time::timeout(DEADLINE, raw.read_exact(&mut head))
+        .await
+        .expect("in time")
+        .expect("read");
+    assert_eq!(&head, b"HTTP/1.1 501");
+
+    // With WebSocket not listed, an HTTP/2 one is 501 too.
+    let toml = config(&env, "", "").replace("[forward]\n", "[forward]\nupgrade_protocols = []\n");
+    let (off, _stop_off, _served_off) = start(&toml).await;
+    let mut h2 = h2_client(off).await;
+    let response = h2_websocket(&mut h2, off, "/ws", Some(&token)).await;
+    assert_eq!(response.status(), 501);
+    assert_eq!(*env.upstream.tcp_accepts.lock().expect("lock"), 0);
+}
+
+/// An upstream that answers every request with `head` (then closes).
+async fn spawn_fixed_answer(head: &'static str) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut seen = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => seen.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = tokio::io::AsyncWriteExt::write_all(&mut stream, head.as_bytes()).await;
+                let _ = stream.read(&mut buf).await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn an_upstream_that_does_not_complete_the_handshake_is_502() {
+    let env = env().await;
+    let plain = spawn_fixed_answer("HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nplain").await;
+    let wrong = spawn_fixed_answer(
+        "HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: upgrade\r\n\
+         sec-websocket-accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n",
+    )
+    .await;
+    let routes = format!(
+        "[[route]]\npath = \"/plain\"\nupstream = \"http://{plain}\"\nscopes_all = [\"chat\"]\n\
+         [[route]]\npath = \"/wrong\"\nupstream = \"http://{wrong}\"\nscopes_all = [\"chat\"]\n"
+    );
+    let toml = config(&env, "", "").replace("[forward]\n", &format!("{routes}[forward]\n"));
+    let (addr, _stop, _served) = start(&toml).await;
+    let token = env.key.token(&env.issuer, unix_now(), "chat");
+    let mut h2 = h2_client(addr).await;
+    // A 200 that is no switch, and a 101 with another key's accept (RFC 6455's
+    // example): neither opens the client's tunnel.
+    for path in ["/plain", "/wrong"] {
+        let response = h2_websocket(&mut h2, addr, path, Some(&token)).await;
+        assert_eq!(response.status(), 502, "{path}");
+        assert!(
+            hyper::upgrade::on(response).await.is_err(),
+            "{path}: no tunnel"
+        );
+    }
 }

@@ -24,6 +24,11 @@
 //! HTTP/1.1 connections may be upgraded (`upgrade.rs`): an upgrade request
 //! carries a [`ConnTicket`], which the upgraded connection keeps, so it still
 //! counts under `max_connections` and a shutdown waits for it (up to `grace`).
+//! HTTP/2 connections advertise extended CONNECT (RFC 8441,
+//! `SETTINGS_ENABLE_CONNECT_PROTOCOL`), so a WebSocket can be one stream of
+//! them: such a request's ticket also keeps the stream in flight while it is
+//! tunnelled ([`ConnTicket::tunnel_in_flight`]), so the connection is not idle
+//! while a WebSocket is open on it.
 //!
 //! On a TLS listener the handshake runs in the connection's task (the accept
 //! loop never waits for it), holds one of the `max_connections` slots, and counts
@@ -175,15 +180,37 @@ pub(crate) async fn accept(listener: &TcpListener) -> io::Result<(TcpStream, Soc
 
 /// What a connection that is upgraded keeps of the listener: its place under
 /// `max_connections`, and the listener's shutdown with its grace period. In the
-/// extensions of every HTTP/1.1 request that asks for an upgrade.
-#[derive(Debug, Clone)]
+/// extensions of every HTTP/1.1 request that asks for an upgrade, and of every
+/// HTTP/2 extended CONNECT (with its connection's state).
+#[derive(Clone)]
 pub(crate) struct ConnTicket {
     _slot: Arc<OwnedSemaphorePermit>,
     stop: watch::Receiver<bool>,
     grace: Duration,
+    /// The HTTP/2 connection an extended CONNECT's stream is one of.
+    h2: Option<Arc<ConnState>>,
+}
+
+impl std::fmt::Debug for ConnTicket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnTicket")
+            .field("grace", &self.grace)
+            .field("h2", &self.h2.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl ConnTicket {
+    /// For an HTTP/2 extended CONNECT: counts the tunnelled stream as a request
+    /// in flight on its connection until the returned value is dropped, so the
+    /// idle timeout does not close a connection a WebSocket is open on. `None`
+    /// for an HTTP/1.1 upgrade (its connection has left hyper's hands).
+    pub(crate) fn tunnel_in_flight(&self) -> Option<TunnelInFlight> {
+        self.h2.as_ref().map(|state| TunnelInFlight {
+            _held: state.begin(Version::HTTP_2),
+        })
+    }
+
     /// Completes `grace` after the listener began shutting down (at once if it
     /// already did and the grace is over; never while it serves on).
     pub(crate) async fn shutdown_over(&mut self) {
@@ -274,6 +301,12 @@ enum Expiry {
 
 /// One request in flight; dropped with its response's body ([`Tracked`]).
 struct InFlight(Arc<ConnState>);
+
+/// An HTTP/2 stream tunnelled after an extended CONNECT, in flight on its
+/// connection until dropped.
+pub(crate) struct TunnelInFlight {
+    _held: InFlight,
+}
 
 impl Drop for InFlight {
     fn drop(&mut self) {
@@ -421,7 +454,11 @@ where
         .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
         .max_concurrent_streams(limits.max_concurrent_streams)
         .keep_alive_interval(limits.keepalive)
-        .keep_alive_timeout(limits.keepalive.unwrap_or(Duration::from_secs(20)));
+        .keep_alive_timeout(limits.keepalive.unwrap_or(Duration::from_secs(20)))
+        // RFC 8441: WebSocket as a stream of an HTTP/2 connection. Advertised
+        // whatever `upgrade_protocols` says (a reload may change it): one not
+        // allowed is answered 501, and fails as its HTTP/1.1 form would.
+        .enable_connect_protocol();
     let builder = Arc::new(builder);
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let (stopping, stop_seen) = watch::channel(false);
@@ -454,6 +491,7 @@ where
                     _slot: Arc::new(slot),
                     stop: stopping.subscribe(),
                     grace,
+                    h2: None,
                 };
                 let conn = Conn {
                     builder: builder.clone(),
@@ -561,6 +599,14 @@ impl Conn {
                 && req.headers().contains_key(http::header::UPGRADE)
             {
                 req.extensions_mut().insert(ticket.clone());
+            } else if req.method() == http::Method::CONNECT
+                && req.extensions().get::<hyper::ext::Protocol>().is_some()
+            {
+                let ticket = ConnTicket {
+                    h2: Some(requests.clone()),
+                    ..ticket.clone()
+                };
+                req.extensions_mut().insert(ticket);
             }
             // A combinator: an async block awaiting the handler's future
             // would hold it twice, and hyper moves this future into place.
@@ -616,6 +662,32 @@ mod tests {
         let (accepted, peer) = accept(&listener).await.expect("accept");
         assert_eq!(peer, client.local_addr().expect("client addr"));
         assert!(accepted.nodelay().expect("nodelay readable"));
+    }
+
+    #[tokio::test]
+    async fn a_tunnelled_http2_stream_is_in_flight_until_it_ends() {
+        let slot = Arc::new(Semaphore::new(1))
+            .try_acquire_owned()
+            .expect("slot");
+        let (_stopping, stop) = watch::channel(false);
+        let state = Arc::new(ConnState::new());
+        let upgraded = ConnTicket {
+            _slot: Arc::new(slot),
+            stop,
+            grace: Duration::ZERO,
+            h2: None,
+        };
+        // An HTTP/1.1 upgrade's connection has left hyper: nothing to count.
+        assert!(upgraded.tunnel_in_flight().is_none());
+        let stream = ConnTicket {
+            h2: Some(state.clone()),
+            ..upgraded
+        };
+        let open = stream.tunnel_in_flight().expect("an HTTP/2 stream");
+        assert_eq!(state.in_flight.load(Ordering::Acquire), 1);
+        assert!(state.http2.load(Ordering::Acquire));
+        drop(open);
+        assert_eq!(state.in_flight.load(Ordering::Acquire), 0);
     }
 
     #[test]

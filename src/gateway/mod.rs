@@ -61,7 +61,9 @@
 //!
 //! An allowed HTTP/1.1 `Upgrade` (WebSocket; `[forward] upgrade_protocols`) is
 //! forwarded and, on the upstream's `101`, both connections are spliced
-//! (`upgrade.rs`). A [`BoundGateway`]'s configuration can be swapped while it
+//! (`upgrade.rs`); an HTTP/2 WebSocket (extended CONNECT, RFC 8441) is sent on
+//! as that HTTP/1.1 handshake and its stream spliced; any other `CONNECT` is
+//! 501. A [`BoundGateway`]'s configuration can be swapped while it
 //! serves ([`Reloader`], `reload.rs`; the binary reloads on `SIGHUP` and, with
 //! `--watch`, on a file change).
 //!
@@ -624,10 +626,25 @@ impl Gateway {
                 own(StatusCode::NOT_FOUND, "not_found", "no such endpoint"),
             );
         }
+        // A reverse proxy serves no CONNECT but an HTTP/2 WebSocket's
+        // (`upgrade.rs`), decided as the GET of its HTTP/1.1 form.
+        let connect_as = match req.method() == http::Method::CONNECT {
+            false => None,
+            true => match self.shared.upgrades.connect_method(&req) {
+                Ok(method) => Some(method),
+                Err(why) => {
+                    return count(
+                        "not_implemented",
+                        own(StatusCode::NOT_IMPLEMENTED, "not_implemented", why),
+                    );
+                }
+            },
+        };
         let target = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
         // Put there by a TLS listener that asks for client certificates.
         let certificate = req.extensions().get::<ClientCertificate>();
-        let check = CheckRequest::new(req.method(), target, req.headers())
+        let method = connect_as.as_ref().unwrap_or(req.method());
+        let check = CheckRequest::new(method, target, req.headers())
             .client_certificate(certificate)
             .parsed_target(req.uri().path_and_query());
         match self.shared.decider.decide(&check).await {
@@ -691,6 +708,19 @@ impl Gateway {
             )));
         }
         let upstream = s.upstreams.for_route(allow.route_index);
+        if parts.method == http::Method::CONNECT
+            || (upgrade.as_ref().is_some_and(upgrade::Pending::is_connect) && upstream.h2c)
+        {
+            // Not an HTTP/2 WebSocket that can be tunnelled (`upgrade.rs`).
+            return Err(Box::new(count(
+                "not_implemented",
+                own(
+                    StatusCode::NOT_IMPLEMENTED,
+                    "not_implemented",
+                    "this WebSocket cannot be tunnelled to its upstream",
+                ),
+            )));
+        }
         // Joined by hand: `format!` is a few hundred instructions more.
         let query = allow.query.as_deref();
         let mut target = String::with_capacity(
@@ -835,6 +865,24 @@ impl Gateway {
                         StatusCode::BAD_GATEWAY,
                         "bad_gateway",
                         "the upstream's protocol switch was refused",
+                    ),
+                )
+            }
+            // Would open the client's tunnel with nothing behind it.
+            Ok(Ok((response, _connection)))
+                if response.status().is_success()
+                    && upgrade.as_ref().is_some_and(upgrade::Pending::is_connect) =>
+            {
+                tracing::warn!(
+                    status = response.status().as_u16(),
+                    "upstream answered a WebSocket handshake without switching protocols"
+                );
+                count(
+                    "bad_gateway",
+                    own(
+                        StatusCode::BAD_GATEWAY,
+                        "bad_gateway",
+                        "the upstream did not switch protocols",
                     ),
                 )
             }

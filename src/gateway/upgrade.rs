@@ -19,11 +19,28 @@
 //! header timeouts no longer apply to it (its protocol has its own keep-alives,
 //! such as WebSocket pings), nor do the body limits; a reload leaves it with the
 //! upstream it was opened to; on shutdown it is given `shutdown_timeout_secs` to
-//! end, then closed. HTTP/2 extended CONNECT (RFC 8441) is not supported.
+//! end, then closed.
+//!
+//! Over HTTP/2 a WebSocket is an extended CONNECT (RFC 8441): `:method CONNECT`,
+//! `:protocol websocket`, on a listener that advertises it (every one does). It
+//! is decided as the `GET` of its HTTP/1.1 form (so a route decides a WebSocket
+//! alike over either version, and a DPoP proof for it names `GET`), then sent to
+//! the upstream as that HTTP/1.1 handshake (RFC 6455 §4.1) with the gateway's own
+//! `Sec-WebSocket-Key`, whose `Sec-WebSocket-Accept` the gateway checks in the
+//! client's stead; the client gets a `200` and its stream is spliced with the
+//! upstream's upgraded connection. The stream counts as a request in flight on
+//! its connection, so the idle timeout does not close a connection a WebSocket
+//! is open on. Any other CONNECT (a forward-proxy tunnel, another `:protocol`,
+//! a WebSocket when `websocket` is not listed, or one to an `h2c://` upstream,
+//! which would need extended CONNECT of its own) is answered `501`.
 
-use http::header::{CONNECTION, HeaderMap, HeaderValue, UPGRADE};
-use http::{Response, StatusCode, Version};
+use aws_lc_rs::digest::{SHA1_FOR_LEGACY_USE_ONLY, digest};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use http::header::{CONNECTION, HeaderMap, HeaderName, HeaderValue, UPGRADE};
+use http::{Method, Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
+use hyper::ext::Protocol;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 
@@ -92,6 +109,22 @@ impl UpgradePolicy {
             .iter()
             .any(|p| p.eq_ignore_ascii_case(protocol))
     }
+
+    /// The method a `CONNECT` request is decided as: `GET` for an HTTP/2
+    /// WebSocket (extended CONNECT, RFC 8441) this policy allows, else `Err`
+    /// with why it is not served (answered `501`). Not called for other methods.
+    pub(crate) fn connect_method<B>(&self, req: &Request<B>) -> Result<Method, &'static str> {
+        match req.extensions().get::<Protocol>() {
+            None => Err("CONNECT is not supported: this is a reverse proxy"),
+            Some(p) if !p.as_str().eq_ignore_ascii_case("websocket") => {
+                Err("this extended CONNECT protocol is not supported")
+            }
+            Some(_) if !self.allows("websocket") || req.version() != Version::HTTP_2 => {
+                Err("WebSocket upgrades are not enabled")
+            }
+            Some(_) => Ok(Method::GET),
+        }
+    }
 }
 
 impl Default for UpgradePolicy {
@@ -130,17 +163,51 @@ fn is_tchar(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
+const SEC_WEBSOCKET_KEY: HeaderName = HeaderName::from_static("sec-websocket-key");
+const SEC_WEBSOCKET_ACCEPT: HeaderName = HeaderName::from_static("sec-websocket-accept");
+
 /// An allowed upgrade request on its way to the upstream.
 pub(crate) struct Pending {
     protocol: HeaderValue,
     client: OnUpgrade,
     ticket: ConnTicket,
+    form: Form,
+}
+
+/// How the client asked for its upgrade.
+enum Form {
+    /// An HTTP/1.1 `Upgrade`, forwarded as it came: the client checks the
+    /// upstream's handshake answer itself.
+    Http11,
+    /// An HTTP/2 extended CONNECT for a WebSocket, forwarded as the HTTP/1.1
+    /// handshake with this key, the gateway's own.
+    Connect { key: HeaderValue },
 }
 
 /// Takes the client's side of the upgrade out of an allowed request asking for
-/// one the policy permits (and its connection can be upgraded).
+/// one the policy permits (and its connection can be upgraded). An HTTP/2
+/// WebSocket's request becomes its HTTP/1.1 form's `GET` here; a `CONNECT`
+/// left as one when this returns `None` must not be forwarded.
 pub(crate) fn take(policy: &UpgradePolicy, parts: &mut http::request::Parts) -> Option<Pending> {
-    let protocol = policy.requested(parts.version, &parts.headers)?;
+    let (protocol, form) = if parts.method == Method::CONNECT {
+        // Only a WebSocket the policy allows gets here (`connect_method`).
+        let websocket = parts
+            .extensions
+            .get::<Protocol>()
+            .is_some_and(|p| p.as_str().eq_ignore_ascii_case("websocket"));
+        if !websocket || !policy.allows("websocket") {
+            return None;
+        }
+        (
+            HeaderValue::from_static("websocket"),
+            Form::Connect { key: new_key() },
+        )
+    } else {
+        (
+            policy.requested(parts.version, &parts.headers)?,
+            Form::Http11,
+        )
+    };
     if parts.extensions.get::<ConnTicket>().is_none()
         || parts.extensions.get::<OnUpgrade>().is_none()
     {
@@ -148,19 +215,58 @@ pub(crate) fn take(policy: &UpgradePolicy, parts: &mut http::request::Parts) -> 
     }
     let client = parts.extensions.remove::<OnUpgrade>()?;
     let ticket = parts.extensions.remove::<ConnTicket>()?;
+    if let Form::Connect { .. } = form {
+        parts.method = Method::GET;
+        parts.extensions.remove::<Protocol>();
+    }
     Some(Pending {
         protocol,
         client,
         ticket,
+        form,
     })
 }
 
+/// A `Sec-WebSocket-Key`: 16 random bytes, base64 (RFC 6455 §4.1). A nonce,
+/// not a secret: were the system's generator to fail, the process-unique
+/// request id serves.
+fn new_key() -> HeaderValue {
+    let mut nonce = [0u8; 16];
+    if aws_lc_rs::rand::fill(&mut nonce).is_err() {
+        // Its second half is a per-request counter, scrambled.
+        let id = super::access::fresh_request_id();
+        if let Some(tail) = id.as_bytes().get(16..32) {
+            nonce.copy_from_slice(tail);
+        }
+    }
+    // Base64 is always a valid header value.
+    HeaderValue::try_from(STANDARD.encode(nonce))
+        .unwrap_or_else(|_| HeaderValue::from_static("AAAAAAAAAAAAAAAAAAAAAA=="))
+}
+
+/// The `Sec-WebSocket-Accept` an upstream must answer `key` with (RFC 6455 §4.2.2).
+fn accept_for(key: &HeaderValue) -> String {
+    const GUID: &[u8] = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+    let joined = [key.as_bytes(), GUID].concat();
+    STANDARD.encode(digest(&SHA1_FOR_LEGACY_USE_ONLY, &joined))
+}
+
 impl Pending {
+    /// Whether the client asked by HTTP/2 extended CONNECT: it must get a `2xx`
+    /// only once its stream is spliced.
+    pub(crate) fn is_connect(&self) -> bool {
+        matches!(self.form, Form::Connect { .. })
+    }
+
     /// Puts `Connection: upgrade` and the `Upgrade` back on the request to the
-    /// upstream, after its hop-by-hop headers were removed.
+    /// upstream, after its hop-by-hop headers were removed (and, for an HTTP/2
+    /// WebSocket, the gateway's `Sec-WebSocket-Key`: RFC 8441 has none).
     pub(crate) fn restore_headers(&self, headers: &mut HeaderMap) {
         headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
         headers.insert(UPGRADE, self.protocol.clone());
+        if let Form::Connect { key } = &self.form {
+            headers.insert(SEC_WEBSOCKET_KEY, key.clone());
+        }
     }
 
     /// The upstream's `101`: checked (it must name a protocol the client offered),
@@ -183,19 +289,43 @@ impl Pending {
         if !fits {
             return Err("a 101 to a protocol the client did not offer");
         }
+        if let Form::Connect { key } = &self.form {
+            let mut accepts = response.headers().get_all(SEC_WEBSOCKET_ACCEPT).iter();
+            let answered = match (accepts.next(), accepts.next()) {
+                (Some(v), None) => v.as_bytes() == accept_for(key).as_bytes(),
+                _ => false,
+            };
+            if !answered {
+                return Err("a 101 without the Sec-WebSocket-Accept of the gateway's key");
+            }
+        }
         let upstream = hyper::upgrade::on(&mut response);
         let (mut parts, _body) = response.into_parts();
         strip_hop_by_hop(&mut parts.headers);
-        parts
-            .headers
-            .insert(CONNECTION, HeaderValue::from_static("upgrade"));
-        parts.headers.insert(UPGRADE, chosen);
-        parts.version = Version::HTTP_11;
         debug_assert_eq!(parts.status, StatusCode::SWITCHING_PROTOCOLS);
+        match self.form {
+            Form::Http11 => {
+                parts
+                    .headers
+                    .insert(CONNECTION, HeaderValue::from_static("upgrade"));
+                parts.headers.insert(UPGRADE, chosen);
+                parts.version = Version::HTTP_11;
+            }
+            Form::Connect { .. } => {
+                // RFC 8441 §5: a 2xx opens the tunnel; the handshake's own
+                // headers (`Sec-WebSocket-Protocol`, `-Extensions`) stay.
+                parts.headers.remove(SEC_WEBSOCKET_ACCEPT);
+                parts.status = StatusCode::OK;
+                parts.version = Version::HTTP_2;
+            }
+        }
         let Pending {
             client, mut ticket, ..
         } = self;
+        // An HTTP/2 stream stays in flight on its connection while it is open.
+        let in_flight = ticket.tunnel_in_flight();
         tokio::spawn(async move {
+            let _in_flight = in_flight;
             let relay = async {
                 let (client, upstream) = tokio::try_join!(client, upstream)?;
                 let (mut client, mut upstream) = (TokioIo::new(client), TokioIo::new(upstream));
@@ -248,6 +378,53 @@ mod tests {
             policy(&["WebSocket"]).expect("ok"),
             UpgradePolicy::default()
         );
+    }
+
+    #[test]
+    fn the_websocket_accept_is_rfc_6455s() {
+        // RFC 6455 §1.3's worked example.
+        let key = HeaderValue::from_static("dGhlIHNhbXBsZSBub25jZQ==");
+        assert_eq!(accept_for(&key), "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
+        let (a, b) = (new_key(), new_key());
+        assert_ne!(a, b);
+        let nonce = STANDARD.decode(a.as_bytes()).expect("base64");
+        assert_eq!(nonce.len(), 16);
+    }
+
+    fn connect_request(protocol: Option<&'static str>, version: Version) -> Request<()> {
+        let mut req = Request::builder()
+            .method(Method::CONNECT)
+            .version(version)
+            .uri("https://gw.example/ws")
+            .body(())
+            .expect("request");
+        if let Some(p) = protocol {
+            req.extensions_mut().insert(Protocol::from_static(p));
+        }
+        req
+    }
+
+    #[test]
+    fn only_an_allowed_http2_websocket_connect_is_served() {
+        let p = UpgradePolicy::default();
+        let ws = connect_request(Some("websocket"), Version::HTTP_2);
+        assert_eq!(p.connect_method(&ws), Ok(Method::GET));
+        assert_eq!(
+            p.connect_method(&connect_request(Some("WebSocket"), Version::HTTP_2)),
+            Ok(Method::GET)
+        );
+        for refused in [
+            connect_request(None, Version::HTTP_2),
+            connect_request(None, Version::HTTP_11),
+            connect_request(Some("connect-udp"), Version::HTTP_2),
+            connect_request(Some("websocket"), Version::HTTP_11),
+        ] {
+            assert!(p.connect_method(&refused).is_err(), "{refused:?}");
+        }
+        let off = policy(&[]).expect("empty list");
+        assert!(off.connect_method(&ws).is_err());
+        let other = policy(&["foo"]).expect("foo");
+        assert!(other.connect_method(&ws).is_err());
     }
 
     #[test]
