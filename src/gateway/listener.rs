@@ -24,7 +24,7 @@
 //! HTTP/1.1 connections may be upgraded (`upgrade.rs`): an upgrade request
 //! carries a [`ConnTicket`], which the upgraded connection keeps, so it still
 //! counts under `max_connections` and a shutdown waits for it (up to `grace`).
-//! HTTP/2 connections advertise extended CONNECT (RFC 8441,
+//! The gateway's HTTP/2 connections advertise extended CONNECT (RFC 8441,
 //! `SETTINGS_ENABLE_CONNECT_PROTOCOL`), so a WebSocket can be one stream of
 //! them: such a request's ticket also keeps the stream in flight while it is
 //! tunnelled ([`ConnTicket::tunnel_in_flight`]), so the connection is not idle
@@ -80,6 +80,9 @@ pub(crate) struct ConnLimits {
     /// HTTP/2 PING this often on a connection (and close it when the answer
     /// takes as long): a vanished peer's connection is freed. `None`: no pings.
     pub keepalive: Option<Duration>,
+    /// Advertise HTTP/2 extended CONNECT (RFC 8441): the gateway's listeners,
+    /// which tunnel WebSockets (`upgrade.rs`); not the check services.
+    pub extended_connect: bool,
 }
 
 /// hyper's floor for the HTTP/1.1 read buffer.
@@ -151,6 +154,7 @@ impl ConnLimits {
             max_header_bytes,
             max_concurrent_streams,
             keepalive,
+            extended_connect: defaults.extended_connect,
         })
     }
 }
@@ -164,6 +168,7 @@ impl Default for ConnLimits {
             max_header_bytes: 64 * 1024,
             max_concurrent_streams: 200,
             keepalive: None,
+            extended_connect: false,
         }
     }
 }
@@ -454,11 +459,13 @@ where
         .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
         .max_concurrent_streams(limits.max_concurrent_streams)
         .keep_alive_interval(limits.keepalive)
-        .keep_alive_timeout(limits.keepalive.unwrap_or(Duration::from_secs(20)))
+        .keep_alive_timeout(limits.keepalive.unwrap_or(Duration::from_secs(20)));
+    if limits.extended_connect {
         // RFC 8441: WebSocket as a stream of an HTTP/2 connection. Advertised
         // whatever `upgrade_protocols` says (a reload may change it): one not
         // allowed is answered 501, and fails as its HTTP/1.1 form would.
-        .enable_connect_protocol();
+        builder.http2().enable_connect_protocol();
+    }
     let builder = Arc::new(builder);
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let (stopping, stop_seen) = watch::channel(false);

@@ -309,7 +309,10 @@ impl Gateway {
             upstream_body_timeout: limits.upstream_body_timeout,
             max_body_bytes: limits.max_body_bytes,
             shutdown_timeout,
-            conn_limits: limits.conn,
+            conn_limits: ConnLimits {
+                extended_connect: true,
+                ..limits.conn
+            },
             forwarding,
             listen: config.listen,
             admin_listen: config.admin_listen,

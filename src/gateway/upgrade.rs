@@ -22,7 +22,8 @@
 //! end, then closed.
 //!
 //! Over HTTP/2 a WebSocket is an extended CONNECT (RFC 8441): `:method CONNECT`,
-//! `:protocol websocket`, on a listener that advertises it (every one does). It
+//! `:protocol websocket`, on a listener that advertises it (every gateway
+//! listener does; the ext-authz check services do not). It
 //! is decided as the `GET` of its HTTP/1.1 form (so a route decides a WebSocket
 //! alike over either version, and a DPoP proof for it names `GET`), then sent to
 //! the upstream as that HTTP/1.1 handshake (RFC 6455 §4.1) with the gateway's own
