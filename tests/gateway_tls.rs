@@ -979,3 +979,99 @@ async fn a_tonic_service_behind_the_gateway_keeps_its_statuses() {
     let e = grpc::get(&url, None, b"7").await.expect_err("no token");
     assert_eq!(e.code(), tonic::Code::Unauthenticated);
 }
+
+/// A WebSocket echo server (tungstenite) on 127.0.0.1.
+async fn spawn_ws_echo() -> SocketAddr {
+    use futures_util::{SinkExt as _, StreamExt as _};
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let Ok(mut ws) = tokio_tungstenite::accept_async(stream).await else {
+                    return;
+                };
+                while let Some(Ok(msg)) = ws.next().await {
+                    if (msg.is_text() || msg.is_binary()) && ws.send(msg).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn a_websocket_over_http2_is_tunnelled_through_the_tls_listener() {
+    use futures_util::{SinkExt as _, StreamExt as _};
+    use tokio_tungstenite::tungstenite::Message;
+    let env = Env::new().await;
+    env.install(&env.pki.server());
+    let upstream = spawn_ws_echo().await;
+    let gw = start(&env.config(&format!("http://{upstream}"), "", Some(""), "")).await;
+
+    // What a browser does: TLS with ALPN h2, then RFC 8441's extended CONNECT.
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_slice(env.pki.ca_pem().as_bytes()).expect("ca"))
+        .expect("root");
+    let mut config = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let tcp = TcpStream::connect(gw.addr).await.expect("connect");
+    let name = ServerName::try_from("localhost").expect("name");
+    let tls = connector.connect(name, tcp).await.expect("handshake");
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    let (mut send, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+        .handshake(TokioIo::new(tls))
+        .await
+        .expect("HTTP/2 handshake");
+    tokio::spawn(conn);
+    let connect = |token: Option<String>| {
+        let mut request = Request::builder()
+            .method(http::Method::CONNECT)
+            .uri("https://localhost/chat")
+            .header("sec-websocket-version", "13");
+        if let Some(token) = token {
+            request = request.header("authorization", format!("Bearer {token}"));
+        }
+        let mut request = request
+            .body(http_body_util::Empty::<Bytes>::new())
+            .expect("request");
+        request
+            .extensions_mut()
+            .insert(hyper::ext::Protocol::from_static("websocket"));
+        request
+    };
+    let refused = send.send_request(connect(None)).await.expect("answered");
+    assert_eq!(refused.status(), 401);
+    let response = send
+        .send_request(connect(Some(env.token())))
+        .await
+        .expect("answered");
+    assert_eq!(response.status(), 200);
+    let upgraded = hyper::upgrade::on(response).await.expect("tunnelled");
+    let mut ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
+        TokioIo::new(upgraded),
+        tokio_tungstenite::tungstenite::protocol::Role::Client,
+        None,
+    )
+    .await;
+    ws.send(Message::text("over TLS and HTTP/2"))
+        .await
+        .expect("send");
+    let echoed = tokio::time::timeout(Duration::from_secs(10), ws.next())
+        .await
+        .expect("in time")
+        .expect("open")
+        .expect("a message");
+    assert_eq!(
+        echoed.into_text().expect("text").as_str(),
+        "over TLS and HTTP/2"
+    );
+}
